@@ -1,0 +1,8 @@
+//! The prediction core of mrlab: bytes in, values out. No processes, no files, no clocks.
+//!
+//! `event` is the event model every other crate speaks: a predicted event and an event read
+//! from a guest's log are the same type, so comparing them is plain equality on fields.
+
+pub mod event;
+
+pub use event::{Digests, Event, EventType, Input, Platform, Platforms, Register, Registers};

@@ -1,0 +1,39 @@
+//! Subcommands. One module each; `dispatch` is the only place that knows them all.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod firmware;
+mod pe;
+mod quote;
+mod replay;
+
+/// Boot confidential-VM launch configurations under QEMU and check their measurements against a
+/// prediction, event by event.
+#[derive(Parser)]
+#[command(name = "mrlab", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Show TDVF metadata, MRTD (single- and two-pass), CFV and TD HOB digests of a firmware image.
+    Firmware(firmware::Args),
+    /// Show the Authenticode digests (SHA-256, SHA-384) of a PE/COFF image.
+    Pe(pe::Args),
+    /// Parse an event log (TPM TCG2/TCG1.2 or TDX CCEL) and replay it to register values.
+    Replay(replay::Args),
+    /// Decode a TDX quote (v4/v5) or a 1024-byte TDREPORT.
+    Quote(quote::Args),
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Firmware(a) => firmware::run(a),
+        Command::Pe(a) => pe::run(a),
+        Command::Replay(a) => replay::run(a),
+        Command::Quote(a) => quote::run(a),
+    }
+}

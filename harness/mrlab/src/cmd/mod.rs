@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod firmware;
+mod images;
 mod pe;
 mod quote;
 mod replay;
@@ -25,6 +26,8 @@ pub enum Command {
     Pe(pe::Args),
     /// Parse an event log (TPM TCG2/TCG1.2 or TDX CCEL) and replay it to register values.
     Replay(replay::Args),
+    /// Fetch pinned packages and build guest images (agent initramfs, UKI, ESP disk).
+    Images(images::Args),
     /// Decode a TDX quote (v4/v5) or a 1024-byte TDREPORT.
     Quote(quote::Args),
 }
@@ -35,5 +38,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pe(a) => pe::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Quote(a) => quote::run(a),
+        Command::Images(a) => images::run(a),
     }
 }

@@ -1,0 +1,10 @@
+//! `mrlab images`.
+
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`mrlab images` is not implemented yet")
+}

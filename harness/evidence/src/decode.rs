@@ -1,0 +1,1 @@
+//! Human-readable descriptions of well-known event data.

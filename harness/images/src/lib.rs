@@ -1,1 +1,331 @@
-//! See Cargo.toml description.
+//! Guest images from pinned Debian packages: kernels, firmware, the agent initramfs, UKIs and
+//! ESP disks, all built deterministically into a cache keyed by what went into them.
+//!
+//! Packages are fetched by `images/fetch.sh` into `<cache>/debs/<id>/` (a `dpkg-deb -x` root
+//! plus a `.stamp` holding the `.deb`'s sha256). [`Cache`] checks each stamp against
+//! `images/packages.lock` before handing out a path, so a stale cache is an error, not a
+//! silently different image.
+
+pub mod cpio;
+pub mod modules;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Everything that can go wrong while locating or building an image.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    #[error("{path}: malformed package lock: {what}")]
+    Lock { path: PathBuf, what: String },
+    #[error("package {id:?} is not in {lock}")]
+    UnknownPackage { id: String, lock: PathBuf },
+    #[error("package {id:?} is not fetched ({dir} missing); run images/fetch.sh")]
+    NotFetched { id: String, dir: PathBuf },
+    #[error("package {id:?} in {dir} is stale: stamp {found:?}, lock wants {expected}; run images/fetch.sh")]
+    StaleStamp {
+        id: String,
+        dir: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("package {id:?}: {what}")]
+    Package { id: String, what: String },
+    #[error("{path}: {what}")]
+    Module { path: PathBuf, what: String },
+    #[error("building the agent failed ({command}): {output}")]
+    AgentBuild { command: String, output: String },
+}
+
+/// One `[[package]]` of `images/packages.lock`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Package {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub suite: String,
+    pub sha256: String,
+}
+
+#[derive(Deserialize)]
+struct LockFile {
+    package: Vec<Package>,
+}
+
+/// A kernel package's boot image and modules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelImage {
+    pub vmlinuz: PathBuf,
+    /// `uname -r` of the kernel, e.g. `6.1.0-50-amd64`.
+    pub release: String,
+    /// `lib/modules/<release>/` inside the extracted package.
+    pub modules_dir: PathBuf,
+}
+
+/// Modules the agent loads when the kernel has them as modules (built-in ones are skipped):
+/// fw_cfg sysfs, configfs (for configfs-tsm), the TDX guest device (pulls `tsm`), TPM drivers.
+pub const AGENT_MODULES: &[&str] = &["qemu_fw_cfg", "configfs", "tdx_guest", "tpm_tis", "tpm_crb"];
+
+/// Where the agent lists the modules to load, dependencies first (read by `mrlab-agent`).
+const AGENT_MODULE_LIST: &str = "etc/mrlab/modules";
+
+/// Bumped whenever the initramfs layout changes, so old cache entries are not reused.
+const INITRAMFS_FORMAT: &str = "mrlab-initramfs-v1";
+
+/// The checkout this crate was built from (the agent is built from its sources).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// The image cache: `<root>/debs/<id>` (fetched packages), `<root>/images/<key>/` (built images).
+#[derive(Debug, Clone)]
+pub struct Cache {
+    repo: PathBuf,
+    root: PathBuf,
+    packages: Vec<Package>,
+}
+
+impl Cache {
+    /// Opens the cache of the checkout at `repo_root`: `$MRLAB_CACHE` if set, else
+    /// `<repo_root>/.cache`, with the lock read from `<repo_root>/images/packages.lock`.
+    pub fn open(repo_root: &Path) -> Result<Cache, Error> {
+        let root = match std::env::var_os("MRLAB_CACHE") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => repo_root.join(".cache"),
+        };
+        Cache::open_at(repo_root, &root)
+    }
+
+    /// Opens the cache at an explicit `root` (tests build into fresh directories this way).
+    pub fn open_at(repo_root: &Path, root: &Path) -> Result<Cache, Error> {
+        let lock = repo_root.join("images/packages.lock");
+        let text = fs::read_to_string(&lock).map_err(|e| Error::Io(lock.clone(), e))?;
+        let parsed: LockFile = toml::from_str(&text).map_err(|e| Error::Lock {
+            path: lock.clone(),
+            what: e.to_string(),
+        })?;
+        Ok(Cache {
+            repo: repo_root.to_owned(),
+            root: root.to_owned(),
+            packages: parsed.package,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The pinned packages, in lock order.
+    pub fn packages(&self) -> &[Package] {
+        &self.packages
+    }
+
+    fn locked(&self, id: &str) -> Result<&Package, Error> {
+        self.packages
+            .iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| Error::UnknownPackage {
+                id: id.to_owned(),
+                lock: self.repo.join("images/packages.lock"),
+            })
+    }
+
+    /// The extracted package `<root>/debs/<id>/`, checked against the lock.
+    ///
+    /// Packages are looked up in `<repo>/.cache/debs` when `root` has none, so a fresh build
+    /// cache can reuse the fetched packages.
+    pub fn package(&self, id: &str) -> Result<PathBuf, Error> {
+        let expected = &self.locked(id)?.sha256;
+        let mut dir = self.root.join("debs").join(id);
+        if !dir.exists() {
+            let shared = self.repo.join(".cache/debs").join(id);
+            if shared.exists() {
+                dir = shared;
+            }
+        }
+        let stamp = dir.join(".stamp");
+        let found = match fs::read_to_string(&stamp) {
+            Ok(s) => s.trim().to_owned(),
+            Err(_) if !dir.exists() => {
+                return Err(Error::NotFetched {
+                    id: id.to_owned(),
+                    dir,
+                })
+            }
+            Err(e) => return Err(Error::Io(stamp, e)),
+        };
+        if &found != expected {
+            return Err(Error::StaleStamp {
+                id: id.to_owned(),
+                dir,
+                expected: expected.clone(),
+                found,
+            });
+        }
+        Ok(dir)
+    }
+
+    /// The kernel of package `id` (e.g. `kernel-6.1`): its one `boot/vmlinuz-<release>`.
+    pub fn kernel(&self, id: &str) -> Result<KernelImage, Error> {
+        let dir = self.package(id)?;
+        let boot = dir.join("boot");
+        let mut releases: Vec<String> = fs::read_dir(&boot)
+            .map_err(|e| Error::Io(boot.clone(), e))?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_prefix("vmlinuz-")
+                    .map(str::to_owned)
+            })
+            .collect();
+        releases.sort();
+        let release = match releases.as_slice() {
+            [one] => one.clone(),
+            other => {
+                return Err(Error::Package {
+                    id: id.to_owned(),
+                    what: format!("expected one boot/vmlinuz-*, found {other:?}"),
+                })
+            }
+        };
+        Ok(KernelImage {
+            vmlinuz: boot.join(format!("vmlinuz-{release}")),
+            modules_dir: dir.join("lib/modules").join(&release),
+            release,
+        })
+    }
+
+    /// The OVMF image of package `id` (e.g. `ovmf-2022.11`): `usr/share/ovmf/OVMF.fd`.
+    pub fn firmware(&self, id: &str) -> Result<PathBuf, Error> {
+        let path = self.package(id)?.join("usr/share/ovmf/OVMF.fd");
+        if !path.is_file() {
+            return Err(Error::Package {
+                id: id.to_owned(),
+                what: format!("{} missing", path.display()),
+            });
+        }
+        Ok(path)
+    }
+
+    /// Builds (or finds up to date) the static `mrlab-agent` binary. Cargo decides whether
+    /// anything changed; its own target dir keeps the static RUSTFLAGS away from normal builds.
+    pub fn agent_binary(&self) -> Result<PathBuf, Error> {
+        const TARGET: &str = "x86_64-unknown-linux-gnu";
+        let target_dir = self.repo.join(".cache/agent-target");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&self.repo)
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "agent",
+                "--bin",
+                "mrlab-agent",
+            ])
+            .args(["--target", TARGET])
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        let describe = format!(
+            "RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR={} cargo build --release -p agent --target {TARGET}",
+            target_dir.display()
+        );
+        let out = cmd.output().map_err(|e| Error::AgentBuild {
+            command: describe.clone(),
+            output: e.to_string(),
+        })?;
+        if !out.status.success() {
+            return Err(Error::AgentBuild {
+                command: describe,
+                output: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(target_dir.join(TARGET).join("release/mrlab-agent"))
+    }
+
+    /// The agent initramfs for kernel package `kernel_id`: an uncompressed newc cpio with
+    /// `/init` = the agent, `/dev/console`, and the kernel's [`AGENT_MODULES`] (decompressed,
+    /// dependencies first, listed in `/etc/mrlab/modules`). Cached under
+    /// `<root>/images/initramfs-<key>/initramfs.cpio`, keyed by the kernel's locked sha256, the
+    /// agent binary and the layout version; the same inputs give the same bytes.
+    pub fn agent_initramfs(&self, kernel_id: &str) -> Result<PathBuf, Error> {
+        let kernel = self.kernel(kernel_id)?;
+        let agent_path = self.agent_binary()?;
+        let agent = fs::read(&agent_path).map_err(|e| Error::Io(agent_path.clone(), e))?;
+
+        let mut key = Sha256::new();
+        key.update(INITRAMFS_FORMAT);
+        key.update(&self.locked(kernel_id)?.sha256);
+        key.update(Sha256::digest(&agent));
+        for m in AGENT_MODULES {
+            key.update(m);
+        }
+        let key = hex::encode(key.finalize());
+        let out = self
+            .root
+            .join("images")
+            .join(format!("initramfs-{}", &key[..16]))
+            .join("initramfs.cpio");
+        if out.is_file() {
+            return Ok(out);
+        }
+
+        let modules = modules::resolve(&kernel.modules_dir, AGENT_MODULES)?;
+        let mut archive = cpio::Archive::default();
+        archive.insert(
+            "init",
+            cpio::Node::File {
+                data: agent,
+                executable: true,
+            },
+        );
+        archive.insert("dev/console", cpio::Node::CharDevice { major: 5, minor: 1 });
+        for dir in ["proc", "sys", "tmp"] {
+            archive.insert(dir, cpio::Node::Dir);
+        }
+        let mut list = String::new();
+        for m in modules {
+            let path = format!("lib/modules/{}/{}", kernel.release, m.rel_path);
+            list.push_str(&format!("/{path}\n"));
+            archive.insert(
+                &path,
+                cpio::Node::File {
+                    data: m.data,
+                    executable: false,
+                },
+            );
+        }
+        archive.insert(
+            AGENT_MODULE_LIST,
+            cpio::Node::File {
+                data: list.into_bytes(),
+                executable: false,
+            },
+        );
+        write_atomically(&out, &archive.to_bytes())?;
+        Ok(out)
+    }
+}
+
+/// Writes `data` to `path` through a temporary file in the same directory and a rename, so a
+/// concurrent reader sees either nothing or the whole file.
+fn write_atomically(path: &Path, data: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::Io(dir.to_owned(), e))?;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    fs::write(&tmp, data).map_err(|e| Error::Io(tmp.clone(), e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::Io(path.to_owned(), e))
+}

@@ -1,0 +1,177 @@
+//! End-to-end check of the agent initramfs: `-kernel` boot of a pinned Debian kernel on the
+//! host's QEMU + OVMF with a swtpm TPM 2.0 (SHA-256 and SHA-384 banks), TCG, and a decoded
+//! record holding the event log, PCRs and the fw_cfg ACPI tables.
+
+use agent::record;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const HOST_OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+fn repo() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// A child process killed (and reaped) when dropped, so a failing assertion leaves nothing behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(path: &Path, what: &str) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what} {} did not appear",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Boots `kernel_id` with the agent initramfs and returns the raw serial output.
+fn boot(kernel_id: &str, append: &str) -> Vec<u8> {
+    let cache = images::Cache::open(&repo()).expect("open cache");
+    let kernel = cache
+        .kernel(kernel_id)
+        .unwrap_or_else(|e| panic!("{e} (run images/fetch.sh)"));
+    let initrd = cache.agent_initramfs(kernel_id).expect("agent initramfs");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("tpm");
+    std::fs::create_dir(&state).unwrap();
+    let setup = Command::new("swtpm_setup")
+        .args([
+            "--tpm2",
+            "--pcr-banks",
+            "sha256,sha384",
+            "--overwrite",
+            "--tpmstate",
+        ])
+        .arg(&state)
+        .output()
+        .expect("swtpm_setup (install swtpm-tools: ci/setup-host.sh)");
+    assert!(
+        setup.status.success(),
+        "swtpm_setup failed: {}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let sock = dir.path().join("swtpm.sock");
+    let _swtpm = Reaped(
+        Command::new("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", state.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", sock.display()))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("swtpm (install swtpm: ci/setup-host.sh)"),
+    );
+    wait_for(&sock, "swtpm socket");
+
+    let serial = dir.path().join("serial.log");
+    let mut qemu = Reaped(
+        Command::new("qemu-system-x86_64")
+            .args(["-machine", "q35", "-accel", "tcg", "-m", "2G", "-smp", "1"])
+            .args(["-nodefaults", "-display", "none", "-no-reboot"])
+            .args(["-bios", HOST_OVMF, "-kernel"])
+            .arg(&kernel.vmlinuz)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", append])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-chardev")
+            .arg(format!("socket,id=chrtpm,path={}", sock.display()))
+            .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
+            .args(["-device", "tpm-tis,tpmdev=tpm0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("qemu-system-x86_64"),
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = qemu.0.try_wait().expect("wait qemu") {
+            break status;
+        }
+        assert!(
+            start.elapsed() < BOOT_TIMEOUT,
+            "boot did not power off within {BOOT_TIMEOUT:?}; serial so far:\n{}",
+            String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "qemu exited with {status}");
+    std::fs::read(&serial).expect("serial log")
+}
+
+fn check_vtpm_record(kernel_id: &str) {
+    let serial = boot(kernel_id, "console=ttyS0 mrlab.nonce=0011");
+    let rec = record::decode(&serial).unwrap_or_else(|e| {
+        panic!(
+            "{e}; serial:\n{}",
+            String::from_utf8_lossy(&serial[serial.len().saturating_sub(4000)..])
+        )
+    });
+    let names: Vec<&str> = rec.names().collect();
+    let log = rec.get("tpm/binary_bios_measurements").unwrap_or_default();
+    // A crypto-agile TCG2 log starts with the TCG 1.2-format Spec ID event: PCR 0, type
+    // EV_NO_ACTION (3), and its data begins with the signature "Spec ID Event03".
+    assert!(
+        log.len() > 1000,
+        "event log too short ({} bytes); entries {names:?}",
+        log.len()
+    );
+    assert_eq!(&log[..8], &[0, 0, 0, 0, 3, 0, 0, 0]);
+    assert_eq!(&log[32..47], b"Spec ID Event03");
+    for bank in ["sha256", "sha384"] {
+        for n in 0..24 {
+            let pcr = rec
+                .get(&format!("tpm/pcr-{bank}/{n}"))
+                .unwrap_or_else(|| panic!("tpm/pcr-{bank}/{n} missing; entries {names:?}"));
+            let text = String::from_utf8_lossy(pcr);
+            let hex_len = if bank == "sha256" { 64 } else { 96 };
+            assert_eq!(text.trim().len(), hex_len, "tpm/pcr-{bank}/{n} = {text:?}");
+        }
+    }
+    // PCR 0 is extended by firmware, so it is not all zero.
+    let pcr0 = String::from_utf8_lossy(rec.get("tpm/pcr-sha384/0").unwrap()).to_string();
+    assert!(pcr0.trim().chars().any(|c| c != '0'), "PCR0 = {pcr0}");
+    let tables = rec.get("fw_cfg/etc/acpi/tables").unwrap_or_default();
+    assert!(
+        tables.len() > 100,
+        "fw_cfg/etc/acpi/tables: {} bytes",
+        tables.len()
+    );
+    // The tables blob holds the DSDT among others (signature from the ACPI spec).
+    assert!(tables.windows(4).any(|w| w == b"DSDT"));
+    assert!(rec
+        .get("fw_cfg/etc/table-loader")
+        .is_some_and(|d| !d.is_empty()));
+    let cmdline = String::from_utf8_lossy(rec.get("proc/cmdline").unwrap()).to_string();
+    assert!(cmdline.contains("mrlab.nonce=0011"), "{cmdline}");
+    let release = cache_release(kernel_id);
+    assert_eq!(rec.get("kernel/release"), Some(release.as_bytes()));
+    assert_eq!(rec.errors(), Vec::<String>::new(), "agent errors");
+}
+
+fn cache_release(kernel_id: &str) -> String {
+    images::Cache::open(&repo())
+        .unwrap()
+        .kernel(kernel_id)
+        .unwrap()
+        .release
+}
+
+#[test]
+fn kernel_6_1_boot_on_vtpm_yields_record() {
+    check_vtpm_record("kernel-6.1");
+}

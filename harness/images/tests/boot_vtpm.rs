@@ -175,3 +175,8 @@ fn cache_release(kernel_id: &str) -> String {
 fn kernel_6_1_boot_on_vtpm_yields_record() {
     check_vtpm_record("kernel-6.1");
 }
+
+#[test]
+fn kernel_6_12_boot_on_vtpm_yields_record() {
+    check_vtpm_record("kernel-6.12");
+}

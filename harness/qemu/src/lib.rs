@@ -1,1 +1,11 @@
-//! See Cargo.toml description.
+//! QEMU for mrlab: one [`Vm`] value → QEMU arguments per backend, the fw_cfg oracle over
+//! qtest, and supervised boots (process groups, timeouts, QMP, swtpm).
+
+pub mod argv;
+pub mod vm;
+
+pub use argv::{argv, run_sh, Accel, Backend, RunDir, TdxFlavour};
+pub use vm::{
+    Boot, Device, Disk, DiskFormat, DstackHostShare, DstackLayout, DstackRootfs, KernelIrqchip,
+    Machine, Share, Vm,
+};

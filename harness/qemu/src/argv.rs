@@ -1,0 +1,566 @@
+//! `Vm` → QEMU arguments per backend, and a shell script that re-runs a VM by hand.
+
+use crate::vm::{Boot, Device, Vm};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Tcg,
+    Kvm,
+}
+
+/// Which QEMU the TDX command line is for: the flags differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TdxFlavour {
+    /// Upstream QEMU ≥ 10.1 (`docs/system/i386/tdx.rst`): `tdx-guest` object,
+    /// `confidential-guest-support`, split irqchip; memory needs no explicit backend.
+    Upstream,
+    /// Canonical's QEMU 8.2 (Ubuntu 24.04, canonical/tdx `guest-tools/run_td`): as upstream
+    /// plus an explicit `memory-backend-ram` named in `-machine memory-backend=`.
+    Canonical82,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Any Linux: the VM plus a swtpm-backed tpm-tis when `Vm::tpm`.
+    Vtpm { accel: Accel },
+    /// A TD on a TDX host.
+    Tdx { flavour: TdxFlavour },
+    /// The fw_cfg oracle: TCG, paused before the first instruction (`-S`), driven over qtest.
+    /// Accelerator-only objects are left out; a vhost-vsock device is replaced by a stand-in
+    /// that takes the same PCI slot (see [`oracle_stand_in`]).
+    Oracle,
+}
+
+/// Where one VM's sockets, logs and state live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(path: impl Into<PathBuf>) -> RunDir {
+        RunDir { path: path.into() }
+    }
+    pub fn serial_log(&self) -> PathBuf {
+        self.path.join("serial.log")
+    }
+    pub fn stderr_log(&self) -> PathBuf {
+        self.path.join("qemu.stderr")
+    }
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.path.join("qmp.sock")
+    }
+    pub fn qtest_socket(&self) -> PathBuf {
+        self.path.join("qtest.sock")
+    }
+    pub fn swtpm_socket(&self) -> PathBuf {
+        self.path.join("swtpm.sock")
+    }
+    pub fn swtpm_state(&self) -> PathBuf {
+        self.path.join("tpm")
+    }
+    pub fn swtpm_log(&self) -> PathBuf {
+        self.path.join("swtpm.log")
+    }
+    pub fn run_sh(&self) -> PathBuf {
+        self.path.join("run.sh")
+    }
+}
+
+fn path_str(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// `-m` value: MiB when whole, bytes otherwise.
+fn memory_arg(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes % MIB == 0 {
+        format!("{}M", bytes / MIB)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
+fn on_off(value: bool) -> &'static str {
+    if value {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// The oracle cannot open `/dev/vhost-vsock` (absent on most hosts, and needless for fw_cfg):
+/// a virtio-rng-pci takes its slot. Both are hotpluggable, non-display PCI endpoints, which is
+/// all QEMU's ACPI builder looks at for a root-bus slot.
+pub fn oracle_stand_in() -> &'static str {
+    "virtio-rng-pci"
+}
+
+/// QEMU arguments (without the binary) for `vm` under `backend`, with sockets and logs in `run`.
+///
+/// Order: fixed flags, accelerator and CPU, machine and confidential-guest objects, SMP and
+/// memory, firmware, globals, boot source, serial, control socket, then `vm.devices` in
+/// order, then the TPM (an ISA device: its position decides no PCI slot).
+pub fn argv(vm: &Vm, backend: &Backend, run: &RunDir) -> Vec<String> {
+    let mut args: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+
+    match backend {
+        Backend::Vtpm { accel: Accel::Tcg } | Backend::Oracle => push(&["-accel", "tcg"]),
+        Backend::Vtpm { accel: Accel::Kvm } | Backend::Tdx { .. } => {
+            push(&["-accel", "kvm", "-cpu", "host"])
+        }
+    }
+    if *backend == Backend::Oracle {
+        push(&["-S"]);
+    }
+
+    let mut machine = String::from("q35");
+    let m = &vm.machine;
+    if let Some(smm) = m.smm {
+        machine += &format!(",smm={}", on_off(smm));
+    }
+    if let Some(hpet) = m.hpet {
+        machine += &format!(",hpet={}", on_off(hpet));
+    }
+    if let Some(pic) = m.pic {
+        machine += &format!(",pic={}", on_off(pic));
+    }
+    let irqchip = match backend {
+        // A TD needs a split irqchip whatever the Vm says.
+        Backend::Tdx { .. } => Some("split"),
+        _ => m.kernel_irqchip.map(|k| k.as_str()),
+    };
+    if let Some(irqchip) = irqchip {
+        machine += &format!(",kernel-irqchip={irqchip}");
+    }
+    if let Backend::Tdx { flavour } = backend {
+        machine += ",confidential-guest-support=tdx";
+        if *flavour == TdxFlavour::Canonical82 {
+            machine += ",memory-backend=mem0";
+        }
+    }
+    push(&["-machine", &machine]);
+    if let Backend::Tdx { flavour } = backend {
+        push(&["-object", "tdx-guest,id=tdx"]);
+        if *flavour == TdxFlavour::Canonical82 {
+            let backend = format!("memory-backend-ram,id=mem0,size={}", memory_arg(vm.memory));
+            push(&["-object", &backend]);
+        }
+    }
+
+    push(&["-smp", &vm.cpus.to_string(), "-m", &memory_arg(vm.memory)]);
+    push(&["-bios", &path_str(&vm.firmware)]);
+    if let Some(support) = m.acpi_pci_hotplug_with_bridge_support {
+        let global = format!(
+            "ICH9-LPC.acpi-pci-hotplug-with-bridge-support={}",
+            on_off(support)
+        );
+        push(&["-global", &global]);
+    }
+    if let Some(size) = m.pci_hole64_size {
+        push(&[
+            "-global",
+            &format!("q35-pcihost.pci-hole64-size=0x{size:x}"),
+        ]);
+    }
+
+    if let Boot::Kernel {
+        kernel,
+        initrd,
+        cmdline,
+    } = &vm.boot
+    {
+        push(&["-kernel", &path_str(kernel)]);
+        if let Some(initrd) = initrd {
+            push(&["-initrd", &path_str(initrd)]);
+        }
+        push(&["-append", cmdline]);
+    }
+
+    if vm.serial {
+        let chardev = format!("file,id=serial0,path={}", path_str(&run.serial_log()));
+        push(&["-chardev", &chardev, "-serial", "chardev:serial0"]);
+    }
+    match backend {
+        Backend::Oracle => {
+            // libqtest's arrangement: the harness listens, QEMU connects as a client.
+            let qtest = format!("unix:{}", path_str(&run.qtest_socket()));
+            push(&["-qtest", &qtest]);
+        }
+        _ => {
+            let qmp = format!("unix:{},server=on,wait=off", path_str(&run.qmp_socket()));
+            push(&["-qmp", &qmp]);
+        }
+    }
+
+    for device in &vm.devices {
+        device_args(device, backend, &mut push);
+    }
+
+    if vm.tpm {
+        let chardev = format!("socket,id=chrtpm,path={}", path_str(&run.swtpm_socket()));
+        push(&["-chardev", &chardev]);
+        push(&["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"]);
+        push(&["-device", "tpm-tis,tpmdev=tpm0"]);
+    }
+    args
+}
+
+fn device_args(device: &Device, backend: &Backend, push: &mut impl FnMut(&[&str])) {
+    match device {
+        Device::Disk(disk) => {
+            let mut drive = format!(
+                "file={},if=none,id={},format={}",
+                path_str(&disk.file),
+                disk.id,
+                disk.format.as_str()
+            );
+            if disk.readonly {
+                drive += ",readonly=on";
+            }
+            let mut dev = format!("virtio-blk-pci,drive={}", disk.id);
+            if let Some(serial) = &disk.serial {
+                dev += &format!(",serial={serial}");
+            }
+            push(&["-drive", &drive, "-device", &dev]);
+        }
+        Device::Net { id, mac } => {
+            let mut dev = format!("virtio-net-pci,netdev={id}");
+            if let Some(mac) = mac {
+                dev += &format!(",mac={mac}");
+            }
+            push(&["-netdev", &format!("user,id={id}"), "-device", &dev]);
+        }
+        Device::Vsock { guest_cid } => {
+            if *backend == Backend::Oracle {
+                push(&["-device", oracle_stand_in()]);
+            } else {
+                push(&["-device", &format!("vhost-vsock-pci,guest-cid={guest_cid}")]);
+            }
+        }
+        Device::Share(share) => {
+            let virtfs = format!(
+                "local,path={},mount_tag={},readonly={},security_model={},id={}",
+                path_str(&share.path),
+                share.mount_tag,
+                on_off(share.readonly),
+                share.security_model,
+                share.id
+            );
+            push(&["-virtfs", &virtfs]);
+        }
+        Device::Cdrom { file } => push(&["-cdrom", &path_str(file)]),
+        Device::PcieRootPort { chassis } => {
+            let dev = format!("pcie-root-port,id=pci.{chassis},bus=pcie.0,chassis={chassis}");
+            push(&["-device", &dev]);
+        }
+    }
+}
+
+/// The swtpm invocations the harness uses; `run_sh` writes the same ones.
+pub(crate) fn swtpm_setup_args(run: &RunDir) -> Vec<String> {
+    vec![
+        "--tpm2".into(),
+        "--tpmstate".into(),
+        path_str(&run.swtpm_state()),
+        "--pcr-banks".into(),
+        "sha256,sha384".into(),
+        "--overwrite".into(),
+    ]
+}
+
+/// No `--flags startup-*`: OVMF's Tcg2Pei sends TPM2_Startup itself, and QEMU's emulator
+/// backend sends CMD_INIT over the control channel. `--terminate` ends swtpm when QEMU's
+/// connection closes, so a swtpm cannot outlive its VM.
+pub(crate) fn swtpm_socket_args(run: &RunDir) -> Vec<String> {
+    vec![
+        "socket".into(),
+        "--tpm2".into(),
+        "--tpmstate".into(),
+        format!("dir={}", path_str(&run.swtpm_state())),
+        "--ctrl".into(),
+        format!("type=unixio,path={}", path_str(&run.swtpm_socket())),
+        "--log".into(),
+        format!("file={}", path_str(&run.swtpm_log())),
+        "--terminate".into(),
+    ]
+}
+
+const RUN_PLACEHOLDER: &str = "\u{0}RUN\u{0}";
+
+/// Quote one argument for `sh`, turning the run-dir placeholder into `${RUN}`.
+fn sh_quote(arg: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_=,./:+@%".contains(c);
+    if !arg.is_empty() && arg.chars().all(safe) {
+        return arg.to_string();
+    }
+    let pieces: Vec<String> = arg
+        .split(RUN_PLACEHOLDER)
+        .map(|piece| {
+            let mut out = String::new();
+            for c in piece.chars() {
+                if matches!(c, '"' | '$' | '`' | '\\') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out
+        })
+        .collect();
+    format!("\"{}\"", pieces.join("${RUN}"))
+}
+
+/// A shell script that re-runs the VM by hand: it makes a run dir (`$RUN`, or a fresh temp
+/// dir), starts swtpm when the VM has a TPM on the vtpm backend, and runs QEMU with the same
+/// arguments as the harness, serial going to `$RUN/serial.log`.
+pub fn run_sh(vm: &Vm, backend: &Backend, qemu_binary: &Path) -> String {
+    let run = RunDir::new(RUN_PLACEHOLDER);
+    let line = |program: &str, args: &[String]| {
+        let mut words = vec![sh_quote(program)];
+        words.extend(args.iter().map(|a| sh_quote(a)));
+        words.join(" \\\n    ")
+    };
+    let mut script = String::from(
+        "#!/bin/sh\n# Re-runs this VM by hand (written by mrlab). RUN: directory for sockets and logs.\nset -eu\nRUN=\"${RUN:-$(mktemp -d)}\"\necho \"run dir: ${RUN}\" >&2\n",
+    );
+    if vm.tpm && *backend != Backend::Oracle {
+        script += "mkdir -p \"${RUN}/tpm\"\n";
+        script += &line("swtpm_setup", &swtpm_setup_args(&run));
+        script += " >\"${RUN}/swtpm_setup.log\"\n";
+        script += &line("swtpm", &swtpm_socket_args(&run));
+        script += " &\n";
+        script += "while [ ! -S \"${RUN}/swtpm.sock\" ]; do sleep 0.05; done\n";
+    }
+    let qemu = qemu_binary.display().to_string();
+    script += &line(&qemu, &argv(vm, backend, &run));
+    script += "\n";
+    script
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::{Disk, DiskFormat, KernelIrqchip, Machine};
+
+    fn kernel_vm() -> Vm {
+        let mut vm = Vm::new(
+            "/fw/OVMF.fd",
+            2,
+            2 << 30,
+            Boot::Kernel {
+                kernel: "/k/vmlinuz".into(),
+                initrd: Some("/k/initrd".into()),
+                cmdline: "console=ttyS0 panic=-1".into(),
+            },
+        );
+        vm.tpm = true;
+        vm.devices.push(Device::Disk(Disk {
+            id: "hd1".into(),
+            file: "/d/disk.qcow2".into(),
+            format: DiskFormat::Qcow2,
+            readonly: false,
+            serial: Some("data".into()),
+        }));
+        vm.devices.push(Device::Net {
+            id: "net0".into(),
+            mac: None,
+        });
+        vm
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn vtpm_tcg_kernel_boot() {
+        let args = argv(
+            &kernel_vm(),
+            &Backend::Vtpm { accel: Accel::Tcg },
+            &RunDir::new("/r"),
+        );
+        let expected = strings(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-accel",
+            "tcg",
+            "-machine",
+            "q35",
+            "-smp",
+            "2",
+            "-m",
+            "2048M",
+            "-bios",
+            "/fw/OVMF.fd",
+            "-kernel",
+            "/k/vmlinuz",
+            "-initrd",
+            "/k/initrd",
+            "-append",
+            "console=ttyS0 panic=-1",
+            "-chardev",
+            "file,id=serial0,path=/r/serial.log",
+            "-serial",
+            "chardev:serial0",
+            "-qmp",
+            "unix:/r/qmp.sock,server=on,wait=off",
+            "-drive",
+            "file=/d/disk.qcow2,if=none,id=hd1,format=qcow2",
+            "-device",
+            "virtio-blk-pci,drive=hd1,serial=data",
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            "virtio-net-pci,netdev=net0",
+            "-chardev",
+            "socket,id=chrtpm,path=/r/swtpm.sock",
+            "-tpmdev",
+            "emulator,id=tpm0,chardev=chrtpm",
+            "-device",
+            "tpm-tis,tpmdev=tpm0",
+        ]);
+        assert_eq!(args, expected);
+    }
+
+    fn dstack_td() -> Vm {
+        let mut vm = Vm::new("/fw/OVMF.fd", 4, 4 << 30, Boot::Disk);
+        vm.machine = Machine {
+            smm: Some(false),
+            pic: Some(false),
+            ..crate::vm::DstackLayout::machine(true, Some(0x80_0000_0000))
+        };
+        vm.devices = vec![
+            Device::readonly_raw_disk("hd0", "/i/rootfs.verity"),
+            Device::Vsock { guest_cid: 3 },
+            Device::PcieRootPort { chassis: 1 },
+        ];
+        vm
+    }
+
+    #[test]
+    fn tdx_upstream_and_canonical() {
+        let run = RunDir::new("/r");
+        let upstream = argv(
+            &dstack_td(),
+            &Backend::Tdx {
+                flavour: TdxFlavour::Upstream,
+            },
+            &run,
+        );
+        let expected = strings(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-machine",
+            "q35,smm=off,hpet=off,pic=off,kernel-irqchip=split,confidential-guest-support=tdx",
+            "-object",
+            "tdx-guest,id=tdx",
+            "-smp",
+            "4",
+            "-m",
+            "4096M",
+            "-bios",
+            "/fw/OVMF.fd",
+            "-global",
+            "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
+            "-global",
+            "q35-pcihost.pci-hole64-size=0x8000000000",
+            "-chardev",
+            "file,id=serial0,path=/r/serial.log",
+            "-serial",
+            "chardev:serial0",
+            "-qmp",
+            "unix:/r/qmp.sock,server=on,wait=off",
+            "-drive",
+            "file=/i/rootfs.verity,if=none,id=hd0,format=raw,readonly=on",
+            "-device",
+            "virtio-blk-pci,drive=hd0",
+            "-device",
+            "vhost-vsock-pci,guest-cid=3",
+            "-device",
+            "pcie-root-port,id=pci.1,bus=pcie.0,chassis=1",
+        ]);
+        assert_eq!(upstream, expected);
+
+        let canonical = argv(
+            &dstack_td(),
+            &Backend::Tdx {
+                flavour: TdxFlavour::Canonical82,
+            },
+            &run,
+        );
+        let pos = canonical
+            .iter()
+            .position(|a| a == "-machine")
+            .expect("-machine");
+        assert_eq!(
+            canonical[pos + 1],
+            "q35,smm=off,hpet=off,pic=off,kernel-irqchip=split,confidential-guest-support=tdx,memory-backend=mem0"
+        );
+        assert_eq!(
+            canonical[pos + 2..pos + 6],
+            strings(&[
+                "-object",
+                "tdx-guest,id=tdx",
+                "-object",
+                "memory-backend-ram,id=mem0,size=4096M"
+            ])
+        );
+    }
+
+    #[test]
+    fn oracle_pauses_uses_qtest_and_stands_in_for_vsock() {
+        let mut vm = dstack_td();
+        vm.machine.kernel_irqchip = Some(KernelIrqchip::Split);
+        let args = argv(&vm, &Backend::Oracle, &RunDir::new("/r"));
+        assert_eq!(args[5..8], strings(&["-accel", "tcg", "-S"]));
+        assert!(args
+            .windows(2)
+            .any(|w| w == ["-qtest", "unix:/r/qtest.sock"]));
+        assert!(args.windows(2).any(|w| w == ["-device", "virtio-rng-pci"]));
+        assert!(!args
+            .iter()
+            .any(|a| a.contains("tdx") || a.contains("vhost-vsock") || a == "-qmp"));
+    }
+
+    #[test]
+    fn run_sh_quotes_and_starts_swtpm() {
+        let mut vm = kernel_vm();
+        vm.boot = Boot::Kernel {
+            kernel: "/k/vmlinuz".into(),
+            initrd: None,
+            cmdline: "console=ttyS0 x=\"$HOME\"".into(),
+        };
+        let script = run_sh(
+            &vm,
+            &Backend::Vtpm { accel: Accel::Tcg },
+            Path::new("/usr/bin/qemu-system-x86_64"),
+        );
+        assert!(script.starts_with("#!/bin/sh\n"));
+        assert!(
+            script.contains("swtpm_setup \\\n    --tpm2 \\\n    --tpmstate \\\n    \"${RUN}/tpm\"")
+        );
+        assert!(script.contains("\"type=unixio,path=${RUN}/swtpm.sock\""));
+        assert!(script.contains("\"console=ttyS0 x=\\\"\\$HOME\\\"\""));
+        assert!(script.contains("\"file,id=serial0,path=${RUN}/serial.log\""));
+        assert!(!script.contains('\u{0}'));
+    }
+}

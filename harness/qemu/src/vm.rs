@@ -1,0 +1,326 @@
+//! The one description of a VM that drives both its QEMU command line and its prediction.
+//!
+//! PCI addresses are left to QEMU: with `-nodefaults` the q35 root bus has only the MCH
+//! (00.0) and the ICH9 functions (1f.x), and QEMU gives each `-device` without `addr=` the
+//! lowest free slot in command-line order. The order of [`Vm::devices`] therefore decides the
+//! slots, and so the ACPI tables, exactly as dstack-vmm's own command line does; explicit
+//! addresses would make the harness's layout diverge from the layouts it is meant to predict.
+
+use std::path::{Path, PathBuf};
+
+/// q35 machine options. `None` leaves QEMU's default, which may differ between QEMU versions
+/// (e.g. `pic`); the prediction side resolves defaults through its quirks table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Machine {
+    pub smm: Option<bool>,
+    pub hpet: Option<bool>,
+    pub pic: Option<bool>,
+    pub kernel_irqchip: Option<KernelIrqchip>,
+    /// `-global q35-pcihost.pci-hole64-size=…`, in bytes.
+    pub pci_hole64_size: Option<u64>,
+    /// `-global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=…`; changes the DSDT.
+    pub acpi_pci_hotplug_with_bridge_support: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelIrqchip {
+    On,
+    Off,
+    Split,
+}
+
+impl KernelIrqchip {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelIrqchip::On => "on",
+            KernelIrqchip::Off => "off",
+            KernelIrqchip::Split => "split",
+        }
+    }
+}
+
+/// What the firmware boots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// QEMU `-kernel` direct boot (OVMF loads the kernel from fw_cfg).
+    Kernel {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
+    /// The firmware boots from the devices (e.g. an ESP on a disk).
+    Disk,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// A virtio-blk disk (`-drive if=none` + `-device virtio-blk-pci`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disk {
+    /// The drive id (dstack uses `hd0`, `hd1`, `hd2`, `vol<N>`).
+    pub id: String,
+    pub file: PathBuf,
+    pub format: DiskFormat,
+    pub readonly: bool,
+    pub serial: Option<String>,
+}
+
+/// A 9p share (`-virtfs local,…`), which QEMU turns into a virtio-9p-pci device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Share {
+    pub id: String,
+    pub path: PathBuf,
+    pub mount_tag: String,
+    pub readonly: bool,
+    /// `mapped`, `none`, `passthrough` or `mapped-xattr`.
+    pub security_model: String,
+}
+
+/// One guest device. Each PCI device takes the next free root-bus slot in list order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Device {
+    Disk(Disk),
+    /// virtio-net-pci on a user-mode (slirp) netdev with this id.
+    Net {
+        id: String,
+        mac: Option<String>,
+    },
+    /// vhost-vsock-pci; needs `/dev/vhost-vsock` on the host.
+    Vsock {
+        guest_cid: u32,
+    },
+    Share(Share),
+    /// `-cdrom`: an IDE CD on the ICH9 AHCI controller (00:1f.2), so no PCI slot of its own.
+    Cdrom {
+        file: PathBuf,
+    },
+    /// pcie-root-port `pci.<chassis>` on pcie.0.
+    PcieRootPort {
+        chassis: u8,
+    },
+}
+
+impl Device {
+    /// A read-only raw disk, the form dstack uses for rootfs and volumes.
+    pub fn readonly_raw_disk(id: &str, file: impl Into<PathBuf>) -> Device {
+        Device::Disk(Disk {
+            id: id.to_string(),
+            file: file.into(),
+            format: DiskFormat::Raw,
+            readonly: true,
+            serial: None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vm {
+    pub machine: Machine,
+    pub cpus: u32,
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    pub firmware: PathBuf,
+    pub boot: Boot,
+    pub devices: Vec<Device>,
+    /// An ISA serial port (COM1) wired to a file. It appears in the DSDT, so it is part of
+    /// the VM, not of the harness.
+    pub serial: bool,
+    /// A TPM 2.0 (tpm-tis backed by swtpm). It adds a TPM2 ACPI table and `etc/tpm/log`.
+    pub tpm: bool,
+}
+
+impl Vm {
+    /// A q35 VM with QEMU's machine defaults, a serial console and no devices.
+    pub fn new(firmware: impl Into<PathBuf>, cpus: u32, memory: u64, boot: Boot) -> Vm {
+        Vm {
+            machine: Machine::default(),
+            cpus,
+            memory,
+            firmware: firmware.into(),
+            boot,
+            devices: Vec::new(),
+            serial: true,
+            tpm: false,
+        }
+    }
+
+    /// Why this host cannot instantiate the VM, if it cannot; the runner skips it visibly.
+    pub fn unsupported_reason(&self) -> Option<String> {
+        self.unsupported_reason_on(Path::new("/dev/vhost-vsock"))
+    }
+
+    fn unsupported_reason_on(&self, vhost_vsock: &Path) -> Option<String> {
+        let has_vsock = self
+            .devices
+            .iter()
+            .any(|d| matches!(d, Device::Vsock { .. }));
+        if has_vsock && !vhost_vsock.exists() {
+            return Some(format!(
+                "vhost-vsock needs {}, absent on this host",
+                vhost_vsock.display()
+            ));
+        }
+        None
+    }
+}
+
+/// How dstack-vmm delivers shared files to the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DstackHostShare {
+    /// `-virtfs …,mount_tag=host-shared,id=virtfs0`.
+    NinePFs { path: PathBuf, readonly: bool },
+    /// A read-only raw disk `hd2`.
+    Disk { file: PathBuf },
+}
+
+/// How dstack-vmm attaches the root filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DstackRootfs {
+    /// A dm-verity image as read-only raw virtio disk `hd0` (image versions ≥ 0.5.0).
+    Verity(PathBuf),
+    /// An ISO as `-cdrom` (older images).
+    Iso(PathBuf),
+}
+
+/// The inputs of dstack-vmm's device layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DstackLayout {
+    pub rootfs: DstackRootfs,
+    /// The writable data disk `hd1` (qcow2).
+    pub data_disk: PathBuf,
+    pub verity_volumes: Vec<PathBuf>,
+    pub nics: usize,
+    pub guest_cid: u32,
+    pub host_share: DstackHostShare,
+    /// GPUs and NVSwitches each sit behind their own pcie-root-port; here only the ports.
+    pub root_ports: u8,
+}
+
+impl DstackLayout {
+    /// dstack-vmm's device order, from `QemuCommandBuilder::build` in
+    /// Dstack-TEE/dstack `dstack/vmm/src/app/qemu.rs`: rootfs (hd0 verity disk or cdrom),
+    /// data disk hd1, verity volumes vol<N>, NICs net<N>, (TPM,) vsock, host share (9p
+    /// virtfs0 or disk hd2), then root ports for passthrough devices.
+    ///
+    /// dstack-mr's ACPI model (`dstack/dstack-mr/src/acpi.rs`) emits hd0/cdrom last instead;
+    /// all these disks are identical virtio-blk functions and a cdrom takes no PCI slot, so
+    /// both orders give the same slots per device class and the same ACPI tables.
+    pub fn devices(&self) -> Vec<Device> {
+        let mut devices = Vec::new();
+        match &self.rootfs {
+            DstackRootfs::Verity(file) => devices.push(Device::readonly_raw_disk("hd0", file)),
+            DstackRootfs::Iso(file) => devices.push(Device::Cdrom { file: file.clone() }),
+        }
+        devices.push(Device::Disk(Disk {
+            id: "hd1".into(),
+            file: self.data_disk.clone(),
+            format: DiskFormat::Qcow2,
+            readonly: false,
+            serial: None,
+        }));
+        for (index, volume) in self.verity_volumes.iter().enumerate() {
+            devices.push(Device::readonly_raw_disk(&format!("vol{index}"), volume));
+        }
+        for index in 0..self.nics {
+            devices.push(Device::Net {
+                id: format!("net{index}"),
+                mac: None,
+            });
+        }
+        devices.push(Device::Vsock {
+            guest_cid: self.guest_cid,
+        });
+        match &self.host_share {
+            DstackHostShare::NinePFs { path, readonly } => devices.push(Device::Share(Share {
+                id: "virtfs0".into(),
+                path: path.clone(),
+                mount_tag: "host-shared".into(),
+                readonly: *readonly,
+                security_model: "mapped".into(),
+            })),
+            DstackHostShare::Disk { file } => devices.push(Device::readonly_raw_disk("hd2", file)),
+        }
+        for chassis in 1..=self.root_ports {
+            devices.push(Device::PcieRootPort { chassis });
+        }
+        devices
+    }
+
+    /// dstack-vmm's machine options for a TD: `q35,kernel-irqchip=split,hpet=off` (the
+    /// confidential-guest-support part comes from the backend).
+    pub fn machine(hotplug_off: bool, pci_hole64_size: Option<u64>) -> Machine {
+        Machine {
+            hpet: Some(false),
+            kernel_irqchip: Some(KernelIrqchip::Split),
+            pci_hole64_size,
+            acpi_pci_hotplug_with_bridge_support: hotplug_off.then_some(false),
+            ..Machine::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vsock_is_unsupported_without_the_device_node() {
+        let mut vm = Vm::new("/fw.fd", 1, 1 << 30, Boot::Disk);
+        assert_eq!(
+            vm.unsupported_reason_on(Path::new("/nonexistent/vsock")),
+            None
+        );
+        vm.devices.push(Device::Vsock { guest_cid: 3 });
+        assert_eq!(
+            vm.unsupported_reason_on(Path::new("/nonexistent/vsock"))
+                .as_deref(),
+            Some("vhost-vsock needs /nonexistent/vsock, absent on this host")
+        );
+        assert_eq!(vm.unsupported_reason_on(Path::new("/")), None);
+    }
+
+    #[test]
+    fn dstack_order_follows_dstack_vmm() {
+        let layout = DstackLayout {
+            rootfs: DstackRootfs::Verity("/img/rootfs.verity".into()),
+            data_disk: "/w/hda.img".into(),
+            verity_volumes: vec!["/v/a".into()],
+            nics: 2,
+            guest_cid: 7,
+            host_share: DstackHostShare::NinePFs {
+                path: "/w/shared".into(),
+                readonly: true,
+            },
+            root_ports: 1,
+        };
+        let kinds: Vec<String> = layout
+            .devices()
+            .iter()
+            .map(|d| match d {
+                Device::Disk(disk) => disk.id.clone(),
+                Device::Net { id, .. } => id.clone(),
+                Device::Vsock { guest_cid } => format!("vsock{guest_cid}"),
+                Device::Share(share) => share.id.clone(),
+                Device::Cdrom { .. } => "cdrom".into(),
+                Device::PcieRootPort { chassis } => format!("pci.{chassis}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["hd0", "hd1", "vol0", "net0", "net1", "vsock7", "virtfs0", "pci.1"]
+        );
+    }
+}

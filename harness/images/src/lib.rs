@@ -7,7 +7,12 @@
 //! silently different image.
 
 pub mod cpio;
+pub mod disk;
 pub mod modules;
+pub mod uki;
+
+pub use disk::DiskSpec;
+pub use uki::{UkiSpec, UKI_OS_RELEASE};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -37,8 +42,8 @@ pub enum Error {
     Package { id: String, what: String },
     #[error("{path}: {what}")]
     Module { path: PathBuf, what: String },
-    #[error("building the agent failed ({command}): {output}")]
-    AgentBuild { command: String, output: String },
+    #[error("`{command}` failed: {output}")]
+    Tool { command: String, output: String },
 }
 
 /// One `[[package]]` of `images/packages.lock`.
@@ -124,7 +129,7 @@ impl Cache {
         &self.packages
     }
 
-    fn locked(&self, id: &str) -> Result<&Package, Error> {
+    pub(crate) fn locked(&self, id: &str) -> Result<&Package, Error> {
         self.packages
             .iter()
             .find(|p| p.id == id)
@@ -237,12 +242,12 @@ impl Cache {
             "RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR={} cargo build --release -p agent --target {TARGET}",
             target_dir.display()
         );
-        let out = cmd.output().map_err(|e| Error::AgentBuild {
+        let out = cmd.output().map_err(|e| Error::Tool {
             command: describe.clone(),
             output: e.to_string(),
         })?;
         if !out.status.success() {
-            return Err(Error::AgentBuild {
+            return Err(Error::Tool {
                 command: describe,
                 output: String::from_utf8_lossy(&out.stderr).into_owned(),
             });
@@ -314,18 +319,24 @@ impl Cache {
     }
 }
 
-/// Writes `data` to `path` through a temporary file in the same directory and a rename, so a
-/// concurrent reader sees either nothing or the whole file.
-fn write_atomically(path: &Path, data: &[u8]) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| Error::Io(dir.to_owned(), e))?;
+/// A fresh name beside `path` for building it before an atomic rename; unique across processes
+/// and threads, so concurrent builds of the same image do not trample each other.
+pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let tmp = dir.join(format!(
+    path.with_file_name(format!(
         ".{}.tmp.{}.{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
         std::process::id(),
         COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    ))
+}
+
+/// Writes `data` to `path` through a temporary sibling and a rename, so a concurrent reader
+/// sees either nothing or the whole file.
+pub(crate) fn write_atomically(path: &Path, data: &[u8]) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::Io(dir.to_owned(), e))?;
+    let tmp = temp_sibling(path);
     fs::write(&tmp, data).map_err(|e| Error::Io(tmp.clone(), e))?;
     fs::rename(&tmp, path).map_err(|e| Error::Io(path.to_owned(), e))
 }

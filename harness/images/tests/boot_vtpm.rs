@@ -36,13 +36,46 @@ fn wait_for(path: &Path, what: &str) {
     }
 }
 
-/// Boots `kernel_id` with the agent initramfs and returns the raw serial output.
-fn boot(kernel_id: &str, append: &str) -> Vec<u8> {
-    let cache = images::Cache::open(&repo()).expect("open cache");
-    let kernel = cache
-        .kernel(kernel_id)
-        .unwrap_or_else(|e| panic!("{e} (run images/fetch.sh)"));
-    let initrd = cache.agent_initramfs(kernel_id).expect("agent initramfs");
+/// How the guest starts.
+enum Boot {
+    /// `-kernel` direct boot of a kernel package with the agent initramfs and this `-append`.
+    Kernel {
+        kernel_id: &'static str,
+        append: &'static str,
+    },
+    /// UEFI boot of a GPT/ESP disk image (systemd-boot, UKI), opened with `snapshot=on` so the
+    /// cached image stays pristine.
+    Disk(PathBuf),
+}
+
+/// Boots the guest and returns the raw serial output.
+fn boot(how: Boot) -> Vec<u8> {
+    let boot_args: Vec<String> = match how {
+        Boot::Kernel { kernel_id, append } => {
+            let cache = images::Cache::open(&repo()).expect("open cache");
+            let kernel = cache
+                .kernel(kernel_id)
+                .unwrap_or_else(|e| panic!("{e} (run images/fetch.sh)"));
+            let initrd = cache.agent_initramfs(kernel_id).expect("agent initramfs");
+            vec![
+                "-kernel".into(),
+                kernel.vmlinuz.display().to_string(),
+                "-initrd".into(),
+                initrd.display().to_string(),
+                "-append".into(),
+                append.into(),
+            ]
+        }
+        Boot::Disk(disk) => vec![
+            "-drive".into(),
+            format!(
+                "if=none,id=disk0,format=raw,snapshot=on,file={}",
+                disk.display()
+            ),
+            "-device".into(),
+            "virtio-blk-pci,drive=disk0".into(),
+        ],
+    };
 
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("tpm");
@@ -81,11 +114,8 @@ fn boot(kernel_id: &str, append: &str) -> Vec<u8> {
         Command::new("qemu-system-x86_64")
             .args(["-machine", "q35", "-accel", "tcg", "-m", "2G", "-smp", "1"])
             .args(["-nodefaults", "-display", "none", "-no-reboot"])
-            .args(["-bios", HOST_OVMF, "-kernel"])
-            .arg(&kernel.vmlinuz)
-            .arg("-initrd")
-            .arg(&initrd)
-            .args(["-append", append])
+            .args(["-bios", HOST_OVMF])
+            .args(&boot_args)
             .arg("-serial")
             .arg(format!("file:{}", serial.display()))
             .arg("-chardev")
@@ -113,8 +143,10 @@ fn boot(kernel_id: &str, append: &str) -> Vec<u8> {
     std::fs::read(&serial).expect("serial log")
 }
 
-fn check_vtpm_record(kernel_id: &str) {
-    let serial = boot(kernel_id, "console=ttyS0 mrlab.nonce=0011");
+/// Decodes the record of a vTPM boot and checks what every vTPM boot must hold; returns it for
+/// boot-specific checks.
+fn check_vtpm_record(how: Boot, kernel_id: &str, cmdline_part: &str) -> record::Record {
+    let serial = boot(how);
     let rec = record::decode(&serial).unwrap_or_else(|e| {
         panic!(
             "{e}; serial:\n{}",
@@ -157,10 +189,11 @@ fn check_vtpm_record(kernel_id: &str) {
         .get("fw_cfg/etc/table-loader")
         .is_some_and(|d| !d.is_empty()));
     let cmdline = String::from_utf8_lossy(rec.get("proc/cmdline").unwrap()).to_string();
-    assert!(cmdline.contains("mrlab.nonce=0011"), "{cmdline}");
+    assert!(cmdline.contains(cmdline_part), "{cmdline}");
     let release = cache_release(kernel_id);
     assert_eq!(rec.get("kernel/release"), Some(release.as_bytes()));
     assert_eq!(rec.errors(), Vec::<String>::new(), "agent errors");
+    rec
 }
 
 fn cache_release(kernel_id: &str) -> String {
@@ -171,12 +204,58 @@ fn cache_release(kernel_id: &str) -> String {
         .release
 }
 
+fn kernel_boot(kernel_id: &'static str) {
+    let append = "console=ttyS0 mrlab.nonce=0011";
+    check_vtpm_record(
+        Boot::Kernel { kernel_id, append },
+        kernel_id,
+        "mrlab.nonce=0011",
+    );
+}
+
 #[test]
 fn kernel_6_1_boot_on_vtpm_yields_record() {
-    check_vtpm_record("kernel-6.1");
+    kernel_boot("kernel-6.1");
 }
 
 #[test]
 fn kernel_6_12_boot_on_vtpm_yields_record() {
-    check_vtpm_record("kernel-6.12");
+    kernel_boot("kernel-6.12");
+}
+
+/// OVMF → systemd-boot → UKI (systemd-stub) → kernel, from the ESP disk.
+fn disk_boot(kernel_id: &'static str, systemd_id: &str) {
+    let cache = images::Cache::open(&repo()).expect("open cache");
+    let initrd = cache.agent_initramfs(kernel_id).expect("agent initramfs");
+    let cmdline = "console=ttyS0 mrlab.nonce=22";
+    let uki = cache
+        .uki(&images::UkiSpec {
+            kernel_id: kernel_id.into(),
+            stub_id: systemd_id.into(),
+            cmdline: cmdline.into(),
+            initrd,
+        })
+        .expect("uki");
+    let disk = cache
+        .esp_disk(&images::DiskSpec {
+            bootloader_id: systemd_id.into(),
+            ukis: vec![("mrlab".into(), uki)],
+            loader_conf: Some("timeout 0\n".into()),
+        })
+        .expect("disk");
+    let rec = check_vtpm_record(Boot::Disk(disk), kernel_id, cmdline);
+    // systemd-stub measures the UKI sections into PCR 11 (from v252 on), so it is not zero;
+    // with -kernel boot nothing extends it.
+    let pcr11 = String::from_utf8_lossy(rec.get("tpm/pcr-sha256/11").unwrap()).to_string();
+    assert!(pcr11.trim().chars().any(|c| c != '0'), "PCR11 = {pcr11}");
+}
+
+#[test]
+fn uki_disk_boot_systemd_257_kernel_6_12() {
+    disk_boot("kernel-6.12", "systemd-boot-257");
+}
+
+#[test]
+fn uki_disk_boot_systemd_252_kernel_6_1() {
+    disk_boot("kernel-6.1", "systemd-boot-252");
 }

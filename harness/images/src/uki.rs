@@ -1,0 +1,151 @@
+//! Unified kernel images built with systemd's own `ukify` (package `ukify-257`), so the UKIs
+//! the harness boots are laid out exactly as the ones users ship; the systemd-stub is selectable
+//! (`systemd-boot-252` or `systemd-boot-257`), which decides what gets measured into PCR 11.
+//!
+//! Determinism: ukify copies the stub and appends sections in a fixed order; the only clock it
+//! reads is for signing certificates, which is not used. `SOURCE_DATE_EPOCH` is pinned anyway and
+//! an empty `--config` keeps a host `ukify.conf` out of the build.
+
+use crate::{write_atomically, Cache, Error};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `.osrel` section of every harness UKI.
+pub const UKI_OS_RELEASE: &str = "ID=mrlab\nNAME=\"mrlab agent\"\nVERSION_ID=1\n";
+
+/// Bumped whenever the way UKIs are assembled changes.
+const UKI_FORMAT: &str = "mrlab-uki-v1";
+/// Package providing `usr/bin/ukify`.
+pub const UKIFY_PACKAGE: &str = "ukify-257";
+
+/// What goes into a UKI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UkiSpec {
+    /// Kernel package id, e.g. `kernel-6.12`; `.uname` is its release.
+    pub kernel_id: String,
+    /// systemd-boot package id providing `linuxx64.efi.stub`, e.g. `systemd-boot-257`.
+    pub stub_id: String,
+    /// The `.cmdline` section.
+    pub cmdline: String,
+    /// The `.initrd` section (e.g. [`Cache::agent_initramfs`]).
+    pub initrd: PathBuf,
+}
+
+fn python() -> PathBuf {
+    // ukify's shebang is `/usr/bin/env python3`, but the distribution's interpreter is the one
+    // that has python3-pefile (installed by ci/setup-host.sh); a PATH python may not.
+    match std::env::var_os("MRLAB_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ if Path::new("/usr/bin/python3").exists() => PathBuf::from("/usr/bin/python3"),
+        _ => PathBuf::from("python3"),
+    }
+}
+
+impl Cache {
+    /// The `linuxx64.efi.stub` of systemd-boot package `stub_id`.
+    pub fn stub(&self, stub_id: &str) -> Result<PathBuf, Error> {
+        let path = self
+            .package(stub_id)?
+            .join("usr/lib/systemd/boot/efi/linuxx64.efi.stub");
+        if !path.is_file() {
+            return Err(Error::Package {
+                id: stub_id.to_owned(),
+                what: format!("{} missing", path.display()),
+            });
+        }
+        Ok(path)
+    }
+
+    /// Builds (or finds) the UKI for `spec` under `<root>/images/uki-<key>/uki.efi`, keyed by
+    /// the locked kernel, stub and ukify packages, the cmdline and the initrd's sha256.
+    pub fn uki(&self, spec: &UkiSpec) -> Result<PathBuf, Error> {
+        let kernel = self.kernel(&spec.kernel_id)?;
+        let stub = self.stub(&spec.stub_id)?;
+        let ukify = self.package(UKIFY_PACKAGE)?.join("usr/bin/ukify");
+        let initrd = fs::read(&spec.initrd).map_err(|e| Error::Io(spec.initrd.clone(), e))?;
+
+        let mut key = Sha256::new();
+        for part in [
+            UKI_FORMAT,
+            &self.locked(&spec.kernel_id)?.sha256,
+            &self.locked(&spec.stub_id)?.sha256,
+            &self.locked(UKIFY_PACKAGE)?.sha256,
+            &spec.cmdline,
+            UKI_OS_RELEASE,
+        ] {
+            // Length-prefixed so that no two part lists hash alike.
+            key.update((part.len() as u64).to_le_bytes());
+            key.update(part);
+        }
+        key.update(Sha256::digest(&initrd));
+        let key = hex::encode(key.finalize());
+        let dir = self.root.join("images").join(format!("uki-{}", &key[..16]));
+        let out = dir.join("uki.efi");
+        if out.is_file() {
+            return Ok(out);
+        }
+
+        let work = crate::temp_sibling(&dir.join("work"));
+        fs::create_dir_all(&work).map_err(|e| Error::Io(work.clone(), e))?;
+        let result = self.run_ukify(&ukify, &kernel, &stub, spec, &work);
+        let built = result.and_then(|path| {
+            let data = fs::read(&path).map_err(|e| Error::Io(path.clone(), e))?;
+            write_atomically(&out, &data)
+        });
+        let _ = fs::remove_dir_all(&work);
+        built.map(|()| out)
+    }
+
+    fn run_ukify(
+        &self,
+        ukify: &Path,
+        kernel: &crate::KernelImage,
+        stub: &Path,
+        spec: &UkiSpec,
+        work: &Path,
+    ) -> Result<PathBuf, Error> {
+        let os_release = work.join("os-release");
+        let config = work.join("ukify.conf");
+        let output = work.join("uki.efi");
+        fs::write(&os_release, UKI_OS_RELEASE).map_err(|e| Error::Io(os_release.clone(), e))?;
+        fs::write(&config, "").map_err(|e| Error::Io(config.clone(), e))?;
+        let mut cmd = Command::new(python());
+        cmd.arg(ukify)
+            .arg("build")
+            .arg("--config")
+            .arg(&config)
+            .arg("--linux")
+            .arg(&kernel.vmlinuz)
+            .arg("--initrd")
+            .arg(&spec.initrd)
+            .arg("--cmdline")
+            .arg(&spec.cmdline)
+            .arg("--os-release")
+            .arg(format!("@{}", os_release.display()))
+            .arg("--uname")
+            .arg(&kernel.release)
+            .arg("--stub")
+            .arg(stub)
+            .arg("--output")
+            .arg(&output)
+            .env("SOURCE_DATE_EPOCH", "0");
+        let describe = format!("{cmd:?}");
+        let out = cmd.output().map_err(|e| Error::Tool {
+            command: describe.clone(),
+            output: e.to_string(),
+        })?;
+        if !out.status.success() {
+            let mut output = String::from_utf8_lossy(&out.stderr).into_owned();
+            if output.contains("No module named 'pefile'") {
+                output.push_str("\nukify needs python3-pefile: run ci/setup-host.sh (or set MRLAB_PYTHON to a python3 that has pefile)");
+            }
+            return Err(Error::Tool {
+                command: describe,
+                output,
+            });
+        }
+        Ok(output)
+    }
+}

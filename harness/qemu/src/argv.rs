@@ -75,7 +75,7 @@ fn path_str(path: &Path) -> String {
 /// `-m` value: MiB when whole, bytes otherwise.
 fn memory_arg(bytes: u64) -> String {
     const MIB: u64 = 1 << 20;
-    if bytes % MIB == 0 {
+    if bytes.is_multiple_of(MIB) {
         format!("{}M", bytes / MIB)
     } else {
         format!("{bytes}B")

@@ -2,9 +2,14 @@
 //! qtest, and supervised boots (process groups, timeouts, QMP, swtpm).
 
 pub mod argv;
+pub mod fwcfg;
+pub mod process;
+pub mod qtest;
+pub mod swtpm;
 pub mod vm;
 
 pub use argv::{argv, run_sh, Accel, Backend, RunDir, TdxFlavour};
+pub use fwcfg::{dump_fw_cfg, FirmwarePci, OracleError};
 pub use vm::{
     Boot, Device, Disk, DiskFormat, DstackHostShare, DstackLayout, DstackRootfs, KernelIrqchip,
     Machine, Share, Vm,

@@ -1,0 +1,402 @@
+//! The fw_cfg oracle: every fw_cfg file of a VM as QEMU serves it, read over qtest from a
+//! paused TCG instance of the same VM.
+//!
+//! QEMU builds the ACPI blobs lazily on the first read of an ACPI fw_cfg file, from the state
+//! of the machine at that moment. OVMF reads them after PEI has programmed the chipset, so
+//! before reading, the oracle programs what OVMF's PlatformInitLib
+//! (`PlatformMiscInitialization`, `PciExBarInitialization`) programs on Q35:
+//! - ICH9 LPC (00:1f.0): PMBASE (0x40) = 0x600, PCI command I/O enable, ACPI_CNTL (0x44)
+//!   ACPI_EN; QEMU's FADT/DSDT take the PM I/O base from there (`lpc_ich9.c`).
+//! - ICH9 RCBA (0xf0) = 0xfed1c000 | enable.
+//! - MCH (00:00.0) PCIEXBAR (0x60/0x64) = the firmware's `PcdPciExpressBaseAddress`, 256 MiB,
+//!   enabled; QEMU's MCFG table and the 32-bit PCI hole in the DSDT `_CRS` follow it
+//!   (`q35.c` `mch_update_pciexbar`). That base is a firmware build constant, hence
+//!   [`FirmwarePci`].
+//!
+//! Not reproduced: PCI BAR assignment. QEMU's 64-bit PCI hole in the DSDT `_CRS` starts at
+//! the lowest 64-bit BAR the firmware programmed (`q35_host_get_pci_hole64_start_value`), and
+//! only when there is none at QEMU's default. With devices that have 64-bit BARs (virtio
+//! modern BARs are), the guest's DSDT can differ from the oracle's there.
+
+use crate::argv::{argv, Backend, RunDir};
+use crate::process::Group;
+use crate::qtest::{Qtest, QtestError};
+use crate::vm::Vm;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Chipset values a firmware build programs before reading ACPI blobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirmwarePci {
+    /// `PcdPciExpressBaseAddress` (OvmfPkgX64.dsc).
+    pub pciexbar_base: u32,
+}
+
+impl FirmwarePci {
+    /// edk2-stable202211 OvmfPkgX64.dsc: `PcdPciExpressBaseAddress|0xB0000000`.
+    pub const OVMF_2022_11: FirmwarePci = FirmwarePci {
+        pciexbar_base: 0xB000_0000,
+    };
+    /// edk2-stable202502 OvmfPkgX64.dsc: `PcdPciExpressBaseAddress|0xE0000000`.
+    pub const OVMF_2025_02: FirmwarePci = FirmwarePci {
+        pciexbar_base: 0xE000_0000,
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OracleError {
+    #[error("fw_cfg oracle: cannot make its temp dir: {0}")]
+    TempDir(std::io::Error),
+    #[error("fw_cfg oracle: cannot listen on {socket}: {source}")]
+    Listen {
+        socket: String,
+        source: std::io::Error,
+    },
+    #[error("fw_cfg oracle: cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("fw_cfg oracle: {0}")]
+    Swtpm(#[from] crate::swtpm::SwtpmError),
+    #[error("fw_cfg oracle: QEMU exited ({status}) before connecting to qtest; stderr: {stderr}")]
+    QemuExited { status: String, stderr: String },
+    #[error("fw_cfg oracle: QEMU did not connect to qtest within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("fw_cfg oracle: {0}")]
+    Qtest(#[from] QtestError),
+    #[error("fw_cfg oracle: selector 0 reads {found:02x?}, expected the signature \"QEMU\"")]
+    Signature { found: Vec<u8> },
+    #[error("fw_cfg oracle: FW_CFG_ID is {0:#x}: no DMA interface (bit 1)")]
+    NoDma(u32),
+    #[error("fw_cfg oracle: DMA read of selector {select:#x} failed (control {control:#x})")]
+    Dma { select: u16, control: u32 },
+    #[error("fw_cfg oracle: file directory: {0}")]
+    Directory(String),
+    #[error("fw_cfg oracle: the VM has {memory} bytes of RAM, too little for a {needed}-byte DMA buffer")]
+    TooLittleMemory { memory: u64, needed: u64 },
+}
+
+const FW_CFG_PORT_SEL: u16 = 0x510;
+const FW_CFG_PORT_DATA: u16 = 0x511;
+const FW_CFG_PORT_DMA_HIGH: u16 = 0x514;
+const FW_CFG_PORT_DMA_LOW: u16 = 0x518;
+const FW_CFG_SIGNATURE: u16 = 0x00;
+const FW_CFG_ID: u16 = 0x01;
+const FW_CFG_FILE_DIR: u16 = 0x19;
+const FW_CFG_DMA_CTL_ERROR: u32 = 0x01;
+const FW_CFG_DMA_CTL_READ: u32 = 0x02;
+const FW_CFG_DMA_CTL_SELECT: u32 = 0x08;
+/// Guest RAM used for the DMA descriptor and the data buffer (below the 640 KiB hole).
+const DMA_DESCRIPTOR: u64 = 0x1000;
+const DMA_BUFFER: u64 = 0x10_0000;
+const DMA_CHUNK: u32 = 0x10_0000;
+
+const PCI_CONFIG_ADDRESS: u16 = 0xcf8;
+const PCI_CONFIG_DATA: u16 = 0xcfc;
+
+/// One entry of the fw_cfg file directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FwCfgFile {
+    pub name: String,
+    pub select: u16,
+    pub size: u32,
+}
+
+/// fw_cfg access over a qtest connection.
+pub struct FwCfg<'a> {
+    qtest: &'a mut Qtest,
+}
+
+fn pci_address(device: u8, function: u8, offset: u8) -> u32 {
+    0x8000_0000 | (u32::from(device) << 11) | (u32::from(function) << 8) | u32::from(offset & 0xfc)
+}
+
+impl<'a> FwCfg<'a> {
+    /// Checks the signature and the DMA interface.
+    pub async fn open(qtest: &'a mut Qtest) -> Result<FwCfg<'a>, OracleError> {
+        qtest.outw(FW_CFG_PORT_SEL, FW_CFG_SIGNATURE).await?;
+        let mut signature = Vec::with_capacity(4);
+        for _ in 0..4 {
+            signature.push(qtest.inb(FW_CFG_PORT_DATA).await?);
+        }
+        if signature != b"QEMU" {
+            return Err(OracleError::Signature { found: signature });
+        }
+        qtest.outw(FW_CFG_PORT_SEL, FW_CFG_ID).await?;
+        let mut id = [0u8; 4];
+        for byte in &mut id {
+            *byte = qtest.inb(FW_CFG_PORT_DATA).await?;
+        }
+        let id = u32::from_le_bytes(id);
+        if id & 0x2 == 0 {
+            return Err(OracleError::NoDma(id));
+        }
+        Ok(FwCfg { qtest })
+    }
+
+    async fn pci_write32(
+        &mut self,
+        dev: u8,
+        func: u8,
+        off: u8,
+        value: u32,
+    ) -> Result<(), QtestError> {
+        self.qtest
+            .outl(PCI_CONFIG_ADDRESS, pci_address(dev, func, off))
+            .await?;
+        self.qtest.outl(PCI_CONFIG_DATA, value).await
+    }
+
+    async fn pci_read32(&mut self, dev: u8, func: u8, off: u8) -> Result<u32, QtestError> {
+        self.qtest
+            .outl(PCI_CONFIG_ADDRESS, pci_address(dev, func, off))
+            .await?;
+        self.qtest.inl(PCI_CONFIG_DATA).await
+    }
+
+    async fn pci_or8(&mut self, dev: u8, func: u8, off: u8, bits: u8) -> Result<(), QtestError> {
+        let port = PCI_CONFIG_DATA + u16::from(off & 3);
+        self.qtest
+            .outl(PCI_CONFIG_ADDRESS, pci_address(dev, func, off))
+            .await?;
+        let value = self.qtest.inb(port).await?;
+        self.qtest.outb(port, value | bits).await
+    }
+
+    /// What OVMF's PlatformInitLib programs on Q35 before ACPI tables are read (module doc).
+    pub async fn program_chipset_like_ovmf(
+        &mut self,
+        firmware: FirmwarePci,
+    ) -> Result<(), QtestError> {
+        const LPC: (u8, u8) = (31, 0);
+        const ICH9_PMBASE: u8 = 0x40;
+        const ICH9_PMBASE_MASK: u32 = 0xff80; // bits 15..7
+        const ICH9_PMBASE_VALUE: u32 = 0x600;
+        const ICH9_ACPI_CNTL: u8 = 0x44;
+        const ICH9_ACPI_CNTL_ACPI_EN: u8 = 0x80;
+        const ICH9_RCBA: u8 = 0xf0;
+        const ICH9_ROOT_COMPLEX_BASE: u32 = 0xfed1_c000;
+        const MCH_PCIEXBAR_LOW: u8 = 0x60;
+        const MCH_PCIEXBAR_HIGH: u8 = 0x64;
+        const MCH_PCIEXBAR_EN: u32 = 0x1;
+
+        let pmbase = self.pci_read32(LPC.0, LPC.1, ICH9_PMBASE).await?;
+        let pmbase = (pmbase & !ICH9_PMBASE_MASK) | ICH9_PMBASE_VALUE;
+        self.pci_write32(LPC.0, LPC.1, ICH9_PMBASE, pmbase).await?;
+        self.pci_or8(LPC.0, LPC.1, 0x04, 0x01).await?; // PCI command: I/O space
+        self.pci_or8(LPC.0, LPC.1, ICH9_ACPI_CNTL, ICH9_ACPI_CNTL_ACPI_EN)
+            .await?;
+        self.pci_write32(LPC.0, LPC.1, ICH9_RCBA, ICH9_ROOT_COMPLEX_BASE | 1)
+            .await?;
+        self.pci_write32(0, 0, MCH_PCIEXBAR_LOW, 0).await?;
+        self.pci_write32(0, 0, MCH_PCIEXBAR_HIGH, 0).await?;
+        // Length bits 2:1 = 0: 256 MiB, buses 0..255.
+        self.pci_write32(
+            0,
+            0,
+            MCH_PCIEXBAR_LOW,
+            firmware.pciexbar_base | MCH_PCIEXBAR_EN,
+        )
+        .await
+    }
+
+    /// Reads `len` bytes of item `select` from its start by DMA, through guest RAM.
+    pub async fn read(&mut self, select: u16, len: u32) -> Result<Vec<u8>, OracleError> {
+        let mut out = Vec::with_capacity(len as usize);
+        let mut first = true;
+        while out.len() < len as usize {
+            let chunk = DMA_CHUNK.min(len - out.len() as u32);
+            let mut control = FW_CFG_DMA_CTL_READ;
+            if first {
+                control |= (u32::from(select) << 16) | FW_CFG_DMA_CTL_SELECT;
+            }
+            first = false;
+            let mut descriptor = Vec::with_capacity(16);
+            descriptor.extend_from_slice(&control.to_be_bytes());
+            descriptor.extend_from_slice(&chunk.to_be_bytes());
+            descriptor.extend_from_slice(&DMA_BUFFER.to_be_bytes());
+            self.qtest.memwrite(DMA_DESCRIPTOR, &descriptor).await?;
+            // The DMA address register is big-endian and the low half starts the transfer;
+            // an x86 `outl` is little-endian, hence the byte swaps (as libqos does).
+            self.qtest
+                .outl(
+                    FW_CFG_PORT_DMA_HIGH,
+                    ((DMA_DESCRIPTOR >> 32) as u32).swap_bytes(),
+                )
+                .await?;
+            self.qtest
+                .outl(FW_CFG_PORT_DMA_LOW, (DMA_DESCRIPTOR as u32).swap_bytes())
+                .await?;
+            let status = self.qtest.memread(DMA_DESCRIPTOR, 4).await?;
+            let status = u32::from_be_bytes([status[0], status[1], status[2], status[3]]);
+            if status & FW_CFG_DMA_CTL_ERROR != 0 || status != 0 {
+                return Err(OracleError::Dma {
+                    select,
+                    control: status,
+                });
+            }
+            out.extend(self.qtest.memread(DMA_BUFFER, chunk as usize).await?);
+        }
+        Ok(out)
+    }
+
+    /// The file directory (selector 0x19): big-endian count, then 64-byte entries
+    /// `{be32 size, be16 select, be16 reserved, char name[56]}`.
+    pub async fn directory(&mut self) -> Result<Vec<FwCfgFile>, OracleError> {
+        let count = self.read(FW_CFG_FILE_DIR, 4).await?;
+        let count = u32::from_be_bytes([count[0], count[1], count[2], count[3]]);
+        let len = count
+            .checked_mul(64)
+            .and_then(|n| n.checked_add(4))
+            .ok_or_else(|| OracleError::Directory(format!("count {count} overflows")))?;
+        let dir = self.read(FW_CFG_FILE_DIR, len).await?;
+        parse_directory(&dir)
+    }
+}
+
+/// Parses a fw_cfg file directory blob.
+pub fn parse_directory(dir: &[u8]) -> Result<Vec<FwCfgFile>, OracleError> {
+    let count = dir
+        .get(0..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| OracleError::Directory(format!("{} bytes, no count", dir.len())))?;
+    let mut files = Vec::new();
+    for index in 0..count as usize {
+        let offset = 4 + index * 64;
+        let entry = dir.get(offset..offset + 64).ok_or_else(|| {
+            OracleError::Directory(format!(
+                "entry {index} at offset {offset} runs past the {}-byte directory",
+                dir.len()
+            ))
+        })?;
+        let size = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]);
+        let select = u16::from_be_bytes([entry[4], entry[5]]);
+        let name = &entry[8..64];
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        let name = std::str::from_utf8(&name[..end]).map_err(|_| {
+            OracleError::Directory(format!(
+                "entry {index} at offset {offset}: name is not UTF-8"
+            ))
+        })?;
+        files.push(FwCfgFile {
+            name: name.to_string(),
+            select,
+            size,
+        });
+    }
+    Ok(files)
+}
+
+/// Every named fw_cfg file of `vm`, as QEMU serves it to firmware that programmed the chipset
+/// like `firmware`. Runs `qemu_binary` paused under TCG in a fresh temp dir (with a swtpm when
+/// the VM has a TPM, since QEMU's emulator backend talks to it at startup) and kills it after.
+pub async fn dump_fw_cfg(
+    vm: &Vm,
+    qemu_binary: &Path,
+    firmware: FirmwarePci,
+) -> Result<BTreeMap<String, Vec<u8>>, OracleError> {
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+    let needed = u64::from(DMA_CHUNK) + DMA_BUFFER;
+    if vm.memory < needed {
+        return Err(OracleError::TooLittleMemory {
+            memory: vm.memory,
+            needed,
+        });
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("mrlab-fwcfg-")
+        .tempdir()
+        .map_err(OracleError::TempDir)?;
+    let run = RunDir::new(dir.path());
+    let listener = tokio::net::UnixListener::bind(run.qtest_socket()).map_err(|source| {
+        OracleError::Listen {
+            socket: run.qtest_socket().display().to_string(),
+            source,
+        }
+    })?;
+    let mut swtpm = None;
+    if vm.tpm {
+        swtpm = Some(crate::swtpm::start(&run, false, Duration::from_secs(10)).await?);
+    }
+    let mut qemu = Group::spawn(
+        "qemu",
+        qemu_binary,
+        &argv(vm, &Backend::Oracle, &run),
+        &run.stderr_log(),
+    )
+    .map_err(|source| OracleError::Spawn {
+        program: qemu_binary.display().to_string(),
+        source,
+    })?;
+    let stream = tokio::select! {
+        accepted = listener.accept() => accepted.map(|(s, _)| s).map_err(|source| OracleError::Listen {
+            socket: run.qtest_socket().display().to_string(),
+            source,
+        })?,
+        status = qemu.wait() => {
+            let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            let stderr = std::fs::read_to_string(run.stderr_log()).unwrap_or_default();
+            return Err(OracleError::QemuExited { status, stderr: stderr.trim().to_string() });
+        }
+        _ = tokio::time::sleep(CONNECT_TIMEOUT) => return Err(OracleError::ConnectTimeout(CONNECT_TIMEOUT)),
+    };
+    let mut qtest = Qtest::new(stream);
+    let result = read_all(&mut qtest, firmware).await;
+    drop(qtest);
+    // Killing reaps QEMU; the swtpm (--terminate) and the temp dir go with their drops.
+    let _ = qemu.kill().await;
+    if let Some(mut swtpm) = swtpm.take() {
+        let _ = swtpm.kill().await;
+    }
+    result
+}
+
+async fn read_all(
+    qtest: &mut Qtest,
+    firmware: FirmwarePci,
+) -> Result<BTreeMap<String, Vec<u8>>, OracleError> {
+    let mut fw_cfg = FwCfg::open(qtest).await?;
+    fw_cfg.program_chipset_like_ovmf(firmware).await?;
+    let mut files = BTreeMap::new();
+    for file in fw_cfg.directory().await? {
+        let data = fw_cfg.read(file.select, file.size).await?;
+        files.insert(file.name, data);
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_parses_and_rejects_truncation() {
+        let mut dir = vec![0, 0, 0, 1];
+        dir.extend_from_slice(&[0, 0, 0, 8, 0x00, 0x20, 0, 0]);
+        let mut name = b"bootorder".to_vec();
+        name.resize(56, 0);
+        dir.extend_from_slice(&name);
+        let files = parse_directory(&dir).expect("valid directory");
+        assert_eq!(
+            files,
+            [FwCfgFile {
+                name: "bootorder".into(),
+                select: 0x20,
+                size: 8
+            }]
+        );
+        dir.truncate(40);
+        let err = parse_directory(&dir).expect_err("truncated");
+        assert!(err
+            .to_string()
+            .contains("entry 0 at offset 4 runs past the 40-byte directory"));
+    }
+
+    #[test]
+    fn pci_config_address() {
+        assert_eq!(pci_address(31, 0, 0x44), 0x8000_f844);
+        assert_eq!(pci_address(0, 0, 0x60), 0x8000_0060);
+    }
+}

@@ -1,0 +1,74 @@
+//! swtpm lifecycle: state setup with SHA-256 and SHA-384 PCR banks, then the socket server.
+
+use crate::argv::{swtpm_setup_args, swtpm_socket_args, RunDir};
+use crate::process::{wait_for_socket, Group, SocketWait};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwtpmError {
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: &'static str,
+        source: std::io::Error,
+    },
+    #[error("swtpm_setup failed ({status}); its output: {output}")]
+    Setup { status: String, output: String },
+    #[error("swtpm exited ({status}) before creating its socket; its log: {log}")]
+    Exited { status: String, log: String },
+    #[error("swtpm did not create {socket} within {timeout:?}")]
+    NoSocket { socket: String, timeout: Duration },
+}
+
+fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| format!("(unreadable: {e})"))
+}
+
+/// Starts swtpm for `run`. With `setup`, the state is first made by `swtpm_setup` (PCR banks
+/// sha256+sha384, as firmware measuring into both needs); without, swtpm starts on empty
+/// state, which is enough for a TPM that only has to exist (the fw_cfg oracle).
+pub async fn start(run: &RunDir, setup: bool, timeout: Duration) -> Result<Group, SwtpmError> {
+    let state = run.swtpm_state();
+    std::fs::create_dir_all(&state).map_err(|source| SwtpmError::Spawn {
+        program: "swtpm",
+        source,
+    })?;
+    if setup {
+        let output = tokio::process::Command::new("swtpm_setup")
+            .args(swtpm_setup_args(run))
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|source| SwtpmError::Spawn {
+                program: "swtpm_setup",
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(SwtpmError::Setup {
+                status: output.status.to_string(),
+                output: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                ),
+            });
+        }
+    }
+    let log = run.path.join("swtpm.stderr");
+    let mut group = Group::spawn("swtpm", Path::new("swtpm"), &swtpm_socket_args(run), &log)
+        .map_err(|source| SwtpmError::Spawn {
+            program: "swtpm",
+            source,
+        })?;
+    match wait_for_socket(&run.swtpm_socket(), &mut group, timeout).await {
+        Ok(()) => Ok(group),
+        Err(SocketWait::Exited(status)) => Err(SwtpmError::Exited {
+            status: status.to_string(),
+            log: format!("{}{}", read_log(&log), read_log(&run.swtpm_log())),
+        }),
+        Err(SocketWait::TimedOut) => Err(SwtpmError::NoSocket {
+            socket: run.swtpm_socket().display().to_string(),
+            timeout,
+        }),
+    }
+}

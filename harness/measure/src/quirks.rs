@@ -1,0 +1,194 @@
+//! Version-dependent firmware, QEMU and systemd behaviour, as data.
+//!
+//! Every behaviour that changed between versions is one row in [`ROWS`]: which component, which
+//! versions, what it sets and why (the upstream change). `Quirks::resolve` applies the rows that
+//! match the versions in use; a scenario can then override any field by name.
+
+use std::fmt;
+
+/// Which component a row is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Ovmf,
+    Qemu,
+    SystemdStub,
+}
+
+/// A `major.minor` version as the packages name them (OVMF `2022.11`, QEMU `7.2`, systemd `257`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u32, pub u32);
+
+impl Version {
+    /// Parse the leading `major[.minor]` of a version string (`2025.02-8+deb13u1` → 2025.2,
+    /// `1:10.0.2+ds-2` → 10.0, `257.13-1` → 257.13).
+    pub fn parse(text: &str) -> Option<Version> {
+        let text = text.split_once(':').map_or(text, |(_, rest)| rest);
+        let mut parts = text.split(|c: char| !c.is_ascii_digit());
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        Some(Version(major, minor))
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+/// How the firmware holds the `SecureBoot` variable when Secure Boot is not enrolled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecureBootVar {
+    /// Not set: measured with empty data.
+    Absent,
+    /// Set to `00` (disabled).
+    Disabled,
+}
+
+/// The resolved behaviour for one combination of versions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quirks {
+    pub secure_boot: SecureBootVar,
+    /// UTF-16 `PcdFirmwareVersionString` measured as EV_S_CRTM_VERSION into PCR0 on vTPM;
+    /// `None` where we do not know the string (PCR0 is then only partly predicted).
+    pub crtm_version: Option<String>,
+    /// OVMF measures the fw_cfg ACPI blobs ("ACPI DATA") into PCR1 with a TPM too, not only in a TD.
+    pub acpi_measured_on_vtpm: bool,
+    /// OVMF's `-kernel` loader appends ` initrd=initrd` to LoadOptions when an initrd is given.
+    pub kernel_load_options_initrd: bool,
+    /// At ReadyToBoot a TD gets one separator, in RTMR1 only (PCR1's is folded into the early
+    /// RTMR0 separator).
+    pub td_ready_to_boot_separator_rtmr1_only: bool,
+}
+
+impl Quirks {
+    /// The defaults rows override: edk2-stable202211 behaviour.
+    fn baseline() -> Quirks {
+        Quirks {
+            secure_boot: SecureBootVar::Disabled,
+            crtm_version: Some(String::new()),
+            acpi_measured_on_vtpm: false,
+            kernel_load_options_initrd: true,
+            td_ready_to_boot_separator_rtmr1_only: true,
+        }
+    }
+
+    /// Apply every row matching the versions. A component whose version is unknown matches no
+    /// rows, so its baseline stays.
+    pub fn resolve(
+        ovmf: Option<Version>,
+        qemu: Option<Version>,
+        systemd: Option<Version>,
+    ) -> Quirks {
+        let mut q = Quirks::baseline();
+        for row in ROWS {
+            let version = match row.component {
+                Component::Ovmf => ovmf,
+                Component::Qemu => qemu,
+                Component::SystemdStub => systemd,
+            };
+            if version.is_some_and(|v| {
+                row.since.is_none_or(|s| v >= s) && row.until.is_none_or(|u| v < u)
+            }) {
+                (row.apply)(&mut q);
+            }
+        }
+        q
+    }
+
+    /// Rows that apply, for reports.
+    pub fn applied(
+        ovmf: Option<Version>,
+        qemu: Option<Version>,
+        systemd: Option<Version>,
+    ) -> Vec<&'static Row> {
+        ROWS.iter()
+            .filter(|row| {
+                let version = match row.component {
+                    Component::Ovmf => ovmf,
+                    Component::Qemu => qemu,
+                    Component::SystemdStub => systemd,
+                };
+                version.is_some_and(|v| {
+                    row.since.is_none_or(|s| v >= s) && row.until.is_none_or(|u| v < u)
+                })
+            })
+            .collect()
+    }
+}
+
+/// One version-dependent behaviour.
+pub struct Row {
+    pub id: &'static str,
+    pub component: Component,
+    /// First version with the behaviour (inclusive).
+    pub since: Option<Version>,
+    /// First version without it (exclusive).
+    pub until: Option<Version>,
+    pub apply: fn(&mut Quirks),
+    /// The upstream behaviour, where it lives, and how we confirmed it.
+    pub reason: &'static str,
+}
+
+pub static ROWS: &[Row] = &[
+    Row {
+        id: "ovmf-secureboot-absent",
+        component: Component::Ovmf,
+        since: Some(Version(2023, 0)),
+        until: None,
+        apply: |q| q.secure_boot = SecureBootVar::Absent,
+        reason: "Debian's OVMF 2025.02 no longer sets SecureBoot=00 when Secure Boot is not \
+                 enrolled: PCR7/RTMR0 measures it with empty data (9dc3a1f8…, also in dstack's \
+                 TD capture); 2022.11 measures `00`. Confirmed on vTPM boots of both packages.",
+    },
+    Row {
+        id: "ovmf-crtm-version-unknown",
+        component: Component::Ovmf,
+        since: Some(Version(2023, 0)),
+        until: None,
+        apply: |q| q.crtm_version = None,
+        reason: "Debian's OVMF 2025.02 sets PcdFirmwareVersionString to the package version, \
+                 measured as EV_S_CRTM_VERSION in PCR0; 2022.11 measures an empty string. \
+                 PCR0 is vTPM-only and partly predicted, so we do not guess the string.",
+    },
+    Row {
+        id: "ovmf-acpi-measured-with-tpm",
+        component: Component::Ovmf,
+        since: Some(Version(2023, 0)),
+        until: None,
+        apply: |q| q.acpi_measured_on_vtpm = true,
+        reason: "OvmfPkg/AcpiPlatformDxe QemuFwCfgAcpi.c measures each fw_cfg ACPI blob as \
+                 EV_PLATFORM_CONFIG_FLAGS \"ACPI DATA\" into PCR1 with any TCG2 protocol, not \
+                 only in a TD (observed: four events on vTPM with 2025.02, none with 2022.11).",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_like_debian_names_them() {
+        assert_eq!(Version::parse("2025.02-8+deb13u1"), Some(Version(2025, 2)));
+        assert_eq!(
+            Version::parse("1:10.0.2+ds-2+deb13u1~bpo12+1"),
+            Some(Version(10, 0))
+        );
+        assert_eq!(Version::parse("257.13-1~deb13u1"), Some(Version(257, 13)));
+        assert_eq!(Version::parse("x"), None);
+    }
+
+    #[test]
+    fn rows_resolve_by_version() {
+        let old = Quirks::resolve(Some(Version(2022, 11)), None, None);
+        assert_eq!(old.secure_boot, SecureBootVar::Disabled);
+        assert!(!old.acpi_measured_on_vtpm);
+        let new = Quirks::resolve(Some(Version(2025, 2)), None, None);
+        assert_eq!(new.secure_boot, SecureBootVar::Absent);
+        assert!(new.acpi_measured_on_vtpm);
+        assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 3);
+        for row in ROWS {
+            assert!(!row.reason.is_empty(), "{} has no reason", row.id);
+        }
+    }
+}

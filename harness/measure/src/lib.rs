@@ -3,6 +3,10 @@
 //! `event` is the event model every other crate speaks: a predicted event and an event read
 //! from a guest's log are the same type, so comparing them is plain equality on fields.
 
+pub mod devpath;
 pub mod event;
+pub mod gpt;
+pub mod pe;
+pub mod uefi;
 
 pub use event::{Digests, Event, EventType, Input, Platform, Platforms, Register, Registers};

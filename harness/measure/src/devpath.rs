@@ -581,11 +581,12 @@ pub mod ovmf {
         }
     }
 
-    /// `PlatformRegisterFvBootOption(file, description, ACTIVE|CATEGORY_APP)`: "EFI Firmware
-    /// Setup" (UiApp) and "EFI Internal Shell" (UEFI_SHELL).
-    pub fn fv_application(file: Guid, description: &str) -> LoadOption {
+    /// `PlatformRegisterFvBootOption(file, description, attributes)`. edk2-stable202211
+    /// registers "EFI Internal Shell" (UEFI_SHELL) with LOAD_OPTION_ACTIVE; later releases use
+    /// ACTIVE | CATEGORY_APP for it and for "EFI Firmware Setup" (UiApp).
+    pub fn fv_application(file: Guid, description: &str, attributes: u32) -> LoadOption {
         LoadOption {
-            attributes: LOAD_OPTION_ACTIVE | LOAD_OPTION_CATEGORY_APP,
+            attributes,
             description: description.to_string(),
             file_paths: vec![dxe_fv_file(file)],
             optional_data: Vec::new(),

@@ -116,3 +116,32 @@ fn actions_match_capture() {
         assert_same(&uefi::efi_action(action), logged);
     }
 }
+
+#[test]
+fn boot0000_ui_app_matches_capture() {
+    use measure::devpath::ovmf::{self, BootManagerMenu};
+    let log = capture();
+    let logged = of_type(&log, EventType::EFI_VARIABLE_BOOT);
+    // OVMF edk2-stable202211 registers UiApp as the hidden boot manager menu, Boot0000.
+    let option = ovmf::boot_manager_menu(BootManagerMenu::UiApp)
+        .encode()
+        .unwrap();
+    assert_same(&uefi::boot_option(0, &option), logged[1]);
+    assert_eq!(logged.len(), 2, "BootOrder and Boot0000 only");
+}
+
+#[test]
+fn kernel_image_load_event_path_matches_capture() {
+    use measure::devpath::ovmf;
+    use measure::pe::ImageLoadEvent;
+    let log = capture();
+    let logged = of_type(&log, EventType::EFI_BOOT_SERVICES_APPLICATION);
+    assert_eq!(logged.len(), 1, "the -kernel image");
+    let load = ImageLoadEvent::decode(&logged[0].payload).unwrap();
+    assert_eq!(
+        load.device_path,
+        ovmf::kernel_loader_file("kernel").encode().unwrap(),
+        "VenMedia(QEMU kernel loader FS)/kernel"
+    );
+    assert_eq!(load.encode(), logged[0].payload);
+}

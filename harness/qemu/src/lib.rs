@@ -2,6 +2,7 @@
 //! qtest, and supervised boots (process groups, timeouts, QMP, swtpm).
 
 pub mod argv;
+pub mod boot;
 pub mod fwcfg;
 pub mod process;
 pub mod qtest;
@@ -9,6 +10,7 @@ pub mod swtpm;
 pub mod vm;
 
 pub use argv::{argv, run_sh, Accel, Backend, RunDir, TdxFlavour};
+pub use boot::{boot, probe_kvm, probe_kvm_with, BootError, BootOptions, BootOutcome};
 pub use fwcfg::{dump_fw_cfg, FirmwarePci, OracleError};
 pub use vm::{
     Boot, Device, Disk, DiskFormat, DstackHostShare, DstackLayout, DstackRootfs, KernelIrqchip,

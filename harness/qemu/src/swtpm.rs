@@ -66,9 +66,12 @@ pub async fn start(run: &RunDir, setup: bool, timeout: Duration) -> Result<Group
             status: status.to_string(),
             log: format!("{}{}", read_log(&log), read_log(&run.swtpm_log())),
         }),
-        Err(SocketWait::TimedOut) => Err(SwtpmError::NoSocket {
-            socket: run.swtpm_socket().display().to_string(),
-            timeout,
-        }),
+        Err(SocketWait::TimedOut) => {
+            let _ = group.kill().await;
+            Err(SwtpmError::NoSocket {
+                socket: run.swtpm_socket().display().to_string(),
+                timeout,
+            })
+        }
     }
 }

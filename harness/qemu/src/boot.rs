@@ -1,0 +1,377 @@
+//! Supervised boots: each VM in its own temp dir with its own sockets, QEMU and swtpm each in
+//! their own process group (killed whole on timeout, error or drop), QMP watching run states.
+
+use crate::argv::{argv, run_sh, Accel, Backend, RunDir};
+use crate::process::{wait_for_socket, Group, SocketWait};
+use crate::vm::{Boot, Vm};
+use futures::StreamExt;
+use qapi::qmp;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct BootOptions {
+    /// Wall-clock limit for the whole boot, from spawning QEMU to its exit.
+    pub timeout: Duration,
+    /// Keep the run dir (serial, stderr, run.sh, swtpm state) after the outcome is dropped.
+    pub keep_dir: bool,
+    pub qemu_binary: PathBuf,
+    /// Where run dirs are made; the system temp dir when `None`.
+    pub temp_root: Option<PathBuf>,
+}
+
+impl BootOptions {
+    pub fn new(timeout: Duration) -> BootOptions {
+        BootOptions {
+            timeout,
+            keep_dir: false,
+            qemu_binary: PathBuf::from("qemu-system-x86_64"),
+            temp_root: None,
+        }
+    }
+}
+
+/// A VM that ran to its end (guest power-off, or a reset, which `-no-reboot` turns into exit).
+#[derive(Debug)]
+pub struct BootOutcome {
+    /// Holds the sockets, `serial.log`, `qemu.stderr` and `run.sh`; removed when the outcome
+    /// is dropped unless `keep_dir`.
+    pub run_dir: RunDir,
+    pub serial: Vec<u8>,
+    pub exit_status: ExitStatus,
+    pub duration: Duration,
+    /// The guest asked for a reset (QMP SHUTDOWN with reason guest-reset, e.g. after a panic
+    /// with `panic=-1`) rather than a power-off.
+    pub guest_reset: bool,
+    _temp: Option<tempfile::TempDir>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("cannot prepare the run dir: {0}")]
+    RunDir(std::io::Error),
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("swtpm: {0}")]
+    Swtpm(#[from] crate::swtpm::SwtpmError),
+    #[error("QEMU rejected its arguments or configuration ({status}): {stderr}")]
+    Rejected { status: String, stderr: String },
+    #[error("QEMU exited early ({status}) without the guest shutting down; stderr: {stderr}; serial tail: {serial_tail}")]
+    ExitedEarly {
+        status: String,
+        stderr: String,
+        serial_tail: String,
+    },
+    #[error("guest still running after {timeout:?}; serial tail: {serial_tail}")]
+    Hung {
+        timeout: Duration,
+        serial_tail: String,
+    },
+    #[error("swtpm died ({status}) while the guest was running; swtpm log: {log}")]
+    SwtpmDied { status: String, log: String },
+    #[error("guest panicked (QMP run state {state}); serial tail: {serial_tail}")]
+    GuestPanicked { state: String, serial_tail: String },
+    #[error("QEMU stopped the guest with run state {state} (e.g. \"KVM internal error\"); stderr: {stderr}")]
+    InternalError { state: String, stderr: String },
+    #[error("QMP on {socket}: {message}")]
+    Qmp { socket: String, message: String },
+}
+
+fn read_lossy(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The last ~600 characters of the serial log, for error messages.
+fn serial_tail(run: &RunDir) -> String {
+    let text = read_lossy(&run.serial_log());
+    let start = text
+        .char_indices()
+        .rev()
+        .nth(600)
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    text[start..].to_string()
+}
+
+fn describe(status: &std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("wait failed: {e}"),
+    }
+}
+
+/// Boots `vm` under `backend` and supervises it to its end.
+pub async fn boot(
+    vm: &Vm,
+    backend: &Backend,
+    opts: &BootOptions,
+) -> Result<BootOutcome, BootError> {
+    run(vm, backend, opts, None).await
+}
+
+/// What ends a supervised run early with success: the serial log matching a predicate.
+type SerialDone<'a> = &'a (dyn Fn(&[u8]) -> bool + Sync);
+
+async fn run(
+    vm: &Vm,
+    backend: &Backend,
+    opts: &BootOptions,
+    serial_done: Option<SerialDone<'_>>,
+) -> Result<BootOutcome, BootError> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("mrlab-vm-");
+    let temp = match &opts.temp_root {
+        Some(root) => builder.tempdir_in(root),
+        None => builder.tempdir(),
+    }
+    .map_err(BootError::RunDir)?;
+    let run = RunDir::new(temp.path());
+    std::fs::write(run.run_sh(), run_sh(vm, backend, &opts.qemu_binary))
+        .map_err(BootError::RunDir)?;
+
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + opts.timeout;
+    let mut swtpm = None;
+    if vm.tpm && *backend != Backend::Oracle {
+        swtpm = Some(crate::swtpm::start(&run, true, Duration::from_secs(10)).await?);
+    }
+    let mut qemu = Group::spawn(
+        "qemu",
+        &opts.qemu_binary,
+        &argv(vm, backend, &run),
+        &run.stderr_log(),
+    )
+    .map_err(|source| BootError::Spawn {
+        program: opts.qemu_binary.display().to_string(),
+        source,
+    })?;
+
+    let supervised = supervise(&mut qemu, &mut swtpm, &run, opts, deadline, serial_done).await;
+    // Whatever QEMU left in its group goes; swtpm (--terminate) ends as QEMU's socket closes.
+    // Both are reaped here on every path, so an error leaves no process behind.
+    let _ = qemu.kill().await;
+    if let Some(mut swtpm) = swtpm.take() {
+        let _ = swtpm.wait_or_kill(Duration::from_secs(2)).await;
+    }
+    // Kept on failure too: a kept run dir is what one debugs a failed boot from.
+    let temp = if opts.keep_dir {
+        let _ = temp.keep();
+        None
+    } else {
+        Some(temp)
+    };
+    let (exit_status, guest_reset) = supervised?;
+    let serial = std::fs::read(run.serial_log()).unwrap_or_default();
+    Ok(BootOutcome {
+        run_dir: run,
+        serial,
+        exit_status,
+        duration: start.elapsed(),
+        guest_reset,
+        _temp: temp,
+    })
+}
+
+/// Watches a started QEMU to its end: its exit, QMP events and run states, swtpm, the deadline.
+async fn supervise(
+    qemu: &mut Group,
+    swtpm: &mut Option<Group>,
+    run: &RunDir,
+    opts: &BootOptions,
+    deadline: tokio::time::Instant,
+    serial_done: Option<SerialDone<'_>>,
+) -> Result<(ExitStatus, bool), BootError> {
+    let run = run.clone();
+    let rejected = |status: &std::io::Result<ExitStatus>| BootError::Rejected {
+        status: describe(status),
+        stderr: read_lossy(&run.stderr_log()),
+    };
+    let qmp_error = |message: String| BootError::Qmp {
+        socket: run.qmp_socket().display().to_string(),
+        message,
+    };
+
+    match wait_for_socket(&run.qmp_socket(), qemu, Duration::from_secs(20)).await {
+        Ok(()) => {}
+        Err(SocketWait::Exited(status)) => return Err(rejected(&Ok(status))),
+        Err(SocketWait::TimedOut) => {
+            return Err(qmp_error("socket not created within 20 s".into()))
+        }
+    }
+    // A QEMU that fails device or machine setup can still have created the QMP socket: its
+    // exit during the handshake is a rejection, not a QMP failure.
+    let stream = tokio::select! {
+        stream = async {
+            // The socket file exists from bind(); connecting can be refused until listen().
+            let mut attempts = 0;
+            let negotiation = loop {
+                match qapi::futures::QmpStreamTokio::open_uds(run.qmp_socket()).await {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && attempts < 100 => {
+                        attempts += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => break other?,
+                }
+            };
+            negotiation.negotiate().await
+        } => stream,
+        status = qemu.wait() => return Err(rejected(&status)),
+    };
+    let stream = match stream {
+        Ok(stream) => stream,
+        Err(e) => {
+            let status = tokio::time::timeout(Duration::from_secs(2), qemu.wait()).await;
+            return Err(match status {
+                Ok(status) => rejected(&status),
+                Err(_) => qmp_error(format!("handshake failed: {e}")),
+            });
+        }
+    };
+    let (service, mut events) = stream.into_parts();
+    let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Polling the event stream also delivers command responses to `service`.
+    let forwarder = tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if event_tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    let _forwarder = AbortOnDrop(forwarder);
+
+    let initial = tokio::select! {
+        status = service.execute(qmp::query_status {}) => status,
+        status = qemu.wait() => return Err(rejected(&status)),
+    };
+    match initial {
+        Ok(info) => check_run_state(&info.status, &run)?,
+        Err(e) => return Err(qmp_error(format!("query-status: {e}"))),
+    }
+
+    let mut guest_reset = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let exit_status = loop {
+        tokio::select! {
+            status = qemu.wait() => {
+                match status {
+                    Ok(status) if status.success() => break status,
+                    other => {
+                        return Err(BootError::ExitedEarly {
+                            status: describe(&other),
+                            stderr: read_lossy(&run.stderr_log()),
+                            serial_tail: serial_tail(&run),
+                        })
+                    }
+                }
+            }
+            event = event_rx.recv() => match event {
+                Some(Ok(qmp::Event::SHUTDOWN { data, .. })) => {
+                    guest_reset = matches!(data.reason, qmp::ShutdownCause::guest_reset);
+                }
+                Some(Ok(qmp::Event::GUEST_PANICKED { .. })) => {
+                    return Err(BootError::GuestPanicked {
+                        state: "guest-panicked".into(),
+                        serial_tail: serial_tail(&run),
+                    });
+                }
+                Some(Ok(qmp::Event::STOP { .. })) => {
+                    match service.execute(qmp::query_status {}).await {
+                        Ok(info) => check_run_state(&info.status, &run)?,
+                        Err(e) => return Err(qmp_error(format!("query-status after STOP: {e}"))),
+                    }
+                }
+                Some(Ok(_)) => {}
+                // QMP closes as QEMU exits; the exit status decides.
+                Some(Err(_)) | None => {
+                    let status = qemu.wait().await;
+                    match status {
+                        Ok(status) if status.success() => break status,
+                        other => return Err(BootError::ExitedEarly {
+                            status: describe(&other),
+                            stderr: read_lossy(&run.stderr_log()),
+                            serial_tail: serial_tail(&run),
+                        }),
+                    }
+                }
+            },
+            status = wait_optional(swtpm) => {
+                // With --terminate swtpm also ends when a finishing QEMU closes its socket,
+                // which can be seen first: a QEMU exiting cleanly right after is no failure.
+                if let Ok(Ok(qemu_status)) = tokio::time::timeout(Duration::from_secs(3), qemu.wait()).await {
+                    if qemu_status.success() {
+                        break qemu_status;
+                    }
+                }
+                return Err(BootError::SwtpmDied {
+                    status: describe(&status),
+                    log: read_lossy(&run.swtpm_log()),
+                });
+            }
+            _ = tick.tick(), if serial_done.is_some() => {
+                let serial = std::fs::read(run.serial_log()).unwrap_or_default();
+                if serial_done.is_some_and(|done| done(&serial)) {
+                    let _ = service.execute(qmp::quit {}).await;
+                    break qemu.wait_or_kill(Duration::from_secs(5)).await.map_err(|e| qmp_error(format!("quit: {e}")))?;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(BootError::Hung { timeout: opts.timeout, serial_tail: serial_tail(&run) });
+            }
+        }
+    };
+    Ok((exit_status, guest_reset))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn wait_optional(group: &mut Option<Group>) -> std::io::Result<ExitStatus> {
+    match group {
+        Some(group) => group.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn check_run_state(state: &qmp::RunState, run: &RunDir) -> Result<(), BootError> {
+    match state {
+        qmp::RunState::internal_error => Err(BootError::InternalError {
+            state: "internal-error".into(),
+            stderr: read_lossy(&run.stderr_log()),
+        }),
+        qmp::RunState::guest_panicked => Err(BootError::GuestPanicked {
+            state: "guest-panicked".into(),
+            serial_tail: serial_tail(run),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Whether KVM works here, by a probe boot (not by `/dev/kvm`, which exists on hosts where a
+/// KVM guest stops at once with "KVM internal error"): OVMF under KVM must reach BDS.
+pub async fn probe_kvm() -> bool {
+    probe_kvm_with(
+        Path::new("qemu-system-x86_64"),
+        Path::new("/usr/share/ovmf/OVMF.fd"),
+    )
+    .await
+}
+
+pub async fn probe_kvm_with(qemu_binary: &Path, firmware: &Path) -> bool {
+    let vm = Vm::new(firmware, 1, 256 << 20, Boot::Disk);
+    let mut opts = BootOptions::new(Duration::from_secs(15));
+    opts.qemu_binary = qemu_binary.to_path_buf();
+    let reached_bds = |serial: &[u8]| serial.windows(6).any(|w| w == b"BdsDxe");
+    let backend = Backend::Vtpm { accel: Accel::Kvm };
+    run(&vm, &backend, &opts, Some(&reached_bds)).await.is_ok()
+}

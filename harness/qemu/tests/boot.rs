@@ -1,0 +1,232 @@
+//! Supervised boots under TCG: a real kernel boot, and faults that must end in a clear error
+//! with no QEMU or swtpm left behind and no run dir left over.
+
+use qemu::{boot, Accel, Backend, Boot, BootError, BootOptions, Device, Vm};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Tests that kill our own children must not see another test's children.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+const TCG: Backend = Backend::Vtpm { accel: Accel::Tcg };
+
+fn kernel() -> PathBuf {
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.cache/debs/kernel-6.1/boot/vmlinuz-6.1.0-50-amd64"
+    ));
+    assert!(
+        path.exists(),
+        "{} is missing: run images/fetch.sh",
+        path.display()
+    );
+    path
+}
+
+fn kernel_vm() -> Vm {
+    Vm::new(
+        OVMF,
+        1,
+        512 << 20,
+        Boot::Kernel {
+            kernel: kernel(),
+            initrd: None,
+            cmdline: "console=ttyS0 panic=-1".into(),
+        },
+    )
+}
+
+/// Our live child processes (pid, command name), from /proc.
+fn children() -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let mut fields = stat[close + 2..].split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid = fields.next().and_then(|s| s.parse::<i32>().ok());
+        if ppid == Some(me) && state != "Z" {
+            out.push((pid, comm));
+        }
+    }
+    out
+}
+
+fn options(root: &tempfile::TempDir, timeout: u64) -> BootOptions {
+    let mut opts = BootOptions::new(Duration::from_secs(timeout));
+    opts.temp_root = Some(root.path().to_path_buf());
+    opts
+}
+
+fn assert_clean(root: &tempfile::TempDir) {
+    let left: Vec<_> = children()
+        .into_iter()
+        .filter(|(_, comm)| comm.starts_with("qemu") || comm.starts_with("swtpm"))
+        .collect();
+    assert!(left.is_empty(), "leftover processes: {left:?}");
+    let dirs: Vec<_> = std::fs::read_dir(root.path())
+        .expect("root")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(dirs.is_empty(), "leftover run dirs: {dirs:?}");
+}
+
+/// Kills our first child whose command name starts with `prefix`, once it exists.
+async fn kill_child_after(prefix: &str, delay: Duration) {
+    tokio::time::sleep(delay).await;
+    let (pid, _) = children()
+        .into_iter()
+        .find(|(_, comm)| comm.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} child to kill"));
+    // SAFETY: signals one pid of our own child; no memory is touched.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+#[tokio::test]
+async fn kernel_boots_panics_and_qemu_exits() {
+    let _guard = SERIAL.lock().await;
+    let root = tempfile::tempdir().expect("root");
+    let mut vm = kernel_vm();
+    vm.tpm = true;
+    let outcome = boot(&vm, &TCG, &options(&root, 90))
+        .await
+        .expect("kernel boot");
+    let serial = String::from_utf8_lossy(&outcome.serial);
+    assert!(serial.contains("Linux version 6.1."), "serial: {serial}");
+    assert!(
+        serial.contains("VFS: Unable to mount root fs"),
+        "serial: {serial}"
+    );
+    assert!(
+        outcome.guest_reset,
+        "panic=-1 resets the guest, -no-reboot turns it into exit"
+    );
+    assert!(outcome.exit_status.success());
+    assert!(outcome.run_dir.run_sh().exists());
+    eprintln!("kernel boot took {:?}", outcome.duration);
+    drop(outcome);
+    assert_clean(&root);
+}
+
+#[tokio::test]
+async fn bogus_device_is_rejected_with_qemu_stderr() {
+    let _guard = SERIAL.lock().await;
+    let root = tempfile::tempdir().expect("root");
+    let mut vm = kernel_vm();
+    vm.devices.push(Device::Disk(qemu::Disk {
+        id: "hd0".into(),
+        file: "/nonexistent/mrlab-disk.img".into(),
+        format: qemu::DiskFormat::Raw,
+        readonly: true,
+        serial: None,
+    }));
+    let err = boot(&vm, &TCG, &options(&root, 30))
+        .await
+        .expect_err("missing disk");
+    match &err {
+        BootError::Rejected { stderr, .. } => {
+            assert!(stderr.contains("/nonexistent/mrlab-disk.img"), "{err}")
+        }
+        other => panic!("expected Rejected, got {other}"),
+    }
+    assert_clean(&root);
+}
+
+#[tokio::test]
+async fn unknown_device_driver_is_rejected() {
+    let _guard = SERIAL.lock().await;
+    let root = tempfile::tempdir().expect("root");
+    let mut opts = options(&root, 30);
+    // A wrapper adding `-device mrlab-bogus` to the argv the harness builds.
+    let wrapper = root
+        .path()
+        .join("..")
+        .join(format!("mrlab-qemu-wrapper-{}", std::process::id()));
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nexec qemu-system-x86_64 \"$@\" -device mrlab-bogus\n",
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    opts.qemu_binary = wrapper.clone();
+    let err = boot(&kernel_vm(), &TCG, &opts)
+        .await
+        .expect_err("bogus device");
+    let _ = std::fs::remove_file(&wrapper);
+    match &err {
+        BootError::Rejected { stderr, .. } => assert!(stderr.contains("mrlab-bogus"), "{err}"),
+        other => panic!("expected Rejected, got {other}"),
+    }
+    assert_clean(&root);
+}
+
+#[tokio::test]
+async fn guest_without_boot_device_hangs_past_timeout() {
+    let _guard = SERIAL.lock().await;
+    let root = tempfile::tempdir().expect("root");
+    let vm = Vm::new(OVMF, 1, 256 << 20, Boot::Disk);
+    let err = boot(&vm, &TCG, &options(&root, 5)).await.expect_err("hang");
+    assert!(matches!(err, BootError::Hung { .. }), "{err}");
+    assert!(
+        err.to_string().contains("guest still running after 5s"),
+        "{err}"
+    );
+    assert_clean(&root);
+}
+
+#[tokio::test]
+async fn qemu_killed_mid_boot_is_an_early_exit() {
+    let _guard = SERIAL.lock().await;
+    let root = tempfile::tempdir().expect("root");
+    let (vm, opts) = (kernel_vm(), options(&root, 60));
+    let (result, ()) = tokio::join!(
+        boot(&vm, &TCG, &opts),
+        kill_child_after("qemu", Duration::from_secs(2)),
+    );
+    let err = result.expect_err("killed");
+    assert!(matches!(err, BootError::ExitedEarly { .. }), "{err}");
+    assert!(err.to_string().contains("signal: 9"), "{err}");
+    assert_clean(&root);
+}
+
+#[tokio::test]
+async fn swtpm_dying_mid_boot_is_reported() {
+    let _guard = SERIAL.lock().await;
+    let root = tempfile::tempdir().expect("root");
+    let mut vm = kernel_vm();
+    vm.tpm = true;
+    let opts = options(&root, 60);
+    let (result, ()) = tokio::join!(
+        boot(&vm, &TCG, &opts),
+        kill_child_after("swtpm", Duration::from_secs(3)),
+    );
+    let err = result.expect_err("swtpm killed");
+    assert!(matches!(err, BootError::SwtpmDied { .. }), "{err}");
+    assert!(
+        err.to_string().starts_with("swtpm died (signal: 9"),
+        "{err}"
+    );
+    assert_clean(&root);
+}

@@ -19,6 +19,14 @@ pub const LINUX_LOAD_OPTIONS_TAG: u32 = 0x8F3B_22ED;
 /// dstack runtime event type (name + payload).
 const DSTACK_RUNTIME: u32 = crate::dstack::RUNTIME_EVENT_TYPE;
 
+/// The event type's name: the TCG name, or `DSTACK_RUNTIME_EVENT` for dstack's runtime type.
+pub fn type_name(event_type: EventType) -> &'static str {
+    match event_type {
+        EventType(DSTACK_RUNTIME) => "DSTACK_RUNTIME_EVENT",
+        other => other.name(),
+    }
+}
+
 /// A one-line description of the event's data.
 pub fn describe(event: &Event) -> String {
     let Some(data) = event.data.as_deref() else {
@@ -491,6 +499,12 @@ mod tests {
             varies_with: Vec::new(),
             platforms: measure::Platforms::BOTH,
         }
+    }
+
+    #[test]
+    fn dstack_runtime_type_has_a_name() {
+        assert_eq!(type_name(EventType(0x0800_0001)), "DSTACK_RUNTIME_EVENT");
+        assert_eq!(type_name(EventType::SEPARATOR), "EV_SEPARATOR");
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! `mrlab quote`.
+//! `mrlab quote`: decode a TDX quote (v4/v5), a 1024-byte TDREPORT, or the quote inside a
+//! dstack JSON document.
 
+use anyhow::Context;
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Input file.
+    /// Quote, TDREPORT (exactly 1024 bytes) or dstack JSON document.
     pub file: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -13,5 +16,52 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("{}: `mrlab quote` is not implemented yet", args.file.display())
+    let path = args.file.display();
+    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {path}"))?;
+    let mut fields = if bytes.len() == evidence::tdreport::SIZE {
+        let report =
+            evidence::tdreport::parse(&bytes).with_context(|| format!("{path}: TDREPORT"))?;
+        let mut v = report.to_json();
+        v["kind"] = "tdreport".into();
+        v
+    } else {
+        let quote_bytes = if bytes.first() == Some(&b'{') {
+            evidence::dstack::parse_document(&bytes)
+                .with_context(|| format!("{path}: dstack document"))?
+                .quote
+        } else {
+            bytes
+        };
+        let quote =
+            evidence::quote::parse(&quote_bytes).with_context(|| format!("{path}: TDX quote"))?;
+        let mut v = quote.to_json();
+        v["kind"] = "quote".into();
+        v
+    };
+    let out = if args.json {
+        serde_json::to_string_pretty(&fields)? + "\n"
+    } else {
+        let mut out = String::new();
+        if let Value::Object(map) = &mut fields {
+            for (k, v) in map.iter() {
+                let shown = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                out += &format!("{k:<24} {shown}\n");
+            }
+        }
+        out
+    };
+    write_stdout(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
+pub(super) fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }

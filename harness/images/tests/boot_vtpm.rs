@@ -5,6 +5,7 @@
 use agent::record;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -12,6 +13,35 @@ const HOST_OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 
 fn repo() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// At most this many TCG guests at once: the test threads run in parallel, and more guests than
+/// cores would stretch each boot towards the timeout.
+const MAX_CONCURRENT_BOOTS: usize = 2;
+
+/// A counting semaphore slot for one boot, released on drop.
+struct BootSlot;
+
+static RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+impl BootSlot {
+    fn acquire() -> BootSlot {
+        let (count, freed) = &RUNNING;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= MAX_CONCURRENT_BOOTS {
+            n = freed.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        BootSlot
+    }
+}
+
+impl Drop for BootSlot {
+    fn drop(&mut self) {
+        let (count, freed) = &RUNNING;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        freed.notify_one();
+    }
 }
 
 /// A child process killed (and reaped) when dropped, so a failing assertion leaves nothing behind.
@@ -77,6 +107,7 @@ fn boot(how: Boot) -> Vec<u8> {
         ],
     };
 
+    let _slot = BootSlot::acquire();
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("tpm");
     std::fs::create_dir(&state).unwrap();

@@ -3,10 +3,14 @@
 //! `event` is the event model every other crate speaks: a predicted event and an event read
 //! from a guest's log are the same type, so comparing them is plain equality on fields.
 
+pub mod acpi;
 pub mod devpath;
 pub mod event;
 pub mod gpt;
 pub mod pe;
+pub mod predict;
+pub mod quirks;
+pub mod tdvf;
 pub mod uefi;
 
 pub use event::{Digests, Event, EventType, Input, Platform, Platforms, Register, Registers};

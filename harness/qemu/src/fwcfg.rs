@@ -364,7 +364,36 @@ async fn read_all(
         let data = fw_cfg.read(file.select, file.size).await?;
         files.insert(file.name, data);
     }
+    // The -kernel blobs are numbered items, not files: OVMF's QemuKernelLoaderFsDxe serves
+    // "kernel" as the setup part followed by the rest of the image, as QEMU patched it.
+    for (name, size_item, data_item) in [
+        (SETUP_ITEM, FW_CFG_SETUP_SIZE, FW_CFG_SETUP_DATA),
+        (KERNEL_ITEM, FW_CFG_KERNEL_SIZE, FW_CFG_KERNEL_DATA),
+    ] {
+        let size = fw_cfg.read(size_item, 4).await?;
+        let size = u32::from_le_bytes([size[0], size[1], size[2], size[3]]);
+        if size > 0 {
+            files.insert(name.to_string(), fw_cfg.read(data_item, size).await?);
+        }
+    }
     Ok(files)
+}
+
+/// Keys of the -kernel items in a [`dump_fw_cfg`] map (parenthesised: no fw_cfg file has them).
+pub const SETUP_ITEM: &str = "(setup)";
+pub const KERNEL_ITEM: &str = "(kernel)";
+/// `include/standard-headers/linux/qemu_fw_cfg.h`.
+const FW_CFG_KERNEL_SIZE: u16 = 0x08;
+const FW_CFG_KERNEL_DATA: u16 = 0x11;
+const FW_CFG_SETUP_SIZE: u16 = 0x17;
+const FW_CFG_SETUP_DATA: u16 = 0x18;
+
+/// The kernel image exactly as the firmware loads it for `-kernel` boot: setup ‖ kernel.
+pub fn kernel_as_loaded(files: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, String> {
+    match (files.get(SETUP_ITEM), files.get(KERNEL_ITEM)) {
+        (Some(setup), Some(kernel)) => Ok([setup.as_slice(), kernel.as_slice()].concat()),
+        _ => Err("QEMU serves no -kernel image in fw_cfg (items 0x17/0x08 are empty)".into()),
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod images;
 mod pe;
 mod quote;
 mod replay;
+mod run;
 
 /// Boot confidential-VM launch configurations under QEMU and check their measurements against a
 /// prediction, event by event.
@@ -26,6 +27,8 @@ pub enum Command {
     Pe(pe::Args),
     /// Parse an event log (TPM TCG2/TCG1.2 or TDX CCEL) and replay it to register values.
     Replay(replay::Args),
+    /// Boot scenarios, compare their measurements with the prediction, and report.
+    Run(run::Args),
     /// Fetch pinned packages and build guest images (agent initramfs, UKI, ESP disk).
     Images(images::Args),
     /// Decode a TDX quote (v4/v5) or a 1024-byte TDREPORT.
@@ -39,5 +42,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(a) => replay::run(a),
         Command::Quote(a) => quote::run(a),
         Command::Images(a) => images::run(a),
+        Command::Run(a) => run::run(a),
     }
 }

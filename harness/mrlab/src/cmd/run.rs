@@ -1,0 +1,146 @@
+//! `mrlab run`: boot scenarios, compare with the prediction, report.
+
+use mrlab::report::{self, Verdict};
+use mrlab::run::{self, Options};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  mrlab run scenarios/                    every scenario in the folder, on the vtpm backend
+  mrlab run scenarios/kernel-smoke.toml --junit junit.xml
+Each scenario gets a folder under --results with report.json, serial.log, run.sh (re-runs the
+VM by hand) and evidence/ (what the guest collected). Exit status 0 only if every scenario passes.")]
+pub struct Args {
+    /// Scenario files, or folders of *.toml scenarios.
+    #[arg(required = true)]
+    pub scenarios: Vec<PathBuf>,
+    /// Where the guest runs: vtpm (any Linux; TCG here) or tdx (a TDX host).
+    #[arg(long, default_value = "vtpm", value_parser = ["vtpm", "tdx"])]
+    pub backend: String,
+    /// Scenarios booted at once (default: one per two cores, bounded by memory).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Write the JSON report (all scenarios) here.
+    #[arg(long)]
+    pub json_report: Option<PathBuf>,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write a markdown summary here.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// Folder for per-scenario results.
+    #[arg(long, default_value = "results/runs")]
+    pub results: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.backend == "tdx" {
+        anyhow::bail!("--backend tdx: this build runs the vtpm backend only; TDX evidence can be checked offline with `mrlab replay`/`mrlab quote`");
+    }
+    let files = scenario_files(&args.scenarios)?;
+    let cache = Arc::new(images::Cache::open(&images::workspace_root())?);
+    let jobs = args.jobs.unwrap_or_else(default_jobs).max(1);
+    let opts = Arc::new(Options {
+        results: args.results.clone(),
+        accel: qemu::argv::Accel::Tcg,
+    });
+    let rt = tokio::runtime::Runtime::new()?;
+    let total = files.len();
+    let reports = rt.block_on(async {
+        let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
+        let mut handles = Vec::new();
+        for (i, file) in files.into_iter().enumerate() {
+            let (sem, cache, opts) = (sem.clone(), cache.clone(), opts.clone());
+            handles.push(tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                eprintln!("[{}/{total}] {} …", i + 1, file.display());
+                let out = run::run_file(&file, &cache, &opts).await;
+                let r = &out.report;
+                eprintln!(
+                    "[{}/{total}] {} {:?} ({:.1} s){}",
+                    i + 1,
+                    r.name,
+                    r.verdict,
+                    r.duration_s,
+                    r.reason
+                        .as_deref()
+                        .map(|x| format!(": {x}"))
+                        .unwrap_or_default()
+                );
+                out.report
+            }));
+        }
+        let mut reports = Vec::new();
+        for h in handles {
+            match h.await {
+                Ok(r) => reports.push(r),
+                Err(e) => eprintln!("mrlab: a scenario task failed: {e}"),
+            }
+        }
+        reports
+    });
+    let summary = report::markdown(&reports);
+    println!("{summary}");
+    write_opt(&args.json_report, &report::json(&reports))?;
+    write_opt(&args.junit, &report::junit(&reports))?;
+    write_opt(&args.markdown, &summary)?;
+    let passed = reports
+        .iter()
+        .filter(|r| r.verdict == Verdict::Pass)
+        .count();
+    let skipped = reports
+        .iter()
+        .filter(|r| r.verdict == Verdict::Skip)
+        .count();
+    eprintln!(
+        "{passed} passed, {} failed, {skipped} skipped",
+        reports.len() - passed - skipped
+    );
+    Ok(
+        if passed + skipped == reports.len() && reports.len() == total {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+fn write_opt(path: &Option<PathBuf>, text: &str) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// TCG guests are CPU-bound: one per two cores, and 3 GiB of memory each.
+fn default_jobs() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).max(1)
+}
+
+/// Files as given; folders expand to their `*.toml`, sorted.
+pub fn scenario_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                anyhow::bail!("{}: no *.toml scenarios in this folder", p.display());
+            }
+            out.extend(found);
+        } else if Path::new(p).is_file() {
+            out.push(p.clone());
+        } else {
+            anyhow::bail!("{}: no such scenario file or folder", p.display());
+        }
+    }
+    Ok(out)
+}

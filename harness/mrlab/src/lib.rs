@@ -1,0 +1,8 @@
+//! mrlab as a library: scenarios, prediction inputs, the runner, comparison and reports. The
+//! `mrlab` binary is a thin CLI over this; the e2e tests drive it directly.
+
+pub mod compare;
+pub mod report;
+pub mod resolve;
+pub mod run;
+pub mod scenario;

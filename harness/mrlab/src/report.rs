@@ -1,0 +1,224 @@
+//! Reports: the JSON contract (DESIGN.md), a markdown summary and JUnit XML.
+
+use crate::compare::Counts;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Error,
+    /// The host cannot run this scenario (e.g. no /dev/vhost-vsock); never counted as a pass.
+    Skip,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RegisterRow {
+    pub name: String,
+    pub predicted: Option<String>,
+    pub actual: Option<String>,
+    #[serde(rename = "match")]
+    pub matches: bool,
+}
+
+/// The first event where reality and prediction part.
+#[derive(Clone, Debug, Serialize)]
+pub struct Divergence {
+    pub outcome: crate::compare::Outcome,
+    pub label: Option<String>,
+    pub pcr: u32,
+    pub register: Option<String>,
+    pub event_type: String,
+    pub predicted_digest: Option<String>,
+    pub actual_digest: Option<String>,
+    pub predicted_data: Option<String>,
+    pub actual_data: Option<String>,
+    pub varies_with: Vec<measure::Input>,
+}
+
+/// One aligned event, for the snapshot and for humans.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventRow {
+    pub outcome: crate::compare::Outcome,
+    pub pcr: u32,
+    pub register: Option<String>,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub label: Option<String>,
+    pub sha384: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub file: String,
+    pub backend: String,
+    pub verdict: Verdict,
+    /// Why an `error`, `fail` or `skip`: one line a human can act on.
+    pub reason: Option<String>,
+    pub registers: Vec<RegisterRow>,
+    pub events: Counts,
+    pub first_divergence: Option<Divergence>,
+    /// TDX-relevant events (those that also occur in a TD) checked on this backend / predicted.
+    pub tdx_events_checked: Option<(usize, usize)>,
+    pub acpi_blobs: Vec<RegisterRow>,
+    pub qemu_version: Option<String>,
+    pub ovmf_version: Option<String>,
+    pub duration_s: f64,
+    pub notes: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub event_rows: Vec<EventRow>,
+}
+
+impl ScenarioReport {
+    pub fn error(
+        name: &str,
+        file: &str,
+        backend: &str,
+        reason: String,
+        duration_s: f64,
+    ) -> ScenarioReport {
+        ScenarioReport {
+            name: name.to_string(),
+            file: file.to_string(),
+            backend: backend.to_string(),
+            verdict: Verdict::Error,
+            reason: Some(reason),
+            registers: Vec::new(),
+            events: Counts::default(),
+            first_divergence: None,
+            tdx_events_checked: None,
+            acpi_blobs: Vec::new(),
+            qemu_version: None,
+            ovmf_version: None,
+            duration_s,
+            notes: Vec::new(),
+            event_rows: Vec::new(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Report<'a> {
+    pub scenarios: &'a [ScenarioReport],
+}
+
+pub fn json(reports: &[ScenarioReport]) -> String {
+    serde_json::to_string_pretty(&Report { scenarios: reports }).expect("report serializes")
+}
+
+/// One row per scenario, then the first divergences.
+pub fn markdown(reports: &[ScenarioReport]) -> String {
+    let mut out = String::from("| scenario | verdict | events m/x/-/+ | TDX events checked | duration |\n|---|---|---|---|---|\n");
+    for r in reports {
+        let c = r.events;
+        let tdx = r
+            .tdx_events_checked
+            .map_or("-".to_string(), |(n, m)| format!("{n}/{m}"));
+        let _ = writeln!(
+            out,
+            "| {} | {:?} | {}/{}/{}/{} | {} | {:.1}s |",
+            r.name, r.verdict, c.matched, c.mismatched, c.missing, c.unexpected, tdx, r.duration_s
+        );
+    }
+    for r in reports.iter().filter(|r| r.verdict != Verdict::Pass) {
+        let _ = writeln!(out, "\n### {} — {:?}", r.name, r.verdict);
+        if let Some(reason) = &r.reason {
+            let _ = writeln!(out, "{reason}");
+        }
+        if let Some(d) = &r.first_divergence {
+            let _ = writeln!(
+                out,
+                "first divergence: {:?} `{}` (PCR{} {}): predicted {} actual {}; varies with {:?}",
+                d.outcome,
+                d.label.as_deref().unwrap_or("?"),
+                d.pcr,
+                d.event_type,
+                d.predicted_digest.as_deref().unwrap_or("-"),
+                d.actual_digest.as_deref().unwrap_or("-"),
+                d.varies_with
+            );
+        }
+    }
+    out
+}
+
+/// JUnit XML: one testcase per scenario.
+pub fn junit(reports: &[ScenarioReport]) -> String {
+    let failures = reports
+        .iter()
+        .filter(|r| r.verdict == Verdict::Fail)
+        .count();
+    let errors = reports
+        .iter()
+        .filter(|r| r.verdict == Verdict::Error)
+        .count();
+    let skipped = reports
+        .iter()
+        .filter(|r| r.verdict == Verdict::Skip)
+        .count();
+    let total: f64 = reports.iter().map(|r| r.duration_s).sum();
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"mrlab\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{total:.3}\">\n",
+        reports.len()
+    );
+    for r in reports {
+        let _ = write!(
+            out,
+            "  <testcase classname=\"mrlab.{}\" name=\"{}\" time=\"{:.3}\"",
+            xml(&r.backend),
+            xml(&r.name),
+            r.duration_s
+        );
+        let reason = xml(r.reason.as_deref().unwrap_or(""));
+        match r.verdict {
+            Verdict::Pass => out.push_str("/>\n"),
+            Verdict::Fail => {
+                let _ = write!(
+                    out,
+                    ">\n    <failure message=\"{reason}\"/>\n  </testcase>\n"
+                );
+            }
+            Verdict::Error => {
+                let _ = write!(out, ">\n    <error message=\"{reason}\"/>\n  </testcase>\n");
+            }
+            Verdict::Skip => {
+                let _ = write!(
+                    out,
+                    ">\n    <skipped message=\"{reason}\"/>\n  </testcase>\n"
+                );
+            }
+        }
+    }
+    out.push_str("</testsuite>\n");
+    out
+}
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junit_marks_errors_and_escapes() {
+        let r = ScenarioReport::error(
+            "a<b",
+            "s.toml",
+            "vtpm",
+            "qemu said \"no\" & died".into(),
+            1.5,
+        );
+        let x = junit(&[r]);
+        assert!(x.contains("errors=\"1\""), "{x}");
+        assert!(x.contains("name=\"a&lt;b\""), "{x}");
+        assert!(x.contains("qemu said &quot;no&quot; &amp; died"), "{x}");
+    }
+}

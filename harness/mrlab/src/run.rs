@@ -1,0 +1,446 @@
+//! One scenario, end to end: resolve → oracle → predict → boot → evidence → compare → report.
+//!
+//! Every failure becomes a report with verdict `error` and a reason naming what broke; nothing
+//! here panics on bad input, and every process and temp dir belongs to a value that cleans up
+//! on drop.
+
+use crate::compare::{self, Alignment, Outcome};
+use crate::report::{Divergence, EventRow, RegisterRow, ScenarioReport, Verdict};
+use crate::resolve::{self, Resolved};
+use crate::scenario::Scenario;
+use measure::predict::{self, Boot, KernelBoot, Prediction};
+use measure::{Event, Platform};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// fw_cfg files the guest must read exactly as the oracle serves them (ACPI and boot order).
+pub const CROSS_CHECKED_FW_CFG: &[&str] = &[
+    "etc/acpi/rsdp",
+    "etc/acpi/tables",
+    "etc/table-loader",
+    "bootorder",
+];
+
+pub struct Options {
+    /// Where each scenario's folder (report.json, serial.log, run.sh, evidence/) goes.
+    pub results: PathBuf,
+    pub accel: qemu::argv::Accel,
+}
+
+/// Everything a run produced, for the report and for tests.
+pub struct Outcomes {
+    pub report: ScenarioReport,
+    pub prediction: Option<Prediction>,
+}
+
+/// Run one scenario file. Never panics; errors become `Verdict::Error` reports.
+pub async fn run_file(path: &Path, cache: &images::Cache, opts: &Options) -> Outcomes {
+    let started = Instant::now();
+    let file = path.display().to_string();
+    let scenario = match Scenario::load(path) {
+        Ok(s) => s,
+        Err(e) => {
+            let name = path
+                .file_stem()
+                .map_or(file.clone(), |s| s.to_string_lossy().into_owned());
+            return Outcomes {
+                report: ScenarioReport::error(
+                    &name,
+                    &file,
+                    "vtpm",
+                    e.to_string(),
+                    started.elapsed().as_secs_f64(),
+                ),
+                prediction: None,
+            };
+        }
+    };
+    run_scenario(&scenario, &file, cache, opts).await
+}
+
+pub async fn run_scenario(
+    scenario: &Scenario,
+    file: &str,
+    cache: &images::Cache,
+    opts: &Options,
+) -> Outcomes {
+    let started = Instant::now();
+    let dir = opts.results.join(&scenario.name);
+    let result = run_inner(scenario, file, cache, opts, &dir, started).await;
+    let (mut report, prediction) = match result {
+        Ok(ok) => ok,
+        Err(reason) => (
+            ScenarioReport::error(&scenario.name, file, "vtpm", reason, 0.0),
+            None,
+        ),
+    };
+    report.duration_s = started.elapsed().as_secs_f64();
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::write(
+            dir.join("report.json"),
+            crate::report::json(std::slice::from_ref(&report)),
+        )
+    }) {
+        report
+            .notes
+            .push(format!("{}: cannot write report.json: {e}", dir.display()));
+    }
+    Outcomes { report, prediction }
+}
+
+async fn run_inner(
+    scenario: &Scenario,
+    file: &str,
+    cache: &images::Cache,
+    opts: &Options,
+    dir: &Path,
+    started: Instant,
+) -> Result<(ScenarioReport, Option<Prediction>), String> {
+    let resolved = resolve::resolve(scenario, cache, true).map_err(|e| e.to_string())?;
+    if let Some(why) = resolved.vm.unsupported_reason() {
+        let mut r = ScenarioReport::error(&scenario.name, file, "vtpm", why, 0.0);
+        r.verdict = Verdict::Skip;
+        return Ok((r, None));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("{}: cannot create results folder: {e}", dir.display()))?;
+
+    // The oracle: every fw_cfg file of this very VM, from the same QEMU binary.
+    let firmware_pci = match resolved.ovmf_version {
+        Some(v) if v >= measure::quirks::Version(2023, 0) => qemu::fwcfg::FirmwarePci::OVMF_2025_02,
+        _ => qemu::fwcfg::FirmwarePci::OVMF_2022_11,
+    };
+    let oracle = qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci)
+        .await
+        .map_err(|e| format!("fw_cfg oracle: {e}"))?;
+
+    let prediction = predict_for(&resolved, &oracle, Platform::Vtpm)?;
+
+    // Boot. The run dir lives in the results folder and is kept, so a failed boot leaves its
+    // serial log, QEMU stderr and run.sh behind for a human.
+    let boot = qemu::boot::boot(
+        &resolved.vm,
+        &qemu::argv::Backend::Vtpm { accel: opts.accel },
+        &qemu::boot::BootOptions {
+            timeout: Duration::from_secs(scenario.timeout_s),
+            keep_dir: true,
+            qemu_binary: resolved.qemu_binary.clone(),
+            temp_root: Some(dir.to_path_buf()),
+        },
+    )
+    .await
+    .map_err(|e| format!("boot: {e}"))?;
+    for (from, to) in [
+        (boot.run_dir.serial_log(), "serial.log"),
+        (boot.run_dir.run_sh(), "run.sh"),
+        (boot.run_dir.stderr_log(), "qemu.stderr"),
+    ] {
+        let _ = std::fs::copy(from, dir.join(to));
+    }
+    let serial = boot.serial.clone();
+    let _ = std::fs::remove_dir_all(&boot.run_dir.path);
+
+    let record = agent::record::decode(&serial)
+        .map_err(|e| format!("evidence record in serial.log: {e}"))?;
+    save_evidence(dir, &record);
+
+    let mut report = compare_vtpm(scenario, file, &resolved, &prediction, &record, &oracle)?;
+    report.duration_s = started.elapsed().as_secs_f64();
+    Ok((report, Some(prediction)))
+}
+
+/// The prediction for this VM: oracle blobs and the kernel as QEMU hands it to the firmware.
+pub fn predict_for(
+    resolved: &Resolved,
+    oracle: &BTreeMap<String, Vec<u8>>,
+    platform: Platform,
+) -> Result<Prediction, String> {
+    let qemu::vm::Boot::Kernel {
+        initrd, cmdline, ..
+    } = &resolved.vm.boot
+    else {
+        return Err("only -kernel boot is predicted so far".into());
+    };
+    let firmware = read(&resolved.vm.firmware)?;
+    let kernel =
+        qemu::fwcfg::kernel_as_loaded(oracle).map_err(|e| format!("fw_cfg oracle: {e}"))?;
+    let initrd = initrd.as_deref().map(read).transpose()?;
+    let cmdline = resolved
+        .scenario
+        .predict
+        .cmdline
+        .as_deref()
+        .unwrap_or(cmdline);
+    let acpi_blobs = acpi_blobs_in_measure_order(oracle);
+    let inputs = predict::Inputs {
+        platform,
+        quirks: &resolved.quirks,
+        firmware: &firmware,
+        memory: resolved.vm.memory,
+        acpi_blobs,
+        boot: Boot::Kernel(KernelBoot {
+            kernel: &kernel,
+            initrd: initrd.as_deref(),
+            cmdline,
+        }),
+    };
+    predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
+}
+
+fn acpi_blobs_in_measure_order(oracle: &BTreeMap<String, Vec<u8>>) -> Vec<&[u8]> {
+    measure::acpi::measured_blobs(
+        oracle
+            .get("etc/table-loader")
+            .map(Vec::as_slice)
+            .unwrap_or(&[]),
+        oracle,
+    )
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn save_evidence(dir: &Path, record: &agent::record::Record) {
+    let base = dir.join("evidence");
+    for (name, data) in &record.entries {
+        let path = base.join(name);
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let _ = std::fs::write(path, data);
+    }
+}
+
+/// PCR values as the guest's sysfs gave them (`tpm/pcr-<bank>/<n>`, hex text).
+fn sysfs_pcr(record: &agent::record::Record, bank: &str, pcr: u32) -> Result<Vec<u8>, String> {
+    let name = format!("tpm/pcr-{bank}/{pcr}");
+    let text = record
+        .get(&name)
+        .ok_or_else(|| format!("evidence record has no {name}"))?;
+    hex::decode(String::from_utf8_lossy(text).trim()).map_err(|e| format!("{name}: not hex: {e}"))
+}
+
+const IMA_PCR: u32 = 10;
+
+/// Compare a vTPM boot's evidence with the prediction.
+fn compare_vtpm(
+    scenario: &Scenario,
+    file: &str,
+    resolved: &Resolved,
+    prediction: &Prediction,
+    record: &agent::record::Record,
+    oracle: &BTreeMap<String, Vec<u8>>,
+) -> Result<ScenarioReport, String> {
+    let mut notes = Vec::new();
+    for e in record.errors() {
+        notes.push(format!("agent: {e}"));
+    }
+    let log_bytes = record.get("tpm/binary_bios_measurements").ok_or(
+        "evidence record has no tpm/binary_bios_measurements: the guest saw no TPM event log",
+    )?;
+    let log = evidence::log::parse(log_bytes, evidence::log::Format::Tcg2)
+        .map_err(|e| format!("evidence/tpm/binary_bios_measurements: {e}"))?;
+    let actual = log.measure_events();
+
+    // Integrity: the log must replay to the PCRs the TPM reports.
+    let mut problems = Vec::new();
+    for bank in log.replay_pcrs() {
+        let name = match bank.alg.name().as_str() {
+            "sha256" => "sha256",
+            "sha384" => "sha384",
+            _ => continue,
+        };
+        // PCR10 belongs to the kernel's IMA, which logs to its own list, not the firmware log.
+        for pcr in (0..16u32).filter(|&p| p != IMA_PCR) {
+            let reported = sysfs_pcr(record, name, pcr)?;
+            if reported != bank.pcrs[pcr as usize] {
+                problems.push(format!(
+                    "event log does not replay to the TPM's PCR{pcr} ({name}): log {} vs TPM {}",
+                    hex::encode(&bank.pcrs[pcr as usize]),
+                    hex::encode(&reported)
+                ));
+            }
+        }
+    }
+
+    let alignment = compare::align(&prediction.events, &actual, &prediction.full_pcrs);
+    let counts = alignment.counts();
+
+    // Registers: every fully predicted PCR, folded from predicted events, against the TPM.
+    let mut registers = Vec::new();
+    for &pcr in &prediction.full_pcrs {
+        for bank in ["sha256", "sha384"] {
+            let predicted = fold_pcr(&prediction.events, pcr, bank);
+            let actual = sysfs_pcr(record, bank, pcr)?;
+            registers.push(RegisterRow {
+                name: format!("pcr{pcr}:{bank}"),
+                matches: predicted == actual,
+                predicted: Some(hex::encode(&predicted)),
+                actual: Some(hex::encode(&actual)),
+            });
+        }
+    }
+
+    // ACPI and boot order: the oracle's bytes must be what the guest read.
+    let mut acpi_blobs = Vec::new();
+    for name in CROSS_CHECKED_FW_CFG {
+        let predicted = oracle.get(*name);
+        let actual = record.get(&format!("fw_cfg/{name}"));
+        acpi_blobs.push(RegisterRow {
+            name: name.to_string(),
+            predicted: predicted.map(|b| sha384_hex(b)),
+            actual: actual.map(sha384_hex),
+            matches: predicted.is_some()
+                && actual.is_some()
+                && predicted.map(Vec::as_slice) == actual,
+        });
+    }
+
+    let tdx_relevant = prediction.events.iter().filter(|e| e.platforms.tdx).count();
+    let tdx_checked = alignment
+        .entries
+        .iter()
+        .filter(|e| e.outcome == Outcome::Matched)
+        .filter_map(|e| e.predicted)
+        .filter(|&i| prediction.events[i].platforms.tdx)
+        .count();
+
+    let first_divergence = alignment
+        .first_divergence()
+        .map(|d| divergence(d, prediction, &actual));
+    let registers_ok = registers.iter().all(|r| r.matches);
+    let blobs_ok = acpi_blobs.iter().all(|r| r.matches);
+    let events_ok = counts.mismatched == 0 && counts.missing == 0 && counts.unexpected == 0;
+    let (verdict, reason) = if !problems.is_empty() {
+        (Verdict::Error, Some(problems.join("; ")))
+    } else if !events_ok {
+        let d = first_divergence.as_ref();
+        (
+            Verdict::Fail,
+            Some(format!(
+                "first divergence: {:?} `{}` in PCR{}",
+                d.map(|d| d.outcome).unwrap_or(Outcome::Missing),
+                d.and_then(|d| d.label.clone()).unwrap_or_default(),
+                d.map_or(0, |d| d.pcr)
+            )),
+        )
+    } else if !registers_ok {
+        let bad: Vec<&str> = registers
+            .iter()
+            .filter(|r| !r.matches)
+            .map(|r| r.name.as_str())
+            .collect();
+        (
+            Verdict::Fail,
+            Some(format!("registers differ: {}", bad.join(", "))),
+        )
+    } else if !blobs_ok {
+        let bad: Vec<&str> = acpi_blobs
+            .iter()
+            .filter(|r| !r.matches)
+            .map(|r| r.name.as_str())
+            .collect();
+        (
+            Verdict::Fail,
+            Some(format!(
+                "fw_cfg blobs differ between oracle and guest: {}",
+                bad.join(", ")
+            )),
+        )
+    } else {
+        (Verdict::Pass, None)
+    };
+
+    Ok(ScenarioReport {
+        name: scenario.name.clone(),
+        file: file.to_string(),
+        backend: "vtpm".into(),
+        verdict,
+        reason,
+        registers,
+        events: counts,
+        first_divergence,
+        tdx_events_checked: Some((tdx_checked, tdx_relevant)),
+        acpi_blobs,
+        qemu_version: resolved.qemu_version.map(|v| v.to_string()),
+        ovmf_version: resolved.ovmf_version.map(|v| v.to_string()),
+        duration_s: 0.0,
+        notes,
+        event_rows: event_rows(&alignment, prediction, &actual),
+    })
+}
+
+fn sha384_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha384::digest(bytes))
+}
+
+fn fold_pcr(events: &[Event], pcr: u32, bank: &str) -> Vec<u8> {
+    let mut value = if bank == "sha256" {
+        vec![0u8; 32]
+    } else {
+        vec![0u8; 48]
+    };
+    for e in events
+        .iter()
+        .filter(|e| e.pcr == pcr && e.extends() && e.platforms.contains(Platform::Vtpm))
+    {
+        value = match bank {
+            "sha256" => match e.digests.sha256 {
+                Some(d) => {
+                    measure::event::extend_sha256(&value.clone().try_into().unwrap_or([0; 32]), &d)
+                        .to_vec()
+                }
+                None => return Vec::new(),
+            },
+            _ => match e.digests.sha384 {
+                Some(d) => {
+                    measure::event::extend_sha384(&value.clone().try_into().unwrap_or([0; 48]), &d)
+                        .to_vec()
+                }
+                None => return Vec::new(),
+            },
+        };
+    }
+    value
+}
+
+fn divergence(entry: &compare::Entry, prediction: &Prediction, actual: &[Event]) -> Divergence {
+    let p = entry.predicted.map(|i| &prediction.events[i]);
+    let a = entry.actual.map(|j| &actual[j]);
+    let any = p.or(a).expect("an entry has at least one side");
+    Divergence {
+        outcome: entry.outcome,
+        label: p.map(|e| e.label.clone()),
+        pcr: entry.pcr,
+        register: any.register().map(|r| r.to_string()),
+        event_type: any.event_type.name().to_string(),
+        predicted_digest: p.and_then(|e| e.digests.sha384_hex()),
+        actual_digest: a.and_then(|e| e.digests.sha384_hex()),
+        predicted_data: p.map(evidence::decode::describe),
+        actual_data: a.map(evidence::decode::describe),
+        varies_with: p.map(|e| e.varies_with.clone()).unwrap_or_default(),
+    }
+}
+
+fn event_rows(alignment: &Alignment, prediction: &Prediction, actual: &[Event]) -> Vec<EventRow> {
+    alignment
+        .entries
+        .iter()
+        .map(|entry| {
+            let p = entry.predicted.map(|i| &prediction.events[i]);
+            let a = entry.actual.map(|j| &actual[j]);
+            let e = p.or(a).expect("an entry has at least one side");
+            EventRow {
+                outcome: entry.outcome,
+                pcr: entry.pcr,
+                register: e.register().map(|r| r.to_string()),
+                event_type: e.event_type.name().to_string(),
+                label: p.map(|e| e.label.clone()),
+                sha384: a.or(p).and_then(|e| e.digests.sha384_hex()),
+            }
+        })
+        .collect()
+}

@@ -37,7 +37,13 @@ pub fn describe(event: &Event) -> String {
         EventType::NO_ACTION => no_action(data),
         EventType::SEPARATOR => separator(data),
         EventType::ACTION | EventType::EFI_ACTION => Some(format!("\"{}\"", ascii(data))),
-        EventType::S_CRTM_VERSION => Some(format!("\"{}\"", text(data))),
+        // A version string (UTF-16 by the spec), or a GUID on some firmware.
+        EventType::S_CRTM_VERSION if is_text(data) || data.iter().all(|b| *b == 0) => {
+            Some(format!("\"{}\"", text(data)))
+        }
+        EventType::S_CRTM_VERSION => <[u8; 16]>::try_from(data)
+            .ok()
+            .map(|g| format!("version GUID {}", guid(&g))),
         EventType::PLATFORM_CONFIG_FLAGS
         | EventType::IPL
         | EventType::POST_CODE
@@ -427,7 +433,12 @@ fn gpt(data: &[u8]) -> Option<String> {
             let Ok(entry) = r.bytes(entry_size, "partition entry") else {
                 break;
             };
-            names.push(format!("\"{}\"", utf16(&entry[56..128]).escape_debug()));
+            // Unnamed partitions are shown by their type GUID.
+            let name = utf16(&entry[56..128]);
+            names.push(match <[u8; 16]>::try_from(&entry[..16]) {
+                Ok(type_guid) if name.is_empty() => format!("type {}", guid(&type_guid)),
+                _ => format!("\"{}\"", name.escape_debug()),
+            });
         }
     }
     Some(format!(

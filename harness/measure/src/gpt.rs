@@ -250,7 +250,7 @@ impl GptData {
             .ok_or(UefiError::Truncated {
                 what: "partition entries",
                 offset: r.pos(),
-                need: usize::MAX.min(count.saturating_mul(size as u64) as usize),
+                need: usize::try_from(count.saturating_mul(size as u64)).unwrap_or(usize::MAX),
                 have: r.remaining(),
             })?;
         let partitions = r

@@ -238,7 +238,8 @@ impl<'a> PeImage<'a> {
     pub fn authenticode_ranges(&self) -> Result<Vec<Range<usize>>, PeError> {
         let headers_end = self.size_of_headers as usize;
         let checksum = self.checksum_offset as usize;
-        let mut ranges = vec![0..checksum];
+        let mut ranges = Vec::with_capacity(self.sections.len() + 4);
+        ranges.push(0..checksum);
         match self.security_entry_offset {
             Some(entry) => {
                 let entry = entry as usize;
@@ -637,7 +638,7 @@ mod tests {
         wc.extend_from_slice(&0x0200u16.to_le_bytes());
         wc.extend_from_slice(&WIN_CERT_TYPE_PKCS_SIGNED_DATA.to_le_bytes());
         wc.extend_from_slice(cert);
-        while wc.len() % 8 != 0 {
+        while !wc.len().is_multiple_of(8) {
             wc.push(0);
         }
         let dir = opt + 112 + 32;

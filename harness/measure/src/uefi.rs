@@ -209,7 +209,7 @@ pub(crate) fn decode_utf16(
     what: &'static str,
     offset: usize,
 ) -> Result<String, UefiError> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(UefiError::Invalid {
             what,
             offset,

@@ -44,7 +44,10 @@ fn any_change_to_a_hashed_byte_breaks_the_match() {
     file[0x1f1] ^= 1;
     let image = PeImage::parse(&file).unwrap();
     let signed = image.signed_digests().unwrap();
-    assert_eq!(signed[0].matches(&image.authenticode().unwrap()), Some(false));
+    assert_eq!(
+        signed[0].matches(&image.authenticode().unwrap()),
+        Some(false)
+    );
 }
 
 #[test]

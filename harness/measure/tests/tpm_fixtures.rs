@@ -95,8 +95,10 @@ fn sha256(digests: &Digests) -> Vec<u8> {
     digests.sha256.expect("sha256 bank").to_vec()
 }
 
-/// Boot#### variables in a log: (number, logged digest, logged variable data).
-fn boot_options(records: &[Record]) -> Vec<(u16, Option<Vec<u8>>, Vec<u8>)> {
+/// A logged Boot#### variable: (number, SHA-256 digest, variable data).
+type LoggedOption = (u16, Option<Vec<u8>>, Vec<u8>);
+
+fn boot_options(records: &[Record]) -> Vec<LoggedOption> {
     records
         .iter()
         .filter(|r| r.event_type == EventType::EFI_VARIABLE_BOOT.0)
@@ -108,12 +110,12 @@ fn boot_options(records: &[Record]) -> Vec<(u16, Option<Vec<u8>>, Vec<u8>)> {
         .collect()
 }
 
-fn fedora37() -> Vec<(u16, Option<Vec<u8>>, Vec<u8>)> {
+fn fedora37() -> Vec<LoggedOption> {
     let path = format!("{FIXTURES}/tpm2tools-event-sd-boot-fedora37/event-sd-boot-fedora37.bin");
     boot_options(&records(&std::fs::read(path).unwrap()).unwrap())
 }
 
-fn logged(options: &[(u16, Option<Vec<u8>>, Vec<u8>)], number: u16) -> (Vec<u8>, Vec<u8>) {
+fn logged(options: &[LoggedOption], number: u16) -> (Vec<u8>, Vec<u8>) {
     let (_, digest, data) = options
         .iter()
         .find(|(n, _, _)| *n == number)

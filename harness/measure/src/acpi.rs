@@ -1,6 +1,7 @@
-//! The fw_cfg ACPI blobs OVMF measures: QemuFwCfgAcpi (OvmfPkg/AcpiPlatformDxe) walks QEMU's
-//! `etc/table-loader` script and measures each blob an ALLOCATE command names, in script order,
-//! as EV_PLATFORM_CONFIG_FLAGS "ACPI DATA".
+//! The fw_cfg ACPI blobs OVMF measures: QemuFwCfgAcpi (OvmfPkg/AcpiPlatformDxe) measures the
+//! `etc/table-loader` script itself, then each blob an ALLOCATE command names, in script order,
+//! as EV_PLATFORM_CONFIG_FLAGS "ACPI DATA". (Observed on vTPM with OVMF 2025.02: four events,
+//! loader, rsdp, tables, tpm/log; a TD has no tpm/log, hence three.)
 
 use std::collections::BTreeMap;
 
@@ -25,14 +26,18 @@ pub fn allocated_files(table_loader: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// The blobs measured, in measurement order, looked up in a fw_cfg dump.
-pub fn measured_blobs<'a>(
-    table_loader: &[u8],
-    files: &'a BTreeMap<String, Vec<u8>>,
-) -> Vec<&'a [u8]> {
-    allocated_files(table_loader)
-        .iter()
-        .filter_map(|name| files.get(name).map(Vec::as_slice))
+/// Name of QEMU's linker/loader script in fw_cfg.
+pub const TABLE_LOADER: &str = "etc/table-loader";
+
+/// The blobs measured, in measurement order (loader first), looked up in a fw_cfg dump. Empty
+/// when the dump has no loader (no ACPI).
+pub fn measured_blobs(files: &BTreeMap<String, Vec<u8>>) -> Vec<(String, &[u8])> {
+    let Some(loader) = files.get(TABLE_LOADER) else {
+        return Vec::new();
+    };
+    std::iter::once(TABLE_LOADER.to_string())
+        .chain(allocated_files(loader))
+        .filter_map(|name| files.get(&name).map(|data| (name, data.as_slice())))
         .collect()
 }
 
@@ -56,6 +61,14 @@ mod tests {
         assert_eq!(
             allocated_files(&script),
             vec!["etc/acpi/rsdp", "etc/acpi/tables"]
+
+        let files: BTreeMap<String, Vec<u8>> = [
+            (TABLE_LOADER.to_string(), script.clone()),
+            ("etc/acpi/tables".to_string(), vec![7]),
+        ]
+        .into();
+        let measured: Vec<&str> = measured_blobs(&files).iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(measured, vec![TABLE_LOADER, "etc/acpi/tables"]);
         );
     }
 }

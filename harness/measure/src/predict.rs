@@ -31,9 +31,9 @@ pub struct Inputs<'a> {
     /// The firmware image (TDVF metadata, CFV) — used on TDX.
     pub firmware: &'a [u8],
     pub memory: u64,
-    /// fw_cfg ACPI blobs in the order OVMF's QemuFwCfgAcpi measures them (the table-loader's
-    /// allocation order); measured in a TD, and on vTPM where the quirk says so.
-    pub acpi_blobs: Vec<&'a [u8]>,
+    /// fw_cfg ACPI blobs (name, bytes) in the order OVMF's QemuFwCfgAcpi measures them (see
+    /// [`crate::acpi::measured_blobs`]); measured in a TD, and on vTPM where the quirk says so.
+    pub acpi_blobs: Vec<(String, &'a [u8])>,
     pub boot: Boot<'a>,
 }
 
@@ -96,16 +96,22 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
     } else {
         Platforms::TDX
     };
-    for (i, blob) in inputs.acpi_blobs.iter().enumerate() {
+    for (name, blob) in &inputs.acpi_blobs {
         events.push(
             Event::measured(
                 1,
                 EventType::PLATFORM_CONFIG_FLAGS,
-                format!("acpi:blob{i}"),
+                format!("acpi:{name}"),
                 blob,
                 Some(b"ACPI DATA".to_vec()),
             )
-            .varies_with(&[Input::Acpi, Input::Devices, Input::Memory, Input::Cpus, Input::QemuVersion])
+            .varies_with(&[
+                Input::Acpi,
+                Input::Devices,
+                Input::Memory,
+                Input::Cpus,
+                Input::QemuVersion,
+            ])
             .on(acpi_platforms),
         );
     }
@@ -165,7 +171,9 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
 
     // PCR5: ExitBootServices.
     events.push(uefi::efi_action(EfiAction::ExitBootServicesInvocation));
-    events.push(uefi::efi_action(EfiAction::ExitBootServicesReturnedWithSuccess));
+    events.push(uefi::efi_action(
+        EfiAction::ExitBootServicesReturnedWithSuccess,
+    ));
 
     let events: Vec<Event> = events
         .into_iter()
@@ -189,7 +197,13 @@ const LINUX_EFI_LOAD_OPTIONS_TAG: u32 = 0x8F3B_22ED;
 
 /// EV_EVENT_TAG in PCR9: TCG_PCClientTaggedEvent { id, size, description }, digest over the
 /// measured bytes.
-fn tagged_event(label: &str, id: u32, description: &[u8], measured: &[u8], varies: &[Input]) -> Event {
+fn tagged_event(
+    label: &str,
+    id: u32,
+    description: &[u8],
+    measured: &[u8],
+    varies: &[Input],
+) -> Event {
     let mut data = id.to_le_bytes().to_vec();
     data.extend_from_slice(&(description.len() as u32).to_le_bytes());
     data.extend_from_slice(description);

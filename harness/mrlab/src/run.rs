@@ -172,7 +172,7 @@ pub fn predict_for(
         .cmdline
         .as_deref()
         .unwrap_or(cmdline);
-    let acpi_blobs = acpi_blobs_in_measure_order(oracle);
+    let acpi_blobs = measure::acpi::measured_blobs(oracle);
     let inputs = predict::Inputs {
         platform,
         quirks: &resolved.quirks,
@@ -186,16 +186,6 @@ pub fn predict_for(
         }),
     };
     predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
-}
-
-fn acpi_blobs_in_measure_order(oracle: &BTreeMap<String, Vec<u8>>) -> Vec<&[u8]> {
-    measure::acpi::measured_blobs(
-        oracle
-            .get("etc/table-loader")
-            .map(Vec::as_slice)
-            .unwrap_or(&[]),
-        oracle,
-    )
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {

@@ -83,7 +83,9 @@ const INITRAMFS_FORMAT: &str = "mrlab-initramfs-v1";
 
 /// The checkout this crate was built from (the agent is built from its sources).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    // Canonical when possible so printed paths read well; the raw path works all the same.
+    root.canonicalize().unwrap_or(root)
 }
 
 /// The image cache: `<root>/debs/<id>` (fetched packages), `<root>/images/<key>/` (built images).

@@ -274,11 +274,32 @@ fn disk_boot(kernel_id: &'static str, systemd_id: &str) {
             loader_conf: Some("timeout 0\n".into()),
         })
         .expect("disk");
-    let rec = check_vtpm_record(Boot::Disk(disk), kernel_id, cmdline);
+    let rec = check_vtpm_record(Boot::Disk(disk.clone()), kernel_id, cmdline);
+    check_gpt_event(&rec, &disk);
     // systemd-stub measures the UKI sections into PCR 11 (from v252 on), so it is not zero;
     // with -kernel boot nothing extends it.
     let pcr11 = String::from_utf8_lossy(rec.get("tpm/pcr-sha256/11").unwrap()).to_string();
     assert!(pcr11.trim().chars().any(|c| c != '0'), "PCR11 = {pcr11}");
+}
+
+/// The firmware's own reading of our GPT is the oracle: OVMF measures the primary header and
+/// the used partition entries (UEFI_GPT_DATA, EV_EFI_GPT_EVENT in PCR 5) only for a table it
+/// accepted, and the logged bytes must be the ones we wrote at LBA 1 and LBA 2.
+fn check_gpt_event(rec: &record::Record, disk: &Path) {
+    let log = rec.get("tpm/binary_bios_measurements").unwrap();
+    let log = evidence::log::parse(log, evidence::log::Format::Tcg2).expect("parse event log");
+    let gpt: Vec<_> = log
+        .events
+        .iter()
+        .filter(|e| e.event.event_type == measure::event::EventType::EFI_GPT_EVENT)
+        .collect();
+    assert_eq!(gpt.len(), 1, "one EV_EFI_GPT_EVENT");
+    assert_eq!(gpt[0].index, 5);
+    let data = gpt[0].event.data.as_deref().expect("GPT event data");
+    let disk = std::fs::read(disk).unwrap();
+    assert_eq!(&data[..92], &disk[512..604], "logged GPT header");
+    assert_eq!(&data[92..100], &1u64.to_le_bytes(), "one partition");
+    assert_eq!(&data[100..228], &disk[1024..1152], "logged ESP entry");
 }
 
 #[test]

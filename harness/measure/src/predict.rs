@@ -124,7 +124,8 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
         digests: kernel_digests,
         data: None,
         label: "pe:kernel".into(),
-        varies_with: vec![Input::Kernel, Input::Memory, Input::QemuVersion],
+        // QEMU writes the initrd address and size into the setup header it hands over.
+        varies_with: vec![Input::Kernel, Input::Initrd, Input::Memory, Input::QemuVersion],
         platforms: Platforms::BOTH,
     });
 

@@ -48,6 +48,9 @@ pub struct EventRow {
     pub event_type: String,
     pub label: Option<String>,
     pub sha384: Option<String>,
+    /// The digest depends on the harness's own initramfs (the initrd, or the kernel header that
+    /// records its size): snapshots show that instead of the digest.
+    pub varies_with_agent: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]

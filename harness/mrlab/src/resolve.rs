@@ -56,7 +56,7 @@ pub fn resolve(
 
     let (firmware, ovmf_version) = if looks_like_path(&scenario.firmware) {
         (
-            existing(&scenario.firmware).map_err(|m| key_err("firmware", m))?,
+            existing(&scenario.dir, &scenario.firmware).map_err(|m| key_err("firmware", m))?,
             None,
         )
     } else {
@@ -66,7 +66,7 @@ pub fn resolve(
     };
     let (kernel, kernel_id) = if looks_like_path(&scenario.kernel) {
         (
-            existing(&scenario.kernel).map_err(|m| key_err("kernel", m))?,
+            existing(&scenario.dir, &scenario.kernel).map_err(|m| key_err("kernel", m))?,
             None,
         )
     } else {
@@ -84,13 +84,13 @@ pub fn resolve(
             })?;
             Some(cache.agent_initramfs(id).map_err(images_err)?)
         }
-        path => Some(existing(path).map_err(|m| key_err("initrd", m))?),
+        path => Some(existing(&scenario.dir, path).map_err(|m| key_err("initrd", m))?),
     };
 
     let qemu_binary = if scenario.qemu == "system" {
         PathBuf::from("qemu-system-x86_64")
     } else {
-        existing(&scenario.qemu).map_err(|m| key_err("qemu", m))?
+        existing(&scenario.dir, &scenario.qemu).map_err(|m| key_err("qemu", m))?
     };
     let qemu_version = qemu_version(&qemu_binary).map_err(|m| key_err("qemu", m))?;
 
@@ -148,12 +148,13 @@ fn looks_like_path(value: &str) -> bool {
     value.contains('/') || value.ends_with(".fd") || value.ends_with(".efi")
 }
 
-fn existing(path: &str) -> Result<PathBuf, String> {
-    let p = Path::new(path);
+/// A file named in a scenario, relative to the scenario's folder unless absolute.
+fn existing(base: &Path, path: &str) -> Result<PathBuf, String> {
+    let p = base.join(path);
     if p.is_file() {
-        Ok(p.to_owned())
+        Ok(p)
     } else {
-        Err(format!("{path}: no such file"))
+        Err(format!("{}: no such file", p.display()))
     }
 }
 

@@ -89,23 +89,25 @@ pub async fn run_scenario(
     Outcomes { report, prediction }
 }
 
-async fn run_inner(
-    scenario: &Scenario,
-    file: &str,
-    cache: &images::Cache,
-    opts: &Options,
-    dir: &Path,
-    started: Instant,
-) -> Result<(ScenarioReport, Option<Prediction>), String> {
+/// A scenario ready to boot: its VM, the oracle's fw_cfg dump and the prediction.
+pub struct Prepared {
+    pub resolved: Resolved,
+    pub oracle: BTreeMap<String, Vec<u8>>,
+    pub prediction: Prediction,
+}
+
+/// What `prepare` found: ready, or a reason this host cannot run the scenario.
+pub enum Preparation {
+    Ready(Box<Prepared>),
+    Skip(String),
+}
+
+/// Resolve, ask the oracle, predict. No guest runs yet.
+pub async fn prepare(scenario: &Scenario, cache: &images::Cache) -> Result<Preparation, String> {
     let resolved = resolve::resolve(scenario, cache, true).map_err(|e| e.to_string())?;
     if let Some(why) = resolved.vm.unsupported_reason() {
-        let mut r = ScenarioReport::error(&scenario.name, file, "vtpm", why, 0.0);
-        r.verdict = Verdict::Skip;
-        return Ok((r, None));
+        return Ok(Preparation::Skip(why));
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("{}: cannot create results folder: {e}", dir.display()))?;
-
     // The oracle: every fw_cfg file of this very VM, from the same QEMU binary.
     let firmware_pci = match resolved.ovmf_version {
         Some(v) if v >= measure::quirks::Version(2023, 0) => qemu::fwcfg::FirmwarePci::OVMF_2025_02,
@@ -114,11 +116,36 @@ async fn run_inner(
     let oracle = qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci)
         .await
         .map_err(|e| format!("fw_cfg oracle: {e}"))?;
-
     let prediction = predict_for(&resolved, &oracle, Platform::Vtpm)?;
+    Ok(Preparation::Ready(Box::new(Prepared {
+        resolved,
+        oracle,
+        prediction,
+    })))
+}
+
+async fn run_inner(
+    scenario: &Scenario,
+    file: &str,
+    cache: &images::Cache,
+    opts: &Options,
+    dir: &Path,
+    started: Instant,
+) -> Result<(ScenarioReport, Option<Prediction>), String> {
+    let prepared = match prepare(scenario, cache).await? {
+        Preparation::Ready(p) => p,
+        Preparation::Skip(why) => {
+            let mut r = ScenarioReport::error(&scenario.name, file, "vtpm", why, 0.0);
+            r.verdict = Verdict::Skip;
+            return Ok((r, None));
+        }
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("{}: cannot create results folder: {e}", dir.display()))?;
 
     // Boot. The run dir lives in the results folder and is kept, so a failed boot leaves its
     // serial log, QEMU stderr and run.sh behind for a human.
+    let resolved = &prepared.resolved;
     let boot = qemu::boot::boot(
         &resolved.vm,
         &qemu::argv::Backend::Vtpm { accel: opts.accel },
@@ -141,13 +168,30 @@ async fn run_inner(
     let serial = boot.serial.clone();
     let _ = std::fs::remove_dir_all(&boot.run_dir.path);
 
-    let record = agent::record::decode(&serial)
-        .map_err(|e| format!("evidence record in serial.log: {e}"))?;
-    save_evidence(dir, &record);
-
-    let mut report = compare_vtpm(scenario, file, &resolved, &prediction, &record, &oracle)?;
+    let mut report = judge(&prepared, file, &serial, dir)?;
     report.duration_s = started.elapsed().as_secs_f64();
-    Ok((report, Some(prediction)))
+    Ok((report, Some(prepared.prediction)))
+}
+
+/// Judge a guest's serial output against the prepared prediction: decode the evidence record,
+/// save it under `dir/evidence`, compare.
+pub fn judge(
+    prepared: &Prepared,
+    file: &str,
+    serial: &[u8],
+    dir: &Path,
+) -> Result<ScenarioReport, String> {
+    let record =
+        agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
+    save_evidence(dir, &record);
+    compare_vtpm(
+        &prepared.resolved.scenario,
+        file,
+        &prepared.resolved,
+        &prepared.prediction,
+        &record,
+        &prepared.oracle,
+    )
 }
 
 /// The prediction for this VM: oracle blobs and the kernel as QEMU hands it to the firmware.
@@ -430,6 +474,8 @@ fn event_rows(alignment: &Alignment, prediction: &Prediction, actual: &[Event]) 
                 event_type: e.event_type.name().to_string(),
                 label: p.map(|e| e.label.clone()),
                 sha384: a.or(p).and_then(|e| e.digests.sha384_hex()),
+                varies_with_agent: p
+                    .is_some_and(|e| e.varies_with.contains(&measure::Input::Initrd)),
             }
         })
         .collect()

@@ -40,6 +40,9 @@ pub struct Scenario {
     /// Per-phase timeout for the boot, in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_s: u64,
+    /// The folder of the scenario file: relative paths in it are relative to this.
+    #[serde(skip)]
+    pub dir: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -143,7 +146,7 @@ impl Scenario {
 
     /// Parse scenario text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
-        let scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+        let mut scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().replace('\n', "\n  "),
         })?;
@@ -164,6 +167,7 @@ impl Scenario {
         if scenario.timeout_s == 0 {
             return Err(invalid("timeout_s", "must be positive"));
         }
+        scenario.dir = path.parent().map(Path::to_owned).unwrap_or_default();
         Ok(scenario)
     }
 }

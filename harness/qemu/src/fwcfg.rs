@@ -62,6 +62,10 @@ pub enum OracleError {
     Swtpm(#[from] crate::swtpm::SwtpmError),
     #[error("fw_cfg oracle: QEMU exited ({status}) before connecting to qtest; stderr: {stderr}")]
     QemuExited { status: String, stderr: String },
+    #[error(
+        "fw_cfg oracle: QEMU exited ({status}) while the oracle read fw_cfg; stderr: {stderr}"
+    )]
+    QemuStopped { status: String, stderr: String },
     #[error("fw_cfg oracle: QEMU did not connect to qtest within {0:?}")]
     ConnectTimeout(Duration),
     #[error("fw_cfg oracle: {0}")]
@@ -343,8 +347,19 @@ pub async fn dump_fw_cfg(
         _ = tokio::time::sleep(CONNECT_TIMEOUT) => return Err(OracleError::ConnectTimeout(CONNECT_TIMEOUT)),
     };
     let mut qtest = Qtest::new(stream);
-    let result = read_all(&mut qtest, firmware).await;
+    let mut result = read_all(&mut qtest, firmware).await;
     drop(qtest);
+    // QEMU connects to qtest before it creates devices, so a rejected device shows up as a
+    // broken connection: report what QEMU said instead.
+    if result.is_err() {
+        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(2), qemu.wait()).await {
+            let stderr = std::fs::read_to_string(run.stderr_log()).unwrap_or_default();
+            result = Err(OracleError::QemuStopped {
+                status: status.to_string(),
+                stderr: stderr.trim().to_string(),
+            });
+        }
+    }
     // Killing reaps QEMU; the swtpm (--terminate) and the temp dir go with their drops.
     let _ = qemu.kill().await;
     if let Some(mut swtpm) = swtpm.take() {

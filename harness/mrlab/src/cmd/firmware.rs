@@ -134,10 +134,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cfv.memory_address
     );
     println!(
-        "TD HOB            {}  ({} bytes, memory {:#x})",
+        "TD HOB            {}  ({} bytes, memory {} bytes = {} GiB)",
         sha384_hex(&f.td_hob),
         f.td_hob_len,
-        args.memory
+        args.memory,
+        args.memory as f64 / f64::from(1u32 << 30)
     );
     Ok(ExitCode::SUCCESS)
 }

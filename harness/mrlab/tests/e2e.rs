@@ -1,0 +1,240 @@
+//! End to end on the vtpm backend: one test per `scenarios/*.toml` (boots it for real under
+//! QEMU + OVMF + swtpm), plus the faults that must end in `error` or `fail`, never `pass`.
+//!
+//! Each scenario's reviewable projection is an insta snapshot under `results/snapshots/`
+//! (`cargo insta review` after a QEMU/OVMF change). Digests that depend on our own agent
+//! initramfs (initrd, and the kernel whose patched header records the initrd size) are shown
+//! as such, so a rebuilt agent does not churn every snapshot; they are still compared, byte
+//! for byte, by the run itself.
+
+use mrlab::compare::Outcome;
+use mrlab::report::{ScenarioReport, Verdict};
+use mrlab::run::{self, Options, Preparation};
+use mrlab::scenario::Scenario;
+use rstest::rstest;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+fn cache() -> images::Cache {
+    images::Cache::open(&images::workspace_root()).expect("image cache (run ci/setup-host.sh)")
+}
+
+fn results(test: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("e2e")
+        .join(test)
+}
+
+fn options(test: &str) -> Options {
+    Options {
+        results: results(test),
+        accel: qemu::argv::Accel::Tcg,
+    }
+}
+
+/// Boots share the machine (read lock); a test that counts leftover processes takes it alone
+/// (write lock), so another test's live QEMU is not mistaken for a leak.
+static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("tokio runtime")
+}
+
+/// What a reviewer wants to see change when QEMU or OVMF changes.
+#[derive(Serialize)]
+struct Projection {
+    name: String,
+    verdict: Verdict,
+    qemu: Option<String>,
+    ovmf: Option<String>,
+    events: Vec<String>,
+    fw_cfg_sha384: Vec<String>,
+    tdx_events_checked: Option<(usize, usize)>,
+}
+
+fn projection(report: &ScenarioReport) -> Projection {
+    Projection {
+        name: report.name.clone(),
+        verdict: report.verdict,
+        qemu: report.qemu_version.clone(),
+        ovmf: report.ovmf_version.clone(),
+        events: report
+            .event_rows
+            .iter()
+            .map(|e| {
+                let label = e.label.as_deref().unwrap_or("(unpredicted)");
+                let digest = if e.varies_with_agent {
+                    "(varies with the agent initramfs)".to_string()
+                } else {
+                    e.sha384.clone().unwrap_or_default()
+                };
+                format!(
+                    "{:?} pcr{} {} {label} {digest}",
+                    e.outcome, e.pcr, e.event_type
+                )
+            })
+            .collect(),
+        fw_cfg_sha384: report
+            .acpi_blobs
+            .iter()
+            .map(|b| format!("{} {}", b.name, b.actual.as_deref().unwrap_or("absent")))
+            .collect(),
+        tdx_events_checked: report.tdx_events_checked,
+    }
+}
+
+#[rstest]
+fn scenario_passes(#[files("../../scenarios/*.toml")] path: PathBuf) {
+    let _machine = shared();
+    let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+    let out = runtime().block_on(run::run_file(&path, &cache(), &options("scenarios")));
+    let report = out.report;
+    if report.verdict == Verdict::Skip {
+        eprintln!("SKIPPED {name}: {}", report.reason.as_deref().unwrap_or(""));
+        return;
+    }
+    assert_eq!(
+        report.verdict,
+        Verdict::Pass,
+        "{name}: {}\n{}",
+        report.reason.as_deref().unwrap_or(""),
+        mrlab::report::markdown(std::slice::from_ref(&report))
+    );
+    // A pass must have checked something: events matched, PCRs compared, blobs compared.
+    assert!(
+        report.events.matched >= 10,
+        "{name}: only {} events matched",
+        report.events.matched
+    );
+    assert!(!report.registers.is_empty() && report.registers.iter().all(|r| r.matches));
+    insta::with_settings!({
+        snapshot_path => "../../../results/snapshots",
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_yaml_snapshot!(name.as_str(), projection(&report));
+    });
+}
+
+/// A prediction made with the wrong command line must fail, naming the cmdline event first.
+#[test]
+fn wrong_cmdline_prediction_fails_at_linux_cmdline() {
+    let _machine = shared();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/wrong-cmdline.toml");
+    let report = runtime()
+        .block_on(run::run_file(&path, &cache(), &options("wrong-cmdline")))
+        .report;
+    assert_eq!(report.verdict, Verdict::Fail, "{:?}", report.reason);
+    let first = report.first_divergence.expect("a first divergence");
+    assert_eq!(first.label.as_deref(), Some("linux:cmdline"));
+    assert_eq!(first.outcome, Outcome::Mismatched);
+    assert!(report.reason.unwrap().contains("linux:cmdline"));
+}
+
+/// A corrupted or truncated evidence record is an error, never a pass; so is a serial log
+/// without one. Uses a real serial log from a real boot.
+#[test]
+fn corrupt_or_missing_evidence_is_an_error() {
+    let _machine = shared();
+    let scenario = Scenario::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/kernel-smoke.toml"),
+    )
+    .unwrap();
+    let rt = runtime();
+    let out = rt.block_on(run::run_scenario(
+        &scenario,
+        "kernel-smoke",
+        &cache(),
+        &options("corrupt"),
+    ));
+    assert_eq!(out.report.verdict, Verdict::Pass, "{:?}", out.report.reason);
+    let dir = results("corrupt").join("kernel-smoke");
+    let serial = std::fs::read(dir.join("serial.log")).expect("serial.log kept");
+    let Preparation::Ready(prepared) = rt.block_on(run::prepare(&scenario, &cache())).unwrap()
+    else {
+        panic!("kernel-smoke cannot be skipped")
+    };
+    let judge = |bytes: &[u8]| run::judge(&prepared, "kernel-smoke", bytes, &dir.join("judge"));
+    assert_eq!(
+        judge(&serial).expect("the real serial log judges").verdict,
+        Verdict::Pass
+    );
+
+    let begin = find(&serial, b"MRLAB-RECORD-BEGIN").expect("record in serial.log");
+    let mut flipped = serial.clone();
+    flipped[begin + 200] ^= 0x01;
+    let e = judge(&flipped).unwrap_err();
+    assert!(e.contains("evidence record"), "{e}");
+
+    let truncated = &serial[..begin + (serial.len() - begin) / 2];
+    let e = judge(truncated).unwrap_err();
+    assert!(e.contains("evidence record"), "{e}");
+
+    let e = judge(&serial[..begin]).unwrap_err();
+    assert!(e.contains("evidence record"), "{e}");
+}
+
+/// Boot faults end in `error` with the reason, and leave no process behind.
+#[rstest]
+#[case::guest_hangs("hang.toml", "boot:")]
+#[case::qemu_rejects_an_argument("bad-arg.toml", "bogus-device")]
+#[case::unknown_key("bad-key.toml", "memroy")]
+#[case::missing_kernel("missing-kernel.toml", "no such file")]
+fn faults_are_errors(#[case] file: &str, #[case] reason: &str) {
+    let _machine = exclusive();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(file);
+    let report = runtime()
+        .block_on(run::run_file(&path, &cache(), &options("faults")))
+        .report;
+    assert_eq!(
+        report.verdict,
+        Verdict::Error,
+        "{file}: {:?}",
+        report.reason
+    );
+    let why = report.reason.unwrap_or_default();
+    assert!(
+        why.contains(reason),
+        "{file}: reason {why:?} does not mention {reason:?}"
+    );
+    assert_no_children();
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// No qemu or swtpm child of this test process is left.
+fn assert_no_children() {
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit(')').next() else {
+            continue;
+        };
+        let ppid = rest.split_whitespace().nth(1).unwrap_or("");
+        let comm = stat
+            .split('(')
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .unwrap_or("");
+        if ppid == me && (comm.starts_with("qemu") || comm.starts_with("swtpm")) {
+            panic!(
+                "leftover child {comm} ({})",
+                entry.file_name().to_string_lossy()
+            );
+        }
+    }
+}

@@ -221,9 +221,18 @@ impl Cache {
 
     /// Builds (or finds up to date) the static `mrlab-agent` binary. Cargo decides whether
     /// anything changed; its own target dir keeps the static RUSTFLAGS away from normal builds.
+    /// Once built in this process, the binary is reused without asking cargo again.
     pub fn agent_binary(&self) -> Result<PathBuf, Error> {
         const TARGET: &str = "x86_64-unknown-linux-gnu";
+        static BUILT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
         let target_dir = self.repo.join(".cache/agent-target");
+        let binary = target_dir.join(TARGET).join("release/mrlab-agent");
+        // Held across the build: concurrent callers wait for one cargo run instead of queueing
+        // on cargo's own lock one after another.
+        let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+        if built.contains(&binary) {
+            return Ok(binary);
+        }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(&cargo);
         cmd.current_dir(&self.repo)
@@ -254,7 +263,8 @@ impl Cache {
                 output: String::from_utf8_lossy(&out.stderr).into_owned(),
             });
         }
-        Ok(target_dir.join(TARGET).join("release/mrlab-agent"))
+        built.push(binary.clone());
+        Ok(binary)
     }
 
     /// The agent initramfs for kernel package `kernel_id`: an uncompressed newc cpio with

@@ -102,26 +102,37 @@ pub enum Preparation {
     Skip(String),
 }
 
-/// Resolve, ask the oracle, predict. No guest runs yet.
-pub async fn prepare(scenario: &Scenario, cache: &images::Cache) -> Result<Preparation, String> {
-    let resolved = resolve::resolve(scenario, cache, true).map_err(|e| e.to_string())?;
+/// Resolve, ask the oracle, predict for `platform` (a vTPM VM has a TPM device, which changes
+/// ACPI; a TD has none). No guest runs yet.
+pub async fn prepare(
+    scenario: &Scenario,
+    cache: &images::Cache,
+    platform: Platform,
+) -> Result<Preparation, String> {
+    let resolved =
+        resolve::resolve(scenario, cache, platform == Platform::Vtpm).map_err(|e| e.to_string())?;
     if let Some(why) = resolved.vm.unsupported_reason() {
         return Ok(Preparation::Skip(why));
     }
     // The oracle: every fw_cfg file of this very VM, from the same QEMU binary.
-    let firmware_pci = match resolved.ovmf_version {
-        Some(v) if v >= measure::quirks::Version(2023, 0) => qemu::fwcfg::FirmwarePci::OVMF_2025_02,
-        _ => qemu::fwcfg::FirmwarePci::OVMF_2022_11,
-    };
-    let oracle = qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci)
-        .await
-        .map_err(|e| format!("fw_cfg oracle: {e}"))?;
-    let prediction = predict_for(&resolved, &oracle, Platform::Vtpm)?;
+    let oracle =
+        qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved))
+            .await
+            .map_err(|e| format!("fw_cfg oracle: {e}"))?;
+    let prediction = predict_for(&resolved, &oracle, platform)?;
     Ok(Preparation::Ready(Box::new(Prepared {
         resolved,
         oracle,
         prediction,
     })))
+}
+
+/// The chipset values the scenario's firmware programs before reading ACPI (its PCIEXBAR).
+pub fn firmware_pci(resolved: &Resolved) -> qemu::fwcfg::FirmwarePci {
+    match resolved.ovmf_version {
+        Some(v) if v >= measure::quirks::Version(2023, 0) => qemu::fwcfg::FirmwarePci::OVMF_2025_02,
+        _ => qemu::fwcfg::FirmwarePci::OVMF_2022_11,
+    }
 }
 
 async fn run_inner(
@@ -132,7 +143,7 @@ async fn run_inner(
     dir: &Path,
     started: Instant,
 ) -> Result<(ScenarioReport, Option<Prediction>), String> {
-    let prepared = match prepare(scenario, cache).await? {
+    let prepared = match prepare(scenario, cache, Platform::Vtpm).await? {
         Preparation::Ready(p) => p,
         Preparation::Skip(why) => {
             let mut r = ScenarioReport::error(&scenario.name, file, "vtpm", why, 0.0);

@@ -158,7 +158,9 @@ fn corrupt_or_missing_evidence_is_an_error() {
     assert_eq!(out.report.verdict, Verdict::Pass, "{:?}", out.report.reason);
     let dir = results("corrupt").join("kernel-smoke");
     let serial = std::fs::read(dir.join("serial.log")).expect("serial.log kept");
-    let Preparation::Ready(prepared) = rt.block_on(run::prepare(&scenario, &cache())).unwrap()
+    let Preparation::Ready(prepared) = rt
+        .block_on(run::prepare(&scenario, &cache(), measure::Platform::Vtpm))
+        .unwrap()
     else {
         panic!("kernel-smoke cannot be skipped")
     };

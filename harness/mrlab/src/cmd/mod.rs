@@ -4,8 +4,10 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod firmware;
+mod fwcfg;
 mod images;
 mod pe;
+mod predict;
 mod quote;
 mod replay;
 mod run;
@@ -27,6 +29,10 @@ pub enum Command {
     Pe(pe::Args),
     /// Parse an event log (TPM TCG2/TCG1.2 or TDX CCEL) and replay it to register values.
     Replay(replay::Args),
+    /// Predict the event log and registers of a scenario, without booting it.
+    Predict(predict::Args),
+    /// Dump every fw_cfg file of a scenario's VM, as its QEMU serves them to the firmware.
+    Fwcfg(fwcfg::Args),
     /// Boot scenarios, compare their measurements with the prediction, and report.
     Run(run::Args),
     /// Fetch pinned packages and build guest images (agent initramfs, UKI, ESP disk).
@@ -43,5 +49,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quote(a) => quote::run(a),
         Command::Images(a) => images::run(a),
         Command::Run(a) => run::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Fwcfg(a) => fwcfg::run(a),
     }
 }

@@ -1,0 +1,41 @@
+//! `mrlab fwcfg`: every fw_cfg file of a scenario's VM, as its QEMU serves it to OVMF.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+#[command(after_help = "Example:
+  mrlab fwcfg scenarios/kernel-smoke.toml --out /tmp/fwcfg
+  (then e.g. etc/acpi/tables, etc/table-loader, bootorder; (setup) and (kernel) are the -kernel items)")]
+pub struct Args {
+    /// Scenario file.
+    pub scenario: PathBuf,
+    /// Folder to write the files into (fw_cfg names become paths).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Dump the VM as a TD would see it: without the vTPM device.
+    #[arg(long)]
+    pub no_tpm: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let scenario = mrlab::scenario::Scenario::load(&args.scenario)?;
+    let cache = images::Cache::open(&images::workspace_root())?;
+    let resolved = mrlab::resolve::resolve(&scenario, &cache, !args.no_tpm)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let files = rt.block_on(qemu::fwcfg::dump_fw_cfg(
+        &resolved.vm,
+        &resolved.qemu_binary,
+        mrlab::run::firmware_pci(&resolved),
+    ))?;
+    for (name, data) in &files {
+        let path = args.out.join(name.trim_start_matches('/'));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, data).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        println!("{:>8}  {name}", data.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}

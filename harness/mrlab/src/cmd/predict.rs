@@ -1,0 +1,151 @@
+//! `mrlab predict`: the predicted event log of a scenario, without booting it.
+
+use measure::tdvf::{self, PageOrder};
+use measure::{Event, Platform, Register, Registers};
+use mrlab::run::{self, Preparation};
+use mrlab::scenario::Scenario;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  mrlab predict scenarios/kernel-smoke.toml                  table: index, register, label, type, digest, varies-with
+  mrlab predict scenarios/kernel-smoke.toml --platform tdx --json
+  mrlab predict scenarios/kernel-smoke.toml --export-log predicted.bin   (TCG2 log; tpm2_eventlog reads it)
+The ACPI tables and the kernel as QEMU hands it over come from the fw_cfg oracle: the scenario's
+own QEMU started paused under qtest (about a quarter of a second).")]
+pub struct Args {
+    /// Scenario file.
+    pub scenario: PathBuf,
+    /// Predict a TD (MRTD, RTMR0-3) or a vTPM guest (PCR0-15).
+    #[arg(long, default_value = "tdx", value_parser = ["tdx", "vtpm"])]
+    pub platform: String,
+    /// Print the DESIGN.md JSON contract instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the predicted events as a TCG2 crypto-agile log (SHA-256 + SHA-384).
+    #[arg(long)]
+    pub export_log: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let platform = if args.platform == "tdx" {
+        Platform::Tdx
+    } else {
+        Platform::Vtpm
+    };
+    let scenario = Scenario::load(&args.scenario)?;
+    let cache = images::Cache::open(&images::workspace_root())?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let prepared = match rt
+        .block_on(run::prepare(&scenario, &cache, platform))
+        .map_err(anyhow::Error::msg)?
+    {
+        Preparation::Ready(p) => p,
+        Preparation::Skip(why) => anyhow::bail!("{}: {why}", args.scenario.display()),
+    };
+    let prediction = &prepared.prediction;
+    let registers = match platform {
+        Platform::Tdx => {
+            let firmware = std::fs::read(&prepared.resolved.vm.firmware)?;
+            let tdvf = tdvf::Tdvf::parse(&firmware)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", prepared.resolved.vm.firmware.display()))?;
+            let mrtd = tdvf::mrtd(&tdvf, &firmware, PageOrder::SinglePass)?;
+            let regs = Registers::fold(&prediction.events);
+            json!({
+                "mrtd": hex::encode(mrtd),
+                "rtmr0": hex::encode(regs.get(Register::Rtmr0)),
+                "rtmr1": hex::encode(regs.get(Register::Rtmr1)),
+                "rtmr2": hex::encode(regs.get(Register::Rtmr2)),
+                "rtmr3": hex::encode(regs.get(Register::Rtmr3)),
+            })
+        }
+        Platform::Vtpm => {
+            let mut map = serde_json::Map::new();
+            for pcr in 0..16u32 {
+                let value = if prediction.full_pcrs.contains(&pcr) {
+                    Value::String(hex::encode(fold_sha384(&prediction.events, pcr)))
+                } else {
+                    Value::Null
+                };
+                map.insert(format!("pcr{pcr}"), value);
+            }
+            Value::Object(map)
+        }
+    };
+    if let Some(path) = &args.export_log {
+        let bytes = evidence::tcg::write(&prediction.events)?;
+        std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    if args.json {
+        let events: Vec<Value> = prediction
+            .events
+            .iter()
+            .map(|e| {
+                json!({
+                    "register": e.register().map(|r| r.to_string()),
+                    "pcr": e.pcr,
+                    "type": e.event_type.name(),
+                    "type_id": e.event_type.0,
+                    "digest": e.digests.sha384_hex(),
+                    "digest_sha256": e.digests.sha256_hex(),
+                    "label": e.label,
+                    "varies_with": e.varies_with,
+                })
+            })
+            .collect();
+        let doc = json!({
+            "scenario": scenario.name,
+            "platform": args.platform,
+            "registers": registers,
+            "events": events,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!(
+            "{:>3}  {:<6} {:>4}  {:<40} {:<34} {:<18} varies with",
+            "#", "reg", "pcr", "label", "type", "sha384"
+        );
+        for (i, e) in prediction.events.iter().enumerate() {
+            println!(
+                "{:>3}  {:<6} {:>4}  {:<40} {:<34} {:<18} {}",
+                i,
+                e.register().map_or("-".to_string(), |r| r.to_string()),
+                e.pcr,
+                e.label,
+                e.event_type.name(),
+                e.digests
+                    .sha384_hex()
+                    .map_or("-".into(), |d| format!("{}…", &d[..16])),
+                e.varies_with
+                    .iter()
+                    .map(|v| format!("{v:?}").to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+        }
+        println!();
+        if let Value::Object(map) = registers {
+            for (name, value) in map {
+                println!(
+                    "{name:<6} {}",
+                    value
+                        .as_str()
+                        .unwrap_or("(not predicted: not every event is)")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fold_sha384(events: &[Event], pcr: u32) -> [u8; 48] {
+    let mut value = [0u8; 48];
+    for e in events.iter().filter(|e| e.pcr == pcr && e.extends()) {
+        if let Some(d) = e.digests.sha384 {
+            value = measure::event::extend_sha384(&value, &d);
+        }
+    }
+    value
+}

@@ -790,7 +790,10 @@ fn hob_header(out: &mut Vec<u8>, hob_type: u16, len: u16) {
     out.extend_from_slice(&0u32.to_le_bytes());
 }
 
-/// The HOB list QEMU writes into the TD_HOB section (`tdvf_hob_create`), end-of-list included.
+/// The HOB list QEMU writes into the TD_HOB section (`tdvf_hob_create`), end-of-list included:
+/// PHIT, one resource descriptor per RAM range, end of list. Early TDX QEMU series (2022) also
+/// listed MMIO ranges (`tdvf_hob_add_mmio_resources`); QEMU 9.x TDX trees and upstream do not,
+/// and neither does the dstack capture this is checked against.
 pub fn td_hob_list(tdvf: &Tdvf, memory: u64) -> Result<Vec<u8>, TdvfError> {
     let hob_section = tdvf
         .section(SectionType::TdHob)

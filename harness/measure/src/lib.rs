@@ -10,6 +10,7 @@ pub mod gpt;
 pub mod pe;
 pub mod predict;
 pub mod quirks;
+pub mod systemd;
 pub mod tdvf;
 pub mod uefi;
 

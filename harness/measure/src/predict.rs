@@ -5,11 +5,13 @@
 //! event with its PCR, type, digests, label and what it varies with, plus which PCRs the
 //! prediction covers completely. Registers are folded from these events, never predicted apart.
 
-use crate::devpath::ovmf::{boot_manager_menu, BootManagerMenu};
+use crate::devpath::ovmf::{self, boot_manager_menu, BootManagerMenu};
+use crate::devpath::LOAD_OPTION_ACTIVE;
 use crate::event::{Event, EventType, Input, Platform, Platforms};
 use crate::quirks::{Quirks, SecureBootVar};
+use crate::systemd::{self, Uki};
 use crate::uefi::{self, EfiAction, SecureBootVariable};
-use crate::{pe, tdvf};
+use crate::{gpt, pe, tdvf};
 use std::collections::BTreeSet;
 
 /// A direct kernel boot (`-kernel`): OVMF loads the kernel QEMU hands over in fw_cfg.
@@ -21,8 +23,29 @@ pub struct KernelBoot<'a> {
     pub cmdline: &'a str,
 }
 
+/// UEFI boot from a disk: OVMF enumerates it ("UEFI Misc Device"), measures its GPT and starts
+/// systemd-boot (`\EFI\BOOT\BOOTX64.EFI`), which starts the UKI, whose systemd-stub starts the
+/// kernel in its `.linux` section.
+pub struct UkiBoot<'a> {
+    /// The disk image (its primary GPT is measured).
+    pub disk: &'a [u8],
+    pub block_size: u32,
+    /// The disk's PCI path from the root bus, (device, function) per hop: the path of the boot
+    /// option OVMF creates for it.
+    pub disk_pci: Vec<(u8, u8)>,
+    /// systemd-boot as on the ESP.
+    pub bootloader: &'a [u8],
+    /// `loader/loader.conf` on the ESP, if there is one.
+    pub loader_conf: Option<&'a [u8]>,
+    /// The UKI systemd-boot starts.
+    pub uki: &'a [u8],
+    /// Prediction-only override of the UKI's `.cmdline` text.
+    pub cmdline_override: Option<&'a str>,
+}
+
 pub enum Boot<'a> {
     Kernel(KernelBoot<'a>),
+    Uki(UkiBoot<'a>),
 }
 
 pub struct Inputs<'a> {
@@ -54,11 +77,21 @@ pub enum PredictError {
     Kernel(#[from] pe::PeError),
     #[error("boot option: {0}")]
     DevicePath(#[from] crate::devpath::DevicePathError),
+    #[error("boot disk: {0}")]
+    Gpt(#[from] gpt::GptError),
+    #[error("{what}: {source}")]
+    Image {
+        what: &'static str,
+        source: pe::PeError,
+    },
+}
+
+fn image_err(what: &'static str) -> impl FnOnce(pe::PeError) -> PredictError {
+    move |source| PredictError::Image { what, source }
 }
 
 /// Predict the event log of one boot.
 pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
-    let Boot::Kernel(kernel) = &inputs.boot;
     let q = inputs.quirks;
     let mut events = Vec::new();
 
@@ -116,6 +149,42 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
         );
     }
 
+    let full_pcrs: BTreeSet<u32> = match &inputs.boot {
+        Boot::Kernel(kernel) => {
+            kernel_boot_events(kernel, q, &mut events)?;
+            match inputs.platform {
+                // PCR0 also holds firmware volume blobs we do not predict.
+                Platform::Vtpm => (1..=9).filter(|&p| p != 8).collect(),
+                Platform::Tdx => (1..=15).collect(),
+            }
+        }
+        Boot::Uki(uki) => {
+            uki_boot_events(uki, q, &mut events)?;
+            match inputs.platform {
+                // PCR11–13 are systemd-stub's; PCR0 holds unpredicted firmware volume blobs.
+                Platform::Vtpm => (1..=13).filter(|&p| p != 8 && p != 10).collect(),
+                Platform::Tdx => (1..=15).collect(),
+            }
+        }
+    };
+
+    let events: Vec<Event> = events
+        .into_iter()
+        .filter(|e| e.platforms.contains(inputs.platform))
+        .collect();
+    Ok(Prediction {
+        platform: inputs.platform,
+        events,
+        full_pcrs,
+    })
+}
+
+/// The -kernel path: OVMF loads the kernel before ReadyToBoot, then the Linux EFI stub runs.
+fn kernel_boot_events(
+    kernel: &KernelBoot,
+    q: &Quirks,
+    events: &mut Vec<Event>,
+) -> Result<(), PredictError> {
     // PCR4: the kernel image, loaded before ReadyToBoot by the -kernel path.
     let kernel_digests = pe::authenticode(kernel.kernel)?;
     events.push(Event {
@@ -125,7 +194,12 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
         data: None,
         label: "pe:kernel".into(),
         // QEMU writes the initrd address and size into the setup header it hands over.
-        varies_with: vec![Input::Kernel, Input::Initrd, Input::Memory, Input::QemuVersion],
+        varies_with: vec![
+            Input::Kernel,
+            Input::Initrd,
+            Input::Memory,
+            Input::QemuVersion,
+        ],
         platforms: Platforms::BOTH,
     });
 
@@ -134,32 +208,14 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
     let uiapp = boot_manager_menu(BootManagerMenu::UiApp).encode()?;
     events.push(uefi::boot_option(0, &uiapp));
 
-    // ReadyToBoot: the action, then separators.
-    events.push(uefi::efi_action(EfiAction::CallingEfiApplication));
-    for pcr in 0..=6 {
-        let platforms = match pcr {
-            // A TD logs one ReadyToBoot separator, into RTMR1 (see the quirk).
-            4 if q.td_ready_to_boot_separator_rtmr1_only => Platforms::BOTH,
-            _ if q.td_ready_to_boot_separator_rtmr1_only => Platforms::VTPM,
-            _ => Platforms::BOTH,
-        };
-        events.push(uefi::separator(pcr).on(platforms));
-    }
+    ready_to_boot(q, events);
 
     // PCR9 (RTMR2): what the Linux EFI stub measures: LoadOptions, then the initrd.
     let mut load_options = kernel.cmdline.to_string();
     if kernel.initrd.is_some() && q.kernel_load_options_initrd {
         load_options.push_str(" initrd=initrd");
     }
-    let mut load_options = uefi::utf16le(&load_options);
-    load_options.extend_from_slice(&[0, 0]);
-    events.push(tagged_event(
-        "linux:cmdline",
-        LINUX_EFI_LOAD_OPTIONS_TAG,
-        b"LOADED_IMAGE::LoadOptions\0",
-        &load_options,
-        &[Input::Cmdline],
-    ));
+    events.push(load_options_event(&load_options));
     if let Some(initrd) = kernel.initrd {
         events.push(tagged_event(
             "linux:initrd",
@@ -175,21 +231,116 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
     events.push(uefi::efi_action(
         EfiAction::ExitBootServicesReturnedWithSuccess,
     ));
+    Ok(())
+}
 
-    let events: Vec<Event> = events
-        .into_iter()
-        .filter(|e| e.platforms.contains(inputs.platform))
-        .collect();
-    let full_pcrs = match inputs.platform {
-        // PCR0 also holds firmware volume blobs we do not predict.
-        Platform::Vtpm => (1..=9).filter(|&p| p != 8).collect(),
-        Platform::Tdx => (1..=15).collect(),
-    };
-    Ok(Prediction {
-        platform: inputs.platform,
-        events,
-        full_pcrs,
-    })
+/// ReadyToBoot: the action, then separators.
+fn ready_to_boot(q: &Quirks, events: &mut Vec<Event>) {
+    events.push(uefi::efi_action(EfiAction::CallingEfiApplication));
+    for pcr in 0..=6 {
+        let platforms = match pcr {
+            // A TD logs one ReadyToBoot separator, into RTMR1 (see the quirk).
+            4 if q.td_ready_to_boot_separator_rtmr1_only => Platforms::BOTH,
+            _ if q.td_ready_to_boot_separator_rtmr1_only => Platforms::VTPM,
+            _ => Platforms::BOTH,
+        };
+        events.push(uefi::separator(pcr).on(platforms));
+    }
+}
+
+/// `LOADED_IMAGE::LoadOptions` as the Linux EFI stub measures it: UTF-16 with its NUL.
+fn load_options_event(load_options: &str) -> Event {
+    let mut bytes = uefi::utf16le(load_options);
+    bytes.extend_from_slice(&[0, 0]);
+    tagged_event(
+        "linux:cmdline",
+        LINUX_EFI_LOAD_OPTIONS_TAG,
+        b"LOADED_IMAGE::LoadOptions\0",
+        &bytes,
+        &[Input::Cmdline],
+    )
+}
+
+/// OVMF → systemd-boot → UKI → kernel from a disk.
+fn uki_boot_events(
+    boot: &UkiBoot,
+    q: &Quirks,
+    events: &mut Vec<Event>,
+) -> Result<(), PredictError> {
+    let uki = Uki::parse(boot.uki).map_err(image_err("UKI"))?;
+
+    // PCR1: BootOrder and the options OVMF has at ReadyToBoot: its menu, the disk, the shell.
+    events.push(uefi::boot_order(&[0, 1, 2]));
+    let menu = boot_manager_menu(BootManagerMenu::UiApp).encode()?;
+    events.push(uefi::boot_option(0, &menu));
+    let disk = ovmf::misc_device(&boot.disk_pci, 1).encode()?;
+    events.push(uefi::boot_option(1, &disk));
+    let shell = ovmf::fv_application(ovmf::UEFI_SHELL, "EFI Internal Shell", LOAD_OPTION_ACTIVE)
+        .encode()?;
+    events.push(uefi::boot_option(2, &shell));
+
+    // ReadyToBoot (no image is loaded before it on this path).
+    ready_to_boot(q, events);
+
+    // PCR5: the GPT of the disk the boot option names; PCR4: systemd-boot.
+    events.push(gpt::gpt_event(boot.disk, boot.block_size)?);
+    let mut bootloader = pe::boot_services_application("systemd-boot", boot.bootloader, None)
+        .map_err(image_err("systemd-boot"))?;
+    bootloader.varies_with = vec![Input::Bootloader, Input::SystemdVersion];
+    events.push(bootloader);
+    if let (true, Some(conf)) = (q.boot_measures_loader_conf, boot.loader_conf) {
+        events.push(systemd::loader_conf_event(conf));
+    }
+
+    // PCR4: the UKI, started by systemd-boot.
+    let mut uki_app =
+        pe::boot_services_application("uki", boot.uki, None).map_err(image_err("UKI"))?;
+    uki_app.varies_with = vec![Input::Uki, Input::Kernel, Input::Initrd, Input::Cmdline];
+    events.push(uki_app);
+
+    let section_cmdline = uki.cmdline().map_err(image_err("UKI"))?;
+    let cmdline = systemd::mangle_cmdline(
+        boot.cmdline_override
+            .or(section_cmdline.as_deref())
+            .unwrap_or_default(),
+    );
+    let passed = q.boot_passes_uki_cmdline && !cmdline.is_empty();
+    if passed {
+        events.push(systemd::load_options_event(
+            "systemd-boot:cmdline",
+            &cmdline,
+        ));
+    }
+    // PCR11: the stub's sections; PCR12: the LoadOptions it was given.
+    events.extend(
+        systemd::stub_section_events(&uki, q, boot.cmdline_override).map_err(image_err("UKI"))?,
+    );
+    if passed {
+        events.push(systemd::load_options_event("stub:cmdline", &cmdline));
+    }
+
+    // PCR4: the kernel the stub loads from `.linux`; PCR9: what the Linux EFI stub measures.
+    let linux = uki.linux().map_err(image_err("UKI .linux"))?;
+    let mut kernel =
+        pe::boot_services_application("kernel", &linux, None).map_err(image_err("UKI .linux"))?;
+    kernel.varies_with = vec![Input::Kernel];
+    events.push(kernel);
+    events.push(load_options_event(&cmdline));
+    let initrd = systemd::stub_initrd(&uki, q).map_err(image_err("UKI"))?;
+    events.push(tagged_event(
+        "linux:initrd",
+        LINUX_EFI_INITRD_TAG,
+        b"Linux initrd\0",
+        &initrd,
+        &[Input::Initrd, Input::SystemdVersion],
+    ));
+
+    // PCR5: ExitBootServices.
+    events.push(uefi::efi_action(EfiAction::ExitBootServicesInvocation));
+    events.push(uefi::efi_action(
+        EfiAction::ExitBootServicesReturnedWithSuccess,
+    ));
+    Ok(())
 }
 
 /// Linux `drivers/firmware/efi/libstub/efi-stub-helper.c`: tagged event ids.

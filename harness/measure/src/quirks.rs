@@ -12,6 +12,8 @@ pub enum Component {
     Ovmf,
     Qemu,
     SystemdStub,
+    /// systemd-boot; resolved from the same systemd version as the stub (one package ships both).
+    SystemdBoot,
 }
 
 /// A `major.minor` version as the packages name them (OVMF `2022.11`, QEMU `7.2`, systemd `257`).
@@ -59,10 +61,32 @@ pub struct Quirks {
     /// At ReadyToBoot a TD gets one separator, in RTMR1 only (PCR1's is folded into the early
     /// RTMR0 separator).
     pub td_ready_to_boot_separator_rtmr1_only: bool,
+    /// systemd-stub: the UKI sections it measures into PCR11 (name, then data), in this order.
+    pub stub_measured_sections: &'static [&'static str],
+    /// systemd-stub wraps `.osrel` in a `/.extra/os-release` cpio appended to the initrd it hands
+    /// to the kernel (so the initrd the kernel measures is not the `.initrd` section alone).
+    pub stub_initrd_osrel_cpio: bool,
+    /// systemd-boot measures `loader/loader.conf` (EV_EVENT_TAG, PCR5) when it exists.
+    pub boot_measures_loader_conf: bool,
+    /// systemd-boot passes a UKI's `.cmdline` as its LoadOptions and measures it into PCR12; the
+    /// stub, seeing LoadOptions, measures them into PCR12 again.
+    pub boot_passes_uki_cmdline: bool,
 }
 
+/// systemd v252 `src/boot/efi/tpm-pcr.c` `unified_sections[]` without `.pcrsig` (the stub never
+/// measures the signature of the expected measurements).
+pub const STUB_SECTIONS_252: &[&str] = &[
+    ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
+];
+/// systemd v257 `src/fundamental/uki.c` `unified_sections[]` without `.pcrsig`
+/// (`unified_section_measure`).
+pub const STUB_SECTIONS_257: &[&str] = &[
+    ".linux", ".osrel", ".cmdline", ".initrd", ".ucode", ".splash", ".dtb", ".uname", ".sbat",
+    ".pcrpkey", ".profile", ".dtbauto", ".hwids",
+];
+
 impl Quirks {
-    /// The defaults rows override: edk2-stable202211 behaviour.
+    /// The defaults rows override: edk2-stable202211 and systemd v252 behaviour.
     fn baseline() -> Quirks {
         Quirks {
             secure_boot: SecureBootVar::Disabled,
@@ -70,6 +94,10 @@ impl Quirks {
             acpi_measured_on_vtpm: false,
             kernel_load_options_initrd: true,
             td_ready_to_boot_separator_rtmr1_only: true,
+            stub_measured_sections: STUB_SECTIONS_252,
+            stub_initrd_osrel_cpio: false,
+            boot_measures_loader_conf: false,
+            boot_passes_uki_cmdline: true,
         }
     }
 
@@ -85,7 +113,7 @@ impl Quirks {
             let version = match row.component {
                 Component::Ovmf => ovmf,
                 Component::Qemu => qemu,
-                Component::SystemdStub => systemd,
+                Component::SystemdStub | Component::SystemdBoot => systemd,
             };
             if version.is_some_and(|v| {
                 row.since.is_none_or(|s| v >= s) && row.until.is_none_or(|u| v < u)
@@ -107,7 +135,7 @@ impl Quirks {
                 let version = match row.component {
                     Component::Ovmf => ovmf,
                     Component::Qemu => qemu,
-                    Component::SystemdStub => systemd,
+                    Component::SystemdStub | Component::SystemdBoot => systemd,
                 };
                 version.is_some_and(|v| {
                     row.since.is_none_or(|s| v >= s) && row.until.is_none_or(|u| v < u)
@@ -161,6 +189,50 @@ pub static ROWS: &[Row] = &[
                  EV_PLATFORM_CONFIG_FLAGS \"ACPI DATA\" into PCR1 with any TCG2 protocol, not \
                  only in a TD (observed: four events on vTPM with 2025.02, none with 2022.11).",
     },
+    Row {
+        id: "systemd-stub-257-sections",
+        component: Component::SystemdStub,
+        since: Some(Version(257, 0)),
+        until: None,
+        apply: |q| q.stub_measured_sections = STUB_SECTIONS_257,
+        reason: "systemd-stub measures the UKI sections of `unified_sections[]` (src/fundamental/\
+                 uki.c) except .pcrsig; v257 added .ucode, .uname, .sbat, .profile, .dtbauto, \
+                 .hwids to v252's list. Observed: stub 257 logs .uname and .sbat pairs, stub 252 \
+                 none. Versions 253–256 are not verified and take v252's list.",
+    },
+    Row {
+        id: "systemd-stub-osrel-initrd",
+        component: Component::SystemdStub,
+        since: Some(Version(257, 0)),
+        until: None,
+        apply: |q| q.stub_initrd_osrel_cpio = true,
+        reason: "systemd-stub v257 `generate_embedded_initrds` packs .osrel as \
+                 /.extra/os-release (cpio, dir 0555, file 0444, unmeasured) and `combine_initrds` \
+                 appends it to .initrd, 4-byte aligned. Observed: the initrd read back from guest \
+                 memory is .initrd plus a 416-byte cpio, and its digest is the PCR9 `Linux \
+                 initrd` event; stub 252 passes .initrd alone.",
+    },
+    Row {
+        id: "systemd-boot-loader-conf-measured",
+        component: Component::SystemdBoot,
+        since: Some(Version(257, 0)),
+        until: None,
+        apply: |q| q.boot_measures_loader_conf = true,
+        reason: "systemd-boot measures loader/loader.conf as EV_EVENT_TAG 0xf5bc582a \
+                 (\"loader.conf\") into PCR5 (docs/TPM2_PCR_MEASUREMENTS.md). Observed with \
+                 257, absent with 252; 253–256 not verified.",
+    },
+    Row {
+        id: "systemd-boot-uki-cmdline-not-passed",
+        component: Component::SystemdBoot,
+        since: Some(Version(257, 0)),
+        until: None,
+        apply: |q| q.boot_passes_uki_cmdline = false,
+        reason: "systemd-boot 252 passes a type #2 entry's .cmdline as LoadOptions and measures \
+                 it into PCR12 (EV_IPL), and stub 252 measures the passed LoadOptions into PCR12 \
+                 again: two identical PCR12 events observed. systemd-boot 257 passes none (the \
+                 .cmdline is measured with the sections): PCR12 stays empty. 253–256 not verified.",
+    },
 ];
 
 #[cfg(test)]
@@ -187,6 +259,13 @@ mod tests {
         assert_eq!(new.secure_boot, SecureBootVar::Absent);
         assert!(new.acpi_measured_on_vtpm);
         assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 3);
+        let stub252 = Quirks::resolve(None, None, Some(Version(252, 39)));
+        assert_eq!(stub252.stub_measured_sections, STUB_SECTIONS_252);
+        assert!(stub252.boot_passes_uki_cmdline && !stub252.stub_initrd_osrel_cpio);
+        let stub257 = Quirks::resolve(None, None, Some(Version(257, 13)));
+        assert_eq!(stub257.stub_measured_sections, STUB_SECTIONS_257);
+        assert!(stub257.stub_initrd_osrel_cpio && stub257.boot_measures_loader_conf);
+        assert!(!stub257.boot_passes_uki_cmdline);
         for row in ROWS {
             assert!(!row.reason.is_empty(), "{} has no reason", row.id);
         }

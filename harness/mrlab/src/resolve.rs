@@ -15,7 +15,29 @@ pub struct Resolved {
     pub qemu_version: Option<Version>,
     pub ovmf_version: Option<Version>,
     pub quirks: Quirks,
+    /// UKI boot: the files on the boot disk, for the prediction.
+    pub uki: Option<UkiParts>,
 }
+
+/// What a UKI boot is made of: the ESP disk (first in `vm.devices`) and the files on it.
+#[derive(Clone, Debug)]
+pub struct UkiParts {
+    pub disk: PathBuf,
+    /// The disk's PCI path from the root bus, (device, function) per hop.
+    pub disk_pci: Vec<(u8, u8)>,
+    /// systemd-boot as copied to `\EFI\BOOT\BOOTX64.EFI`.
+    pub bootloader: PathBuf,
+    pub uki: PathBuf,
+    /// `loader/loader.conf` as written to the ESP.
+    pub loader_conf: Option<String>,
+    /// The systemd version of the stub and the boot loader (one version drives both's quirks).
+    pub systemd_version: Option<Version>,
+}
+
+/// Drive id of the ESP disk of a UKI boot.
+pub const ESP_DRIVE_ID: &str = "esp";
+/// The ESP's `loader/loader.conf`: boot the default entry at once.
+pub const LOADER_CONF: &str = "timeout 0\n";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -47,13 +69,6 @@ pub fn resolve(
         scenario: scenario.name.clone(),
         source,
     };
-    if scenario.boot == BootMode::Uki {
-        return Err(key_err(
-            "boot",
-            "UKI boot is not supported by this runner yet".into(),
-        ));
-    }
-
     let (firmware, ovmf_version) = if looks_like_path(&scenario.firmware) {
         (
             existing(&scenario.dir, &scenario.firmware).map_err(|m| key_err("firmware", m))?,
@@ -94,16 +109,36 @@ pub fn resolve(
     };
     let qemu_version = qemu_version(&qemu_binary).map_err(|m| key_err("qemu", m))?;
 
-    let mut vm = qemu::vm::Vm::new(
-        firmware,
-        scenario.cpus,
-        scenario.memory,
-        qemu::vm::Boot::Kernel {
-            kernel,
-            initrd,
-            cmdline: scenario.cmdline.clone(),
-        },
-    );
+    let (boot, mut uki) = match scenario.boot {
+        BootMode::Kernel => (
+            qemu::vm::Boot::Kernel {
+                kernel,
+                initrd,
+                cmdline: scenario.cmdline.clone(),
+            },
+            None,
+        ),
+        BootMode::Uki => {
+            let kernel_id = kernel_id.ok_or_else(|| {
+                key_err(
+                    "kernel",
+                    "UKI boot needs a managed kernel id (the UKI is built from its package)".into(),
+                )
+            })?;
+            let initrd = initrd.ok_or_else(|| {
+                key_err(
+                    "initrd",
+                    "UKI boot needs an initrd (`agent` or a file)".into(),
+                )
+            })?;
+            let parts = uki_parts(scenario, cache, kernel_id, initrd).map_err(|e| match e {
+                UkiError::Key(key, message) => key_err(key, message),
+                UkiError::Images(source) => images_err(source),
+            })?;
+            (qemu::vm::Boot::Disk, Some(parts))
+        }
+    };
+    let mut vm = qemu::vm::Vm::new(firmware, scenario.cpus, scenario.memory, boot);
     vm.tpm = tpm;
     let m = &scenario.machine;
     vm.machine.smm = m.smm;
@@ -133,7 +168,23 @@ pub fn resolve(
             }
         });
     }
-    let quirks = Quirks::resolve(ovmf_version, qemu_version, None);
+    if let Some(parts) = &mut uki {
+        // First on the root bus, so OVMF enumerates it first ("UEFI Misc Device", Boot0001).
+        vm.devices.insert(
+            0,
+            qemu::vm::Device::Disk(qemu::vm::Disk {
+                id: ESP_DRIVE_ID.into(),
+                file: parts.disk.clone(),
+                format: qemu::vm::DiskFormat::Raw,
+                // The cached image stays pristine; nothing in the boot writes to the ESP.
+                readonly: true,
+                serial: None,
+            }),
+        );
+        parts.disk_pci = vec![(root_bus_slot(&vm.devices, 0), 0)];
+    }
+    let systemd_version = uki.as_ref().and_then(|u| u.systemd_version);
+    let quirks = Quirks::resolve(ovmf_version, qemu_version, systemd_version);
     Ok(Resolved {
         scenario: scenario.clone(),
         vm,
@@ -141,7 +192,74 @@ pub fn resolve(
         qemu_version,
         ovmf_version,
         quirks,
+        uki,
     })
+}
+
+enum UkiError {
+    Key(&'static str, String),
+    Images(images::Error),
+}
+
+impl From<images::Error> for UkiError {
+    fn from(e: images::Error) -> UkiError {
+        UkiError::Images(e)
+    }
+}
+
+/// Build (or find) the UKI and its ESP disk for a scenario.
+fn uki_parts(
+    scenario: &Scenario,
+    cache: &images::Cache,
+    kernel_id: String,
+    initrd: PathBuf,
+) -> Result<UkiParts, UkiError> {
+    let bootloader_id = scenario.bootloader.as_deref().unwrap_or(&scenario.stub);
+    let systemd_version = package_version(cache, &scenario.stub);
+    let loader_version = package_version(cache, bootloader_id);
+    if systemd_version != loader_version {
+        return Err(UkiError::Key(
+            "bootloader",
+            format!(
+                "{bootloader_id} ({}) and stub {} ({}) must have the same systemd version: \
+                 one version resolves the quirks of both",
+                loader_version.map_or("unknown".into(), |v| v.to_string()),
+                scenario.stub,
+                systemd_version.map_or("unknown".into(), |v| v.to_string()),
+            ),
+        ));
+    }
+    let uki = cache.uki(&images::UkiSpec {
+        kernel_id,
+        stub_id: scenario.stub.clone(),
+        cmdline: scenario.cmdline.clone(),
+        initrd,
+    })?;
+    let disk = cache.esp_disk(&images::DiskSpec {
+        bootloader_id: bootloader_id.to_string(),
+        ukis: vec![("mrlab".into(), uki.clone())],
+        loader_conf: Some(LOADER_CONF.into()),
+    })?;
+    Ok(UkiParts {
+        disk,
+        disk_pci: Vec::new(),
+        bootloader: cache.systemd_boot(bootloader_id)?,
+        uki,
+        loader_conf: Some(LOADER_CONF.into()),
+        systemd_version,
+    })
+}
+
+/// The root-bus slot QEMU gives `devices[index]`: q35 with `-nodefaults` has the host bridge
+/// at 00.0, and each PCI device without `addr=` takes the next free slot in command-line order
+/// (a `-cdrom` sits on the ICH9 AHCI function, 1f.2, and takes none).
+pub fn root_bus_slot(devices: &[qemu::vm::Device], index: usize) -> u8 {
+    let before = devices
+        .iter()
+        .take(index)
+        .filter(|d| !matches!(d, qemu::vm::Device::Cdrom { .. }))
+        .count();
+    u8::try_from(1 + before).unwrap_or(u8::MAX)
 }
 
 fn looks_like_path(value: &str) -> bool {

@@ -8,7 +8,7 @@ use crate::compare::{self, Alignment, Outcome};
 use crate::report::{Divergence, EventRow, RegisterRow, ScenarioReport, Verdict};
 use crate::resolve::{self, Resolved};
 use crate::scenario::Scenario;
-use measure::predict::{self, Boot, KernelBoot, Prediction};
+use measure::predict::{self, Boot, KernelBoot, Prediction, UkiBoot};
 use measure::{Event, Platform};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -211,36 +211,54 @@ pub fn predict_for(
     oracle: &BTreeMap<String, Vec<u8>>,
     platform: Platform,
 ) -> Result<Prediction, String> {
-    let qemu::vm::Boot::Kernel {
-        initrd, cmdline, ..
-    } = &resolved.vm.boot
-    else {
-        return Err("only -kernel boot is predicted so far".into());
-    };
     let firmware = read(&resolved.vm.firmware)?;
-    let kernel =
-        qemu::fwcfg::kernel_as_loaded(oracle).map_err(|e| format!("fw_cfg oracle: {e}"))?;
-    let initrd = initrd.as_deref().map(read).transpose()?;
-    let cmdline = resolved
-        .scenario
-        .predict
-        .cmdline
-        .as_deref()
-        .unwrap_or(cmdline);
     let acpi_blobs = measure::acpi::measured_blobs(oracle);
-    let inputs = predict::Inputs {
-        platform,
-        quirks: &resolved.quirks,
-        firmware: &firmware,
-        memory: resolved.vm.memory,
-        acpi_blobs,
-        boot: Boot::Kernel(KernelBoot {
-            kernel: &kernel,
-            initrd: initrd.as_deref(),
-            cmdline,
-        }),
+    let cmdline_override = resolved.scenario.predict.cmdline.as_deref();
+    let predict = |boot| {
+        let inputs = predict::Inputs {
+            platform,
+            quirks: &resolved.quirks,
+            firmware: &firmware,
+            memory: resolved.vm.memory,
+            acpi_blobs: acpi_blobs.clone(),
+            boot,
+        };
+        predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
     };
-    predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
+    match (&resolved.vm.boot, &resolved.uki) {
+        (
+            qemu::vm::Boot::Kernel {
+                initrd, cmdline, ..
+            },
+            _,
+        ) => {
+            let kernel =
+                qemu::fwcfg::kernel_as_loaded(oracle).map_err(|e| format!("fw_cfg oracle: {e}"))?;
+            let initrd = initrd.as_deref().map(read).transpose()?;
+            predict(Boot::Kernel(KernelBoot {
+                kernel: &kernel,
+                initrd: initrd.as_deref(),
+                cmdline: cmdline_override.unwrap_or(cmdline),
+            }))
+        }
+        (qemu::vm::Boot::Disk, Some(uki)) => {
+            let disk = read(&uki.disk)?;
+            let bootloader = read(&uki.bootloader)?;
+            let image = read(&uki.uki)?;
+            predict(Boot::Uki(UkiBoot {
+                disk: &disk,
+                block_size: 512,
+                disk_pci: uki.disk_pci.clone(),
+                bootloader: &bootloader,
+                loader_conf: uki.loader_conf.as_deref().map(str::as_bytes),
+                uki: &image,
+                cmdline_override,
+            }))
+        }
+        (qemu::vm::Boot::Disk, None) => {
+            Err("disk boot without a UKI the harness built is not predicted".into())
+        }
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {

@@ -26,6 +26,13 @@ pub struct Scenario {
     pub initrd: String,
     #[serde(default = "default_cmdline")]
     pub cmdline: String,
+    /// UKI boot: the systemd-boot package whose systemd-stub the UKI is built with.
+    #[serde(default = "default_stub")]
+    pub stub: String,
+    /// UKI boot: the systemd-boot package whose boot loader goes on the ESP; the stub's package
+    /// when left out (one systemd version drives the quirks of both).
+    #[serde(default)]
+    pub bootloader: Option<String>,
     /// QEMU binary: `system` (qemu-system-x86_64 on PATH) or a path.
     #[serde(default = "default_qemu")]
     pub qemu: String,
@@ -107,6 +114,9 @@ fn default_initrd() -> String {
 }
 fn default_cmdline() -> String {
     "console=ttyS0".into()
+}
+fn default_stub() -> String {
+    "systemd-boot-257".into()
 }
 fn default_qemu() -> String {
     "system".into()
@@ -238,6 +248,18 @@ mod tests {
         assert_eq!(s.memory, 2 << 30);
         assert_eq!(s.firmware, "ovmf-2022.11");
         assert_eq!(s.initrd, "agent");
+    }
+
+    #[test]
+    fn uki_keys_default_to_systemd_257_for_stub_and_loader() {
+        let s = parse("name = \"u\"\nboot = \"uki\"").unwrap();
+        assert_eq!(s.boot, BootMode::Uki);
+        assert_eq!(s.stub, "systemd-boot-257");
+        assert_eq!(s.bootloader, None);
+        let s = parse("name = \"u\"\nboot = \"uki\"\nstub = \"systemd-boot-252\"\nbootloader = \"systemd-boot-252\"")
+            .unwrap();
+        assert_eq!(s.stub, "systemd-boot-252");
+        assert_eq!(s.bootloader.as_deref(), Some("systemd-boot-252"));
     }
 
     #[test]

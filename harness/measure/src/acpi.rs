@@ -61,14 +61,17 @@ mod tests {
         assert_eq!(
             allocated_files(&script),
             vec!["etc/acpi/rsdp", "etc/acpi/tables"]
+        );
 
         let files: BTreeMap<String, Vec<u8>> = [
             (TABLE_LOADER.to_string(), script.clone()),
             ("etc/acpi/tables".to_string(), vec![7]),
         ]
         .into();
-        let measured: Vec<&str> = measured_blobs(&files).iter().map(|(n, _)| n.as_str()).collect();
+        let measured: Vec<&str> = measured_blobs(&files)
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
         assert_eq!(measured, vec![TABLE_LOADER, "etc/acpi/tables"]);
-        );
     }
 }

@@ -68,10 +68,8 @@ mod tests {
             ("etc/acpi/tables".to_string(), vec![7]),
         ]
         .into();
-        let measured: Vec<&str> = measured_blobs(&files)
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let blobs = measured_blobs(&files);
+        let measured: Vec<&str> = blobs.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(measured, vec![TABLE_LOADER, "etc/acpi/tables"]);
     }
 }

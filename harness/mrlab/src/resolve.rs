@@ -160,12 +160,36 @@ pub fn resolve(
             Device::PcieRootPort {} => qemu::vm::Device::PcieRootPort {
                 chassis: i as u8 + 1,
             },
-            Device::VirtioBlk { .. } | Device::Virtfs { .. } => {
-                return Err(key_err(
-                    "devices",
-                    format!("device #{i} ({device:?}) is not supported by this runner yet"),
-                ))
+            Device::VirtioBlk { size, file } => {
+                let file = match (file, size) {
+                    (Some(f), _) => existing(&scenario.dir, &f.to_string_lossy())
+                        .map_err(|m| key_err("devices", m))?,
+                    (None, Some(size)) => {
+                        blank_disk(cache, *size).map_err(|m| key_err("devices", m))?
+                    }
+                    (None, None) => {
+                        return Err(key_err(
+                            "devices",
+                            format!("device #{i}: virtio-blk needs `file` or `size`"),
+                        ))
+                    }
+                };
+                // Read-only: the agent never writes, and concurrent runs share the file.
+                qemu::vm::Device::Disk(qemu::vm::Disk {
+                    id: format!("disk{i}"),
+                    file,
+                    format: qemu::vm::DiskFormat::Raw,
+                    readonly: true,
+                    serial: None,
+                })
             }
+            Device::Virtfs { tag } => qemu::vm::Device::Share(qemu::vm::Share {
+                id: format!("fs{i}"),
+                path: empty_dir(cache).map_err(|m| key_err("devices", m))?,
+                mount_tag: tag.clone(),
+                readonly: true,
+                security_model: "none".into(),
+            }),
         });
     }
     if let Some(parts) = &mut uki {
@@ -260,6 +284,33 @@ pub fn root_bus_slot(devices: &[qemu::vm::Device], index: usize) -> u8 {
         .filter(|d| !matches!(d, qemu::vm::Device::Cdrom { .. }))
         .count();
     u8::try_from(1 + before).unwrap_or(u8::MAX)
+}
+
+/// A sparse all-zero raw disk of `size` bytes in the image cache, made once.
+fn blank_disk(cache: &images::Cache, size: u64) -> Result<PathBuf, String> {
+    let path = cache
+        .root()
+        .join("images")
+        .join(format!("blank-{size}.raw"));
+    if !path.is_file() {
+        let dir = path.parent().expect("cache path has a parent");
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        tmp.as_file()
+            .set_len(size)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        tmp.persist(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(path)
+}
+
+/// An empty folder in the image cache to share over 9p.
+fn empty_dir(cache: &images::Cache) -> Result<PathBuf, String> {
+    let path = cache.root().join("images").join("virtfs-empty");
+    std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }
 
 fn looks_like_path(value: &str) -> bool {

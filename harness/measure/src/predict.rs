@@ -1,7 +1,8 @@
 //! The predicted event log of a boot, in the order the firmware emits it.
 //!
 //! Inputs are bytes and facts (firmware image, the kernel as QEMU hands it to the firmware, the
-//! initrd, the command line, the fw_cfg ACPI blobs, the resolved quirks); the output is every
+//! initrd, the command line — or, for a UKI boot, the disk image, systemd-boot, loader.conf and
+//! the UKI —, the fw_cfg ACPI blobs, the resolved quirks); the output is every
 //! event with its PCR, type, digests, label and what it varies with, plus which PCRs the
 //! prediction covers completely. Registers are folded from these events, never predicted apart.
 

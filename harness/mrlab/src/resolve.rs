@@ -348,3 +348,25 @@ fn qemu_version(binary: &Path) -> Result<Option<Version>, String> {
         .nth(1)
         .and_then(Version::parse))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qemu::vm::Device;
+
+    #[test]
+    fn root_bus_slots_follow_device_order_and_skip_the_cdrom() {
+        let disk = Device::readonly_raw_disk(ESP_DRIVE_ID, "/esp.raw");
+        let cdrom = Device::Cdrom {
+            file: "/x.iso".into(),
+        };
+        let net = Device::Net {
+            id: "net0".into(),
+            mac: None,
+        };
+        // The real UKI boots put the ESP first and OVMF logged Pci(0x1,0x0) for it.
+        assert_eq!(root_bus_slot(&[disk.clone(), net.clone()], 0), 1);
+        assert_eq!(root_bus_slot(&[net.clone(), disk.clone()], 1), 2);
+        assert_eq!(root_bus_slot(&[cdrom, net, disk], 2), 2);
+    }
+}

@@ -7,6 +7,7 @@ pub mod acpi;
 pub mod devpath;
 pub mod event;
 pub mod gpt;
+pub mod optionrom;
 pub mod pe;
 pub mod predict;
 pub mod quirks;

@@ -2,6 +2,7 @@
 //! `mrlab` binary is a thin CLI over this; the e2e tests drive it directly.
 
 pub mod compare;
+pub mod diagnose;
 pub mod report;
 pub mod resolve;
 pub mod run;

@@ -195,12 +195,21 @@ pub fn judge(
     let record =
         agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
     save_evidence(dir, &record);
+    judge_record(prepared, file, &record)
+}
+
+/// Judge an evidence record (decoded from a serial log, or read back from a results folder).
+pub fn judge_record(
+    prepared: &Prepared,
+    file: &str,
+    record: &agent::record::Record,
+) -> Result<ScenarioReport, String> {
     compare_vtpm(
         &prepared.resolved.scenario,
         file,
         &prepared.resolved,
         &prepared.prediction,
-        &record,
+        record,
         &prepared.oracle,
     )
 }

@@ -182,6 +182,12 @@ fn corrupt_or_missing_evidence_is_an_error() {
 
     let e = judge(&serial[..begin]).unwrap_err();
     assert!(e.contains("evidence record"), "{e}");
+
+    // `mrlab diagnose --evidence DIR` reads the saved evidence back and judges it the same way.
+    let record = mrlab::diagnose::record_from_dir(&dir).expect("evidence/ in the results folder");
+    let again = run::judge_record(&prepared, "kernel-smoke", &record).expect("judges");
+    assert_eq!(again.verdict, Verdict::Pass, "{:?}", again.reason);
+    assert!(mrlab::diagnose::record_from_dir(&dir.join("no-such-folder")).is_err());
 }
 
 /// Boot faults end in `error` with the reason, and leave no process behind.

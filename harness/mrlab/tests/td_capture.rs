@@ -110,3 +110,46 @@ fn predicted_kernel_boot_has_the_td_capture_shape_and_digests() {
         .iter()
         .any(|e| e.event_type == EventType::EFI_HANDOFF_TABLES2));
 }
+
+/// `mrlab diagnose` on the real TD capture, with a scenario describing that TD as far as this
+/// host can (OVMF 2022.11, whose TD HOB layout that TD used; 16 vCPUs, 64 GiB): the log replays
+/// to the quote's RTMRs, the TD HOB and the variables match, and the first divergence is the CFV
+/// (that TD's firmware had another CFV).
+#[test]
+fn diagnose_names_the_first_divergence_of_the_td_capture() {
+    use measure::tdvf::PageOrder;
+    use mrlab::diagnose::{diagnose_td, TdEvidence};
+    use mrlab::report::Verdict;
+    use mrlab::run::{prepare, Preparation};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dstack-td.toml");
+    std::fs::write(
+        &path,
+        "name = \"dstack-gpu-64g\"\ncpus = 16\nmemory = \"64G\"\nfirmware = \"ovmf-2022.11\"\n[machine]\nacpi_pci_hotplug = false\npic = false\n",
+    )
+    .unwrap();
+    let scenario = mrlab::scenario::Scenario::load(&path).unwrap();
+    let cache = images::Cache::open(&images::workspace_root()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Preparation::Ready(prepared) = rt
+        .block_on(prepare(&scenario, &cache, Platform::Tdx))
+        .unwrap()
+    else {
+        panic!("not skippable")
+    };
+    let doc = evidence::dstack::parse_document(&std::fs::read(CAPTURE).unwrap()).unwrap();
+    let quote = evidence::quote::parse(&doc.quote).unwrap();
+    let td = TdEvidence {
+        log: doc.event_log,
+        mrtd: quote.body.mrtd,
+        rtmrs: quote.body.rtmrs,
+        source: "quote".into(),
+    };
+    let report = diagnose_td(&prepared, "dstack-td.toml", &td, PageOrder::TwoPass).unwrap();
+    assert_eq!(report.verdict, Verdict::Fail, "{:?}", report.reason);
+    let first = report.first_divergence.expect("a divergence");
+    assert_eq!(first.label.as_deref(), Some("cfv"), "{first:?}");
+    assert!(report.events.matched >= 12, "{:?}", report.events);
+    assert_eq!(report.registers.len(), 4);
+}

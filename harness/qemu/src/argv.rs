@@ -148,7 +148,19 @@ pub fn argv(vm: &Vm, backend: &Backend, run: &RunDir) -> Vec<String> {
             machine += ",memory-backend=mem0";
         }
     }
+    if *backend == Backend::Oracle {
+        // The oracle never runs the guest: map its RAM without reserving it, so a 64 GiB VM can
+        // be asked about on a smaller host. The backend changes no fw_cfg content.
+        machine += ",memory-backend=mem0";
+    }
     push(&["-machine", &machine]);
+    if *backend == Backend::Oracle {
+        let ram = format!(
+            "memory-backend-ram,id=mem0,size={},reserve=off",
+            memory_arg(vm.memory)
+        );
+        push(&["-object", &ram]);
+    }
     if let Backend::Tdx { flavour } = backend {
         push(&["-object", "tdx-guest,id=tdx"]);
         if *flavour == TdxFlavour::Canonical82 {

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod diagnose;
 mod firmware;
 mod fwcfg;
 mod images;
@@ -33,6 +34,8 @@ pub enum Command {
     Predict(predict::Args),
     /// Dump every fw_cfg file of a scenario's VM, as its QEMU serves them to the firmware.
     Fwcfg(fwcfg::Args),
+    /// Compare recorded evidence (a results folder, or a TD's event log + quote/TDREPORT) with a scenario's prediction.
+    Diagnose(diagnose::Args),
     /// Boot scenarios, compare their measurements with the prediction, and report.
     Run(run::Args),
     /// Fetch pinned packages and build guest images (agent initramfs, UKI, ESP disk).
@@ -49,6 +52,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quote(a) => quote::run(a),
         Command::Images(a) => images::run(a),
         Command::Run(a) => run::run(a),
+        Command::Diagnose(a) => diagnose::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Fwcfg(a) => fwcfg::run(a),
     }

@@ -1,0 +1,161 @@
+//! `mrlab diagnose`: recorded evidence against a scenario, offline.
+
+use measure::tdvf::PageOrder;
+use measure::Platform;
+use mrlab::diagnose::{self, TdEvidence};
+use mrlab::report::{self, Verdict};
+use mrlab::run::{self, Preparation};
+use mrlab::scenario::Scenario;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  mrlab diagnose --scenario scenarios/kernel-smoke.toml --evidence results/runs/kernel-smoke
+  mrlab diagnose --scenario my-td.toml --event-log ccel.bin --quote quote.dat
+  mrlab diagnose --scenario my-td.toml --event-log quote-report.json     (dstack JSON carries its quote)
+Prints the first event where reality and prediction part, both digests, the decoded event data and
+what that event varies with. Exit 0 only when everything matches.")]
+pub struct Args {
+    /// The scenario describing the VM the evidence came from.
+    #[arg(long)]
+    pub scenario: PathBuf,
+    /// A results folder (or its evidence/ folder) from `mrlab run` on the vtpm backend.
+    #[arg(long, conflicts_with_all = ["event_log", "quote", "tdreport"])]
+    pub evidence: Option<PathBuf>,
+    /// A TD's event log: CCEL data, TCG2, or a dstack JSON document.
+    #[arg(long)]
+    pub event_log: Option<PathBuf>,
+    /// The TD's quote (v4/v5).
+    #[arg(long, conflicts_with = "tdreport")]
+    pub quote: Option<PathBuf>,
+    /// The TD's 1024-byte TDREPORT.
+    #[arg(long)]
+    pub tdreport: Option<PathBuf>,
+    /// MRTD page-add order of the TD's QEMU/KVM: single-pass (QEMU >= 9 upstream) or two-pass.
+    #[arg(long, default_value = "single-pass", value_parser = ["single-pass", "two-pass"])]
+    pub mrtd_order: String,
+    /// Print the JSON report instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let scenario = Scenario::load(&args.scenario)?;
+    let cache = images::Cache::open(&images::workspace_root())?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let file = args.scenario.display().to_string();
+    let report = if let Some(dir) = &args.evidence {
+        let prepared = ready(rt.block_on(run::prepare(&scenario, &cache, Platform::Vtpm)))?;
+        let record = diagnose::record_from_dir(dir).map_err(anyhow::Error::msg)?;
+        run::judge_record(&prepared, &file, &record).map_err(anyhow::Error::msg)?
+    } else {
+        let log_path = args.event_log.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("give --evidence DIR, or --event-log F with --quote Q or --tdreport T")
+        })?;
+        let bytes =
+            std::fs::read(log_path).map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
+        let (log, quote_bytes) = if bytes.first() == Some(&b'{') {
+            let doc = evidence::dstack::parse_document(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
+            (
+                doc.event_log,
+                Some((doc.quote, format!("quote in {}", log_path.display()))),
+            )
+        } else {
+            let log = evidence::log::parse(&bytes, evidence::log::Format::Auto)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
+            (log, None)
+        };
+        let (mrtd, rtmrs, source) = match (&args.quote, &args.tdreport, quote_bytes) {
+            (Some(q), _, _) => {
+                let bytes =
+                    std::fs::read(q).map_err(|e| anyhow::anyhow!("{}: {e}", q.display()))?;
+                let quote = evidence::quote::parse(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", q.display()))?;
+                (
+                    quote.body.mrtd,
+                    quote.body.rtmrs,
+                    format!("quote {}", q.display()),
+                )
+            }
+            (None, Some(t), _) => {
+                let bytes =
+                    std::fs::read(t).map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?;
+                let r = evidence::tdreport::parse(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?;
+                (r.mrtd, r.rtmrs, format!("TDREPORT {}", t.display()))
+            }
+            (None, None, Some((q, source))) => {
+                let quote =
+                    evidence::quote::parse(&q).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+                (quote.body.mrtd, quote.body.rtmrs, source)
+            }
+            (None, None, None) => {
+                anyhow::bail!("--event-log needs --quote or --tdreport (the TD's registers)")
+            }
+        };
+        let prepared = ready(rt.block_on(run::prepare(&scenario, &cache, Platform::Tdx)))?;
+        let order = if args.mrtd_order == "two-pass" {
+            PageOrder::TwoPass
+        } else {
+            PageOrder::SinglePass
+        };
+        diagnose::diagnose_td(
+            &prepared,
+            &file,
+            &TdEvidence {
+                log,
+                mrtd,
+                rtmrs,
+                source,
+            },
+            order,
+        )
+        .map_err(anyhow::Error::msg)?
+    };
+    if args.json {
+        println!("{}", report::json(std::slice::from_ref(&report)));
+    } else {
+        println!("{}", report::markdown(std::slice::from_ref(&report)));
+        for r in &report.registers {
+            println!(
+                "{:<14} {} {}",
+                r.name,
+                if r.matches { "==" } else { "!=" },
+                r.actual.as_deref().unwrap_or("-")
+            );
+        }
+        if let Some(d) = &report.first_divergence {
+            println!(
+                "\nfirst divergence ({:?}) {} {}",
+                d.outcome,
+                d.event_type,
+                d.label.as_deref().unwrap_or("(unpredicted)")
+            );
+            println!(
+                "  predicted: {} {}",
+                d.predicted_digest.as_deref().unwrap_or("-"),
+                d.predicted_data.as_deref().unwrap_or("")
+            );
+            println!(
+                "  actual:    {} {}",
+                d.actual_digest.as_deref().unwrap_or("-"),
+                d.actual_data.as_deref().unwrap_or("")
+            );
+            println!("  varies with: {:?}", d.varies_with);
+        }
+    }
+    Ok(if report.verdict == Verdict::Pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn ready(p: Result<Preparation, String>) -> anyhow::Result<Box<run::Prepared>> {
+    match p.map_err(anyhow::Error::msg)? {
+        Preparation::Ready(p) => Ok(p),
+        Preparation::Skip(why) => anyhow::bail!("{why}"),
+    }
+}

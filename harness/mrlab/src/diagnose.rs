@@ -1,0 +1,201 @@
+//! Offline comparison: recorded evidence against a scenario's prediction, no guest booted.
+//!
+//! - vTPM: a results folder's `evidence/` (what the agent collected) is judged exactly as a live
+//!   run would judge it.
+//! - TDX: an event log (CCEL, TCG2 or dstack JSON) plus the TD's registers (quote or TDREPORT;
+//!   a dstack JSON document carries its own quote). The log must replay to the registers
+//!   (integrity); then events are aligned register by register with the TD prediction, and
+//!   MRTD/RTMR0–2 are compared with the prediction.
+
+use crate::compare;
+use crate::report::{Divergence, RegisterRow, ScenarioReport, Verdict};
+use crate::run::Prepared;
+use evidence::log::conventional_pcr;
+use measure::tdvf::{self, PageOrder};
+use measure::{Event, Register, Registers};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Read a results folder's `evidence/` back into a record.
+pub fn record_from_dir(dir: &Path) -> Result<agent::record::Record, String> {
+    let base = if dir.join("evidence").is_dir() {
+        dir.join("evidence")
+    } else {
+        dir.to_path_buf()
+    };
+    let mut record = agent::record::Record::default();
+    let mut stack = vec![base.clone()];
+    let mut files = Vec::new();
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
+            let path = entry.map_err(|e| format!("{}: {e}", d.display()))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    for path in files {
+        let name = path
+            .strip_prefix(&base)
+            .expect("below base")
+            .to_string_lossy()
+            .into_owned();
+        let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        record.push(name, data);
+    }
+    if record.get("tpm/binary_bios_measurements").is_none() && record.get("ccel/data").is_none() {
+        return Err(format!(
+            "{}: no evidence (neither tpm/binary_bios_measurements nor ccel/data)",
+            base.display()
+        ));
+    }
+    Ok(record)
+}
+
+/// A TD's recorded evidence: its event log and the registers it reported.
+pub struct TdEvidence {
+    pub log: evidence::log::EventLog,
+    pub mrtd: [u8; 48],
+    pub rtmrs: [[u8; 48]; 4],
+    /// Where the registers came from, for messages.
+    pub source: String,
+}
+
+/// Compare a TD's evidence with the TD prediction of `prepared`.
+pub fn diagnose_td(
+    prepared: &Prepared,
+    file: &str,
+    evidence: &TdEvidence,
+    page_order: PageOrder,
+) -> Result<ScenarioReport, String> {
+    let replayed = evidence.log.replay_rtmrs();
+    let mut problems = Vec::new();
+    for (i, reg) in [
+        Register::Rtmr0,
+        Register::Rtmr1,
+        Register::Rtmr2,
+        Register::Rtmr3,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if replayed.get(reg) != evidence.rtmrs[i] {
+            problems.push(format!(
+                "the event log does not replay to {reg} of the {}: log {} vs {}",
+                evidence.source,
+                hex::encode(replayed.get(reg)),
+                hex::encode(evidence.rtmrs[i])
+            ));
+        }
+    }
+
+    // Align register by register: predicted events take the conventional PCR of their register,
+    // as log events from a CCEL do.
+    let predicted: Vec<Event> = prepared
+        .prediction
+        .events
+        .iter()
+        .filter_map(|e| {
+            let reg = e.register().filter(|r| *r != Register::Mrtd)?;
+            Some(Event {
+                pcr: conventional_pcr(reg),
+                ..e.clone()
+            })
+        })
+        .collect();
+    let actual: Vec<Event> = evidence
+        .log
+        .events
+        .iter()
+        .map(|e| e.event.clone())
+        .collect();
+    let full: BTreeSet<u32> = [Register::Rtmr0, Register::Rtmr1, Register::Rtmr2]
+        .into_iter()
+        .map(conventional_pcr)
+        .collect();
+    let alignment = compare::align(&predicted, &actual, &full);
+    let counts = alignment.counts();
+
+    let firmware = std::fs::read(&prepared.resolved.vm.firmware)
+        .map_err(|e| format!("{}: {e}", prepared.resolved.vm.firmware.display()))?;
+    let tdvf = tdvf::Tdvf::parse(&firmware)
+        .map_err(|e| format!("{}: {e}", prepared.resolved.vm.firmware.display()))?;
+    let mrtd = tdvf::mrtd(&tdvf, &firmware, page_order).map_err(|e| e.to_string())?;
+    let folded = Registers::fold(&prepared.prediction.events);
+    let mut registers = vec![row("mrtd", &mrtd, &evidence.mrtd)];
+    for (i, reg) in [Register::Rtmr0, Register::Rtmr1, Register::Rtmr2]
+        .into_iter()
+        .enumerate()
+    {
+        registers.push(row(reg.name(), &folded.get(reg), &evidence.rtmrs[i]));
+    }
+
+    let first_divergence = alignment.first_divergence().map(|d| {
+        let p = d.predicted.map(|i| &predicted[i]);
+        let a = d.actual.map(|j| &actual[j]);
+        let any = p.or(a).expect("an entry has a side");
+        Divergence {
+            outcome: d.outcome,
+            label: p.map(|e| e.label.clone()),
+            pcr: d.pcr,
+            register: any.register().map(|r| r.to_string()),
+            event_type: any.event_type.name().to_string(),
+            predicted_digest: p.and_then(|e| e.digests.sha384_hex()),
+            actual_digest: a.and_then(|e| e.digests.sha384_hex()),
+            predicted_data: p.map(evidence::decode::describe),
+            actual_data: a.map(evidence::decode::describe),
+            varies_with: p.map(|e| e.varies_with.clone()).unwrap_or_default(),
+        }
+    });
+    let events_ok = counts.mismatched == 0 && counts.missing == 0 && counts.unexpected == 0;
+    let (verdict, reason) = if !problems.is_empty() {
+        (Verdict::Error, Some(problems.join("; ")))
+    } else if !events_ok {
+        let d = first_divergence
+            .as_ref()
+            .expect("a divergence when events differ");
+        (
+            Verdict::Fail,
+            Some(format!(
+                "first divergence: {:?} `{}` in {}",
+                d.outcome,
+                d.label.clone().unwrap_or_else(|| "(unpredicted)".into()),
+                d.register.clone().unwrap_or_default()
+            )),
+        )
+    } else if let Some(bad) = registers.iter().find(|r| !r.matches) {
+        (
+            Verdict::Fail,
+            Some(format!("{} differs from the prediction", bad.name)),
+        )
+    } else {
+        (Verdict::Pass, None)
+    };
+    let mut report = ScenarioReport::error(
+        &prepared.resolved.scenario.name,
+        file,
+        "tdx",
+        String::new(),
+        0.0,
+    );
+    report.verdict = verdict;
+    report.reason = reason;
+    report.registers = registers;
+    report.events = counts;
+    report.first_divergence = first_divergence;
+    report.qemu_version = prepared.resolved.qemu_version.map(|v| v.to_string());
+    report.ovmf_version = prepared.resolved.ovmf_version.map(|v| v.to_string());
+    Ok(report)
+}
+
+fn row(name: &str, predicted: &[u8; 48], actual: &[u8; 48]) -> RegisterRow {
+    RegisterRow {
+        name: name.to_string(),
+        predicted: Some(hex::encode(predicted)),
+        actual: Some(hex::encode(actual)),
+        matches: predicted == actual,
+    }
+}

@@ -529,6 +529,40 @@ mod tests {
             .all(|e| e.digests.sha384_hex().as_deref() == Some(VIRTIO_DRIVER_SHA384)));
     }
 
+    /// The two PCR2 events OVMF 2022.11 logged (vTPM, QEMU 7.2, TCG) for one virtio-net NIC
+    /// whose romfile was built by edk2's EfiRom from: the host ROM's legacy image, the driver
+    /// with its COFF Machine set to IA32 (`-ec`), and the driver itself (`-ec`).
+    const FOREIGN_THEN_NATIVE_SHA384: [&str; 2] = [
+        "94a5a45cb27ac13df7be5894e7c96021d40aa81ed835fead3c83dc45171aeb1b040f031cb9b63fe4b1619bccc9c7c24a",
+        VIRTIO_DRIVER_SHA384,
+    ];
+
+    #[test]
+    fn foreign_machine_images_are_measured_in_rom_order() {
+        // The same files firmware received, laid out as: legacy, IA32-tagged driver
+        // (uncompressed here: the measured file is the decompressed one), compressed driver.
+        let mut rom = virtio_rom();
+        let efi = 0x12800;
+        rom[efi + 0xa..efi + 0xc].copy_from_slice(&MACHINE_IA32.to_le_bytes());
+        let pe = efi + 0x38;
+        let e_lfanew = u32::from_le_bytes(rom[pe + 0x3c..pe + 0x40].try_into().unwrap()) as usize;
+        rom[pe + e_lfanew + 4..pe + e_lfanew + 6].copy_from_slice(&MACHINE_IA32.to_le_bytes());
+        rom[efi + 0x1c + 0x15] &= !0x80;
+        rom.extend_from_slice(COMPRESSED_ROM);
+        let drivers = efi_drivers(&rom).unwrap();
+        let machines: Vec<_> = drivers.iter().map(|d| (d.machine, d.compressed)).collect();
+        assert_eq!(machines, [(MACHINE_IA32, false), (MACHINE_X64, true)]);
+        let events = driver_events(&rom, "nic").unwrap();
+        let digests: Vec<_> = events
+            .iter()
+            .map(|e| e.digests.sha384_hex().unwrap_or_default())
+            .collect();
+        assert_eq!(digests, FOREIGN_THEN_NATIVE_SHA384);
+        assert!(events
+            .iter()
+            .all(|e| (e.pcr, e.event_type) == (2, EventType::EFI_BOOT_SERVICES_DRIVER)));
+    }
+
     #[test]
     fn structural_errors_name_the_field() {
         assert_eq!(

@@ -13,12 +13,20 @@
 //!   (`q35.c` `mch_update_pciexbar`). That base is a firmware build constant, hence
 //!   [`FirmwarePci`].
 //!
-//! Not reproduced: PCI BAR assignment. QEMU's 64-bit PCI hole in the DSDT `_CRS` starts at
-//! the lowest 64-bit BAR the firmware programmed (`q35_host_get_pci_hole64_start_value`), and
-//! only when there is none at QEMU's default. With devices that have 64-bit BARs (virtio
-//! modern BARs are), the guest's DSDT can differ from the oracle's there.
+//! - The 64-bit PCI resources (virtio BAR 4, pcie-root-port prefetchable windows) where OVMF
+//!   places them, with memory decoding on, as OVMF's `AcpiPlatformDxe` (`EnablePciDecoding`)
+//!   has them when it fetches the tables: QEMU's DSDT `_CRS` 64-bit hole starts at the
+//!   lowest of them. The addresses are computed from the VM description and the firmware
+//!   build ([`crate::pci`], which names the edk2 and QEMU sources of the rule), never read
+//!   back from a guest. Before programming, the oracle checks the inputs of that rule that
+//!   QEMU serves in fw_cfg: its `etc/e820` equals the modelled table, and none of
+//!   `etc/reserved-memory-end`, `etc/hardware-info`, `opt/ovmf/X-PciMmio64Mb` exists; and it
+//!   checks each slot holds the function the model expects, with a 64-bit BAR 4 of the
+//!   modelled size. 32-bit BARs, I/O, bridge bus numbers and 32-bit windows do not enter
+//!   q35's tables and are left unprogrammed.
 
 use crate::argv::{argv, Backend, RunDir};
+use crate::pci::{GuestCpu, LayoutError, Mem64Assignment, Mem64Kind, Mmio64Rule, RootBusFunction};
 use crate::process::Group;
 use crate::qtest::{Qtest, QtestError};
 use crate::vm::Vm;
@@ -26,21 +34,31 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-/// Chipset values a firmware build programs before reading ACPI blobs.
+/// Chipset and PCI values a firmware build programs before reading ACPI blobs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FirmwarePci {
     /// `PcdPciExpressBaseAddress` (OvmfPkgX64.dsc).
     pub pciexbar_base: u32,
+    /// `PcdPciMmio64Size` (OvmfPkgX64.dsc), the classic 64-bit aperture size.
+    pub pci_mmio64_size: u64,
+    /// How PlatformInitLib places the 64-bit aperture.
+    pub mmio64_rule: Mmio64Rule,
 }
 
 impl FirmwarePci {
-    /// edk2-stable202211 OvmfPkgX64.dsc: `PcdPciExpressBaseAddress|0xB0000000`.
+    /// edk2-stable202211 OvmfPkgX64.dsc: `PcdPciExpressBaseAddress|0xB0000000`,
+    /// `PcdPciMmio64Size|0x800000000`; MemDetect.c has the dynamic window.
     pub const OVMF_2022_11: FirmwarePci = FirmwarePci {
         pciexbar_base: 0xB000_0000,
+        pci_mmio64_size: 0x8_0000_0000,
+        mmio64_rule: Mmio64Rule::DynamicWindow,
     };
-    /// edk2-stable202502 OvmfPkgX64.dsc: `PcdPciExpressBaseAddress|0xE0000000`.
+    /// edk2-stable202502 OvmfPkgX64.dsc: `PcdPciExpressBaseAddress|0xE0000000`,
+    /// `PcdPciMmio64Size|0x800000000`; MemDetect.c also avoids E820 reservations.
     pub const OVMF_2025_02: FirmwarePci = FirmwarePci {
         pciexbar_base: 0xE000_0000,
+        pci_mmio64_size: 0x8_0000_0000,
+        mmio64_rule: Mmio64Rule::DynamicWindowBelowE820Conflicts,
     };
 }
 
@@ -80,6 +98,24 @@ pub enum OracleError {
     Directory(String),
     #[error("fw_cfg oracle: the VM has {memory} bytes of RAM, too little for a {needed}-byte DMA buffer")]
     TooLittleMemory { memory: u64, needed: u64 },
+    #[error("fw_cfg oracle: {0}")]
+    Layout(#[from] LayoutError),
+    #[error(
+        "fw_cfg oracle: QEMU serves \"{0}\", which changes OVMF's 64-bit PCI aperture in a \
+         way the PCI layout does not model"
+    )]
+    UnmodelledFile(&'static str),
+    #[error("fw_cfg oracle: QEMU's etc/e820 is {found:x?}, the PCI layout assumed {expected:x?}")]
+    E820 {
+        found: Vec<(u64, u64, u32)>,
+        expected: Vec<(u64, u64, u32)>,
+    },
+    #[error("fw_cfg oracle: slot {slot:#x} holds {found}, the PCI layout expected {expected}")]
+    UnexpectedFunction {
+        slot: u8,
+        found: String,
+        expected: String,
+    },
 }
 
 const FW_CFG_PORT_SEL: u16 = 0x510;
@@ -99,6 +135,18 @@ const DMA_CHUNK: u32 = 0x10_0000;
 
 const PCI_CONFIG_ADDRESS: u16 = 0xcf8;
 const PCI_CONFIG_DATA: u16 = 0xcfc;
+/// Type-1 header prefetchable window registers (`include/standard-headers/linux/pci_regs.h`).
+const PCI_PREF_MEMORY_BASE: u8 = 0x24;
+const PCI_PREF_BASE_UPPER32: u8 = 0x28;
+const PCI_PREF_LIMIT_UPPER32: u8 = 0x2c;
+const PCI_PREF_RANGE_TYPE_64: u32 = 0x1;
+
+/// fw_cfg files that change OVMF's 64-bit aperture (MemDetect.c) beyond the modelled rule.
+const UNMODELLED_MMIO64_FILES: [&str; 3] = [
+    "etc/reserved-memory-end",
+    "etc/hardware-info",
+    "opt/ovmf/X-PciMmio64Mb",
+];
 
 /// One entry of the fw_cfg file directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,6 +254,140 @@ impl<'a> FwCfg<'a> {
         .await
     }
 
+    /// Checks the fw_cfg inputs of OVMF's aperture rule against what [`crate::pci`] assumes:
+    /// `etc/e820` as modelled, and no file that moves or resizes the aperture.
+    pub async fn check_mmio64_inputs(
+        &mut self,
+        vm: &Vm,
+        cpu: GuestCpu,
+        directory: &[FwCfgFile],
+    ) -> Result<(), OracleError> {
+        for name in UNMODELLED_MMIO64_FILES {
+            if directory.iter().any(|f| f.name == name) {
+                return Err(OracleError::UnmodelledFile(name));
+            }
+        }
+        let expected: Vec<(u64, u64, u32)> = crate::pci::q35_e820(vm.memory, cpu)
+            .iter()
+            .map(|e| (e.address, e.length, e.kind))
+            .collect();
+        let found = match directory.iter().find(|f| f.name == "etc/e820") {
+            Some(file) => parse_e820(&self.read(file.select, file.size).await?),
+            None => Vec::new(),
+        };
+        if found != expected {
+            return Err(OracleError::E820 { found, expected });
+        }
+        Ok(())
+    }
+
+    /// Programs the 64-bit resources OVMF assigns to `vm` under `firmware` (see
+    /// [`crate::pci::mem64_layout`]) and turns memory decoding on for their functions, after
+    /// checking each slot holds what the layout expects.
+    pub async fn program_mem64_like_ovmf(
+        &mut self,
+        vm: &Vm,
+        cpu: GuestCpu,
+        firmware: FirmwarePci,
+    ) -> Result<(), OracleError> {
+        let slots = crate::pci::root_bus_slots(vm)?;
+        for (slot, function) in &slots {
+            self.check_function(*slot, *function).await?;
+        }
+        let layout =
+            crate::pci::mem64_layout(vm, cpu, firmware.pci_mmio64_size, firmware.mmio64_rule)?;
+        for assignment in &layout {
+            self.program_mem64(assignment).await?;
+        }
+        Ok(())
+    }
+
+    async fn check_function(
+        &mut self,
+        slot: u8,
+        function: RootBusFunction,
+    ) -> Result<(), OracleError> {
+        const PCI_VENDOR_VIRTIO: u32 = 0x1af4;
+        const PCI_CLASS_BRIDGE_PCI: u32 = 0x0604;
+        let id = self.pci_read32(slot, 0, 0x00).await?;
+        let class = self.pci_read32(slot, 0, 0x08).await? >> 16;
+        let unexpected = |found: String| OracleError::UnexpectedFunction {
+            slot,
+            found,
+            expected: format!("{function:?}"),
+        };
+        match function {
+            RootBusFunction::Virtio => {
+                if id & 0xffff != PCI_VENDOR_VIRTIO {
+                    return Err(unexpected(format!("PCI ID {id:08x}")));
+                }
+                let size = self
+                    .probe_bar64(slot, crate::pci::VIRTIO_MODERN_BAR)
+                    .await?;
+                if size != Some(crate::pci::VIRTIO_MODERN_BAR_SIZE) {
+                    return Err(unexpected(format!(
+                        "virtio {id:08x} with BAR 4 {}",
+                        match size {
+                            Some(size) => format!("64-bit of {size:#x} bytes"),
+                            None => "not a 64-bit memory BAR".into(),
+                        }
+                    )));
+                }
+            }
+            RootBusFunction::PcieRootPort => {
+                let pref_base = self.pci_read32(slot, 0, PCI_PREF_MEMORY_BASE).await?;
+                if class != PCI_CLASS_BRIDGE_PCI || pref_base & 0xf != PCI_PREF_RANGE_TYPE_64 {
+                    return Err(unexpected(format!(
+                        "PCI ID {id:08x}, class {class:04x}, prefetchable base {pref_base:08x}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The size of 64-bit memory BAR `index`, probed as firmware does (all ones, read back),
+    /// or `None` when it is not a 64-bit memory BAR.
+    async fn probe_bar64(&mut self, slot: u8, index: u8) -> Result<Option<u64>, QtestError> {
+        let low = 0x10 + 4 * index;
+        let original = self.pci_read32(slot, 0, low).await?;
+        if original & 0x7 != 0x4 {
+            return Ok(None);
+        }
+        self.pci_write32(slot, 0, low, u32::MAX).await?;
+        self.pci_write32(slot, 0, low + 4, u32::MAX).await?;
+        let mask = u64::from(self.pci_read32(slot, 0, low).await? & !0xf)
+            | u64::from(self.pci_read32(slot, 0, low + 4).await?) << 32;
+        Ok(Some((!mask).wrapping_add(1)))
+    }
+
+    async fn program_mem64(&mut self, assignment: &Mem64Assignment) -> Result<(), QtestError> {
+        const PCI_COMMAND: u8 = 0x04;
+        const PCI_COMMAND_MEMORY: u8 = 0x02;
+        let slot = assignment.slot;
+        let address = assignment.address;
+        match assignment.kind {
+            Mem64Kind::Bar { index } => {
+                let low = 0x10 + 4 * index;
+                self.pci_write32(slot, 0, low, address as u32).await?;
+                self.pci_write32(slot, 0, low + 4, (address >> 32) as u32)
+                    .await?;
+            }
+            Mem64Kind::PrefetchableWindow => {
+                // Base and limit registers hold address bits 31:20 in bits 15:4.
+                let limit = address + assignment.size - 1;
+                let low =
+                    ((address >> 16) as u32 & 0xfff0) | (((limit >> 16) as u32 & 0xfff0) << 16);
+                self.pci_write32(slot, 0, PCI_PREF_MEMORY_BASE, low).await?;
+                self.pci_write32(slot, 0, PCI_PREF_BASE_UPPER32, (address >> 32) as u32)
+                    .await?;
+                self.pci_write32(slot, 0, PCI_PREF_LIMIT_UPPER32, (limit >> 32) as u32)
+                    .await?;
+            }
+        }
+        self.pci_or8(slot, 0, PCI_COMMAND, PCI_COMMAND_MEMORY).await
+    }
+
     /// Reads `len` bytes of item `select` from its start by DMA, through guest RAM.
     pub async fn read(&mut self, select: u16, len: u32) -> Result<Vec<u8>, OracleError> {
         let mut out = Vec::with_capacity(len as usize);
@@ -293,6 +475,25 @@ pub fn parse_directory(dir: &[u8]) -> Result<Vec<FwCfgFile>, OracleError> {
     Ok(files)
 }
 
+/// QEMU's `etc/e820`: 20-byte little-endian entries `{u64 address, u64 length, u32 type}`;
+/// a trailing partial entry is dropped (and then differs from any model).
+fn parse_e820(blob: &[u8]) -> Vec<(u64, u64, u32)> {
+    blob.chunks_exact(20)
+        .map(|e| {
+            let u64_at = |at: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&e[at..at + 8]);
+                u64::from_le_bytes(b)
+            };
+            (
+                u64_at(0),
+                u64_at(8),
+                u32::from_le_bytes([e[16], e[17], e[18], e[19]]),
+            )
+        })
+        .collect()
+}
+
 /// Every named fw_cfg file of `vm`, as QEMU serves it to firmware that programmed the chipset
 /// like `firmware`. Runs `qemu_binary` paused under TCG in a fresh temp dir (with a swtpm when
 /// the VM has a TPM, since QEMU's emulator backend talks to it at startup) and kills it after.
@@ -347,7 +548,7 @@ pub async fn dump_fw_cfg(
         _ = tokio::time::sleep(CONNECT_TIMEOUT) => return Err(OracleError::ConnectTimeout(CONNECT_TIMEOUT)),
     };
     let mut qtest = Qtest::new(stream);
-    let mut result = read_all(&mut qtest, firmware).await;
+    let mut result = read_all(&mut qtest, vm, firmware).await;
     drop(qtest);
     // QEMU connects to qtest before it creates devices, so a rejected device shows up as a
     // broken connection: report what QEMU said instead.
@@ -370,12 +571,18 @@ pub async fn dump_fw_cfg(
 
 async fn read_all(
     qtest: &mut Qtest,
+    vm: &Vm,
     firmware: FirmwarePci,
 ) -> Result<BTreeMap<String, Vec<u8>>, OracleError> {
+    // The oracle's QEMU runs TCG with QEMU's default CPU, as the TCG boots do.
+    let cpu = GuestCpu::QEMU64_TCG;
     let mut fw_cfg = FwCfg::open(qtest).await?;
     fw_cfg.program_chipset_like_ovmf(firmware).await?;
+    let directory = fw_cfg.directory().await?;
+    fw_cfg.check_mmio64_inputs(vm, cpu, &directory).await?;
+    fw_cfg.program_mem64_like_ovmf(vm, cpu, firmware).await?;
     let mut files = BTreeMap::new();
-    for file in fw_cfg.directory().await? {
+    for file in directory {
         let data = fw_cfg.read(file.select, file.size).await?;
         files.insert(file.name, data);
     }

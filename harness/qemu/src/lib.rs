@@ -4,6 +4,7 @@
 pub mod argv;
 pub mod boot;
 pub mod fwcfg;
+pub mod pci;
 pub mod process;
 pub mod qtest;
 pub mod swtpm;

@@ -49,8 +49,6 @@ pub const SUBSYSTEM_EFI_BOOT_SERVICE_DRIVER: u16 = 11;
 pub const SUBSYSTEM_EFI_RUNTIME_DRIVER: u16 = 12;
 pub const MACHINE_IA32: u16 = 0x014c;
 pub const MACHINE_X64: u16 = 0x8664;
-pub const MACHINE_EBC: u16 = 0x0ebc;
-pub const MACHINE_AARCH64: u16 = 0xaa64;
 
 /// Images are laid out, and unsigned gaps skipped, in 512-byte units.
 const BLOCK: usize = 512;

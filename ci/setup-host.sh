@@ -4,7 +4,7 @@
 # Safe to re-run. Needs root (or sudo) only for the apt-get install step.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-pkgs=(qemu-system-x86 ovmf swtpm swtpm-tools tpm2-tools python3-pefile)
+pkgs=(qemu-system-x86 ipxe-qemu ovmf swtpm swtpm-tools tpm2-tools python3-pefile)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

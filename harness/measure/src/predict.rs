@@ -58,6 +58,9 @@ pub struct Inputs<'a> {
     /// fw_cfg ACPI blobs (name, bytes) in the order OVMF's QemuFwCfgAcpi measures them (see
     /// [`crate::acpi::measured_blobs`]); measured in a TD, and on vTPM where the quirk says so.
     pub acpi_blobs: Vec<(String, &'a [u8])>,
+    /// PCI option ROMs (label, ROM bytes) in PCI slot order: OVMF loads and measures their EFI
+    /// drivers during PCI enumeration (see [`crate::optionrom`]).
+    pub option_roms: Vec<(String, &'a [u8])>,
     pub boot: Boot<'a>,
 }
 
@@ -80,6 +83,11 @@ pub enum PredictError {
     DevicePath(#[from] crate::devpath::DevicePathError),
     #[error("boot disk: {0}")]
     Gpt(#[from] gpt::GptError),
+    #[error("option ROM {label}: {source}")]
+    OptionRom {
+        label: String,
+        source: crate::optionrom::OptionRomError,
+    },
     #[error("{what}: {source}")]
     Image {
         what: &'static str,
@@ -123,6 +131,18 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
         events.push(uefi::secure_boot_variable(variable, data));
     }
     events.push(uefi::separator(7));
+
+    // PCR2: the EFI drivers of PCI option ROMs, per device in slot order (observed on vTPM right
+    // after the PCR7 separator, before the boot events).
+    for (label, rom) in &inputs.option_roms {
+        let drivers = crate::optionrom::driver_events(rom, label).map_err(|source| {
+            PredictError::OptionRom {
+                label: label.clone(),
+                source,
+            }
+        })?;
+        events.extend(drivers);
+    }
 
     // PCR1: the fw_cfg ACPI blobs (QemuFwCfgAcpi), in a TD always, on vTPM per quirk.
     let acpi_platforms = if q.acpi_measured_on_vtpm {

@@ -17,6 +17,8 @@ pub struct Resolved {
     pub quirks: Quirks,
     /// UKI boot: the files on the boot disk, for the prediction.
     pub uki: Option<UkiParts>,
+    /// The PCI option ROM file of each device that has one (label, path), in device order.
+    pub option_roms: Vec<(String, PathBuf)>,
 }
 
 /// What a UKI boot is made of: the ESP disk (first in `vm.devices`) and the files on it.
@@ -208,6 +210,7 @@ pub fn resolve(
         parts.disk_pci = vec![(root_bus_slot(&vm.devices, 0), 0)];
     }
     let systemd_version = uki.as_ref().and_then(|u| u.systemd_version);
+    let option_roms = option_roms(&vm, &qemu_binary).map_err(|m| key_err("devices", m))?;
     let quirks = Quirks::resolve(ovmf_version, qemu_version, systemd_version);
     Ok(Resolved {
         scenario: scenario.clone(),
@@ -217,6 +220,7 @@ pub fn resolve(
         ovmf_version,
         quirks,
         uki,
+        option_roms,
     })
 }
 
@@ -284,6 +288,43 @@ pub fn root_bus_slot(devices: &[qemu::vm::Device], index: usize) -> u8 {
         .filter(|d| !matches!(d, qemu::vm::Device::Cdrom { .. }))
         .count();
     u8::try_from(1 + before).unwrap_or(u8::MAX)
+}
+
+/// QEMU attaches `efi-virtio.rom` to every virtio-net-pci (`virtio_net_pci_class_init`
+/// romfile), found in its data dirs (`-L help`, first hit wins). Other devices here have none.
+fn option_roms(vm: &qemu::vm::Vm, qemu_binary: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+    let nics = vm
+        .devices
+        .iter()
+        .filter(|d| matches!(d, qemu::vm::Device::Net { .. }))
+        .count();
+    if nics == 0 {
+        return Ok(Vec::new());
+    }
+    let out = std::process::Command::new(qemu_binary)
+        .args(["-L", "help"])
+        .output()
+        .map_err(|e| format!("{}: cannot run: {e}", qemu_binary.display()))?;
+    let rom = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|dir| Path::new(dir.trim()).join("efi-virtio.rom"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "virtio-net needs efi-virtio.rom in one of {}'s data dirs (`-L help`); install Debian package ipxe-qemu",
+                qemu_binary.display()
+            )
+        })?;
+    Ok(vm
+        .devices
+        .iter()
+        .filter_map(|d| match d {
+            qemu::vm::Device::Net { id, .. } => {
+                Some((format!("optionrom:virtio-net:{id}"), rom.clone()))
+            }
+            _ => None,
+        })
+        .collect())
 }
 
 /// A sparse all-zero raw disk of `size` bytes in the image cache, made once.

@@ -222,6 +222,15 @@ pub fn predict_for(
 ) -> Result<Prediction, String> {
     let firmware = read(&resolved.vm.firmware)?;
     let acpi_blobs = measure::acpi::measured_blobs(oracle);
+    let roms: Vec<(String, Vec<u8>)> = resolved
+        .option_roms
+        .iter()
+        .map(|(label, path)| read(path).map(|bytes| (label.clone(), bytes)))
+        .collect::<Result<_, _>>()?;
+    let option_roms: Vec<(String, &[u8])> = roms
+        .iter()
+        .map(|(l, b)| (l.clone(), b.as_slice()))
+        .collect();
     let cmdline_override = resolved.scenario.predict.cmdline.as_deref();
     let predict = |boot| {
         let inputs = predict::Inputs {
@@ -230,6 +239,7 @@ pub fn predict_for(
             firmware: &firmware,
             memory: resolved.vm.memory,
             acpi_blobs: acpi_blobs.clone(),
+            option_roms: option_roms.clone(),
             boot,
         };
         predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))

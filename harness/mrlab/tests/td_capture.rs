@@ -53,6 +53,7 @@ fn predicted_kernel_boot_has_the_td_capture_shape_and_digests() {
         firmware: &firmware,
         memory: 64 << 30,
         acpi_blobs: acpi,
+        option_roms: Vec::new(),
         boot: Boot::Kernel(KernelBoot {
             kernel: &kernel,
             initrd: Some(b"stand-in initrd"),

@@ -124,19 +124,65 @@ fn scenario_passes(#[files("../../scenarios/*.toml")] path: PathBuf) {
     });
 }
 
-/// A prediction made with the wrong command line must fail, naming the cmdline event first.
-#[test]
-fn wrong_cmdline_prediction_fails_at_linux_cmdline() {
+/// A prediction made with the wrong command line must fail, naming the cmdline event first:
+/// `linux:cmdline` (PCR9) for -kernel boot, the UKI's `.cmdline` section (PCR11) for UKI boot.
+#[rstest]
+#[case::kernel("wrong-cmdline.toml", "linux:cmdline")]
+#[case::uki("wrong-uki-cmdline.toml", "uki:.cmdline")]
+fn wrong_cmdline_prediction_fails_at_the_cmdline_event(#[case] file: &str, #[case] label: &str) {
     let _machine = shared();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/wrong-cmdline.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(file);
     let report = runtime()
         .block_on(run::run_file(&path, &cache(), &options("wrong-cmdline")))
         .report;
     assert_eq!(report.verdict, Verdict::Fail, "{:?}", report.reason);
     let first = report.first_divergence.expect("a first divergence");
-    assert_eq!(first.label.as_deref(), Some("linux:cmdline"));
+    assert_eq!(first.label.as_deref(), Some(label));
     assert_eq!(first.outcome, Outcome::Mismatched);
-    assert!(report.reason.unwrap().contains("linux:cmdline"));
+    assert!(report.reason.unwrap().contains(label));
+}
+
+/// Two VMs that differ in one device get different ACPI tables from the oracle, and their
+/// committed snapshots show it.
+#[test]
+fn one_more_device_changes_the_acpi_tables() {
+    let _machine = shared();
+    let rt = runtime();
+    let tables = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../scenarios")
+            .join(format!("{name}.toml"));
+        let scenario = Scenario::load(&path).unwrap();
+        let Preparation::Ready(p) = rt
+            .block_on(run::prepare(&scenario, &cache(), measure::Platform::Vtpm))
+            .unwrap()
+        else {
+            panic!("{name} cannot be skipped")
+        };
+        p.oracle
+            .get("etc/acpi/tables")
+            .cloned()
+            .expect("ACPI tables")
+    };
+    assert_ne!(
+        tables("kernel-smoke"),
+        tables("nic-1"),
+        "a NIC must change the DSDT"
+    );
+    let snapshot_line = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../results/snapshots")
+            .join(format!("{name}.snap"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .lines()
+            .find(|l| l.contains("etc/acpi/tables "))
+            .map(str::to_owned)
+            .expect("snapshot lists etc/acpi/tables")
+    };
+    assert_ne!(snapshot_line("kernel-smoke"), snapshot_line("nic-1"));
 }
 
 /// A corrupted or truncated evidence record is an error, never a pass; so is a serial log

@@ -157,17 +157,23 @@ async fn run_inner(
     // Boot. The run dir lives in the results folder and is kept, so a failed boot leaves its
     // serial log, QEMU stderr and run.sh behind for a human.
     let resolved = &prepared.resolved;
-    let boot = qemu::boot::boot(
-        &resolved.vm,
-        &qemu::argv::Backend::Vtpm { accel: opts.accel },
-        &qemu::boot::BootOptions {
-            timeout: Duration::from_secs(scenario.timeout_s),
-            keep_dir: true,
-            qemu_binary: resolved.qemu_binary.clone(),
-            temp_root: Some(dir.to_path_buf()),
-        },
-    )
-    .await
+    let options = qemu::boot::BootOptions {
+        timeout: Duration::from_secs(scenario.timeout_s),
+        keep_dir: true,
+        qemu_binary: resolved.qemu_binary.clone(),
+        temp_root: Some(dir.to_path_buf()),
+    };
+    let backend = qemu::argv::Backend::Vtpm { accel: opts.accel };
+    // An infrastructure failure (no run dir, swtpm or QMP trouble) gets one more try; a guest
+    // that boots and then disagrees with the prediction never does.
+    let mut retried = None;
+    let boot = match qemu::boot::boot(&resolved.vm, &backend, &options).await {
+        Err(e) if is_infrastructure(&e) => {
+            retried = Some(format!("retried once after an infrastructure failure: {e}"));
+            qemu::boot::boot(&resolved.vm, &backend, &options).await
+        }
+        other => other,
+    }
     .map_err(|e| format!("boot: {e}"))?;
     for (from, to) in [
         (boot.run_dir.serial_log(), "serial.log"),
@@ -180,8 +186,18 @@ async fn run_inner(
     let _ = std::fs::remove_dir_all(&boot.run_dir.path);
 
     let mut report = judge(&prepared, file, &serial, dir)?;
+    report.notes.extend(retried);
     report.duration_s = started.elapsed().as_secs_f64();
     Ok((report, Some(prepared.prediction)))
+}
+
+/// Failures of the host side, not of the guest: worth one retry.
+fn is_infrastructure(e: &qemu::boot::BootError) -> bool {
+    use qemu::boot::BootError::*;
+    matches!(
+        e,
+        RunDir(_) | Spawn { .. } | Swtpm(_) | SwtpmDied { .. } | Qmp { .. }
+    )
 }
 
 /// Judge a guest's serial output against the prepared prediction: decode the evidence record,

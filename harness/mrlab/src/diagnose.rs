@@ -8,7 +8,7 @@
 //!   MRTD/RTMR0–2 are compared with the prediction.
 
 use crate::compare;
-use crate::report::{Divergence, RegisterRow, ScenarioReport, Verdict};
+use crate::report::{RegisterRow, ScenarioReport, Verdict};
 use crate::run::Prepared;
 use evidence::log::conventional_pcr;
 use measure::tdvf::{self, PageOrder};
@@ -133,23 +133,9 @@ pub fn diagnose_td(
         registers.push(row(reg.name(), &folded.get(reg), &evidence.rtmrs[i]));
     }
 
-    let first_divergence = alignment.first_divergence().map(|d| {
-        let p = d.predicted.map(|i| &predicted[i]);
-        let a = d.actual.map(|j| &actual[j]);
-        let any = p.or(a).expect("an entry has a side");
-        Divergence {
-            outcome: d.outcome,
-            label: p.map(|e| e.label.clone()),
-            pcr: d.pcr,
-            register: any.register().map(|r| r.to_string()),
-            event_type: any.event_type.name().to_string(),
-            predicted_digest: p.and_then(|e| e.digests.sha384_hex()),
-            actual_digest: a.and_then(|e| e.digests.sha384_hex()),
-            predicted_data: p.map(evidence::decode::describe),
-            actual_data: a.map(evidence::decode::describe),
-            varies_with: p.map(|e| e.varies_with.clone()).unwrap_or_default(),
-        }
-    });
+    let first_divergence = alignment
+        .first_divergence()
+        .map(|d| crate::run::divergence(d, &predicted, &actual));
     let events_ok = counts.mismatched == 0 && counts.missing == 0 && counts.unexpected == 0;
     let (verdict, reason) = if !problems.is_empty() {
         (Verdict::Error, Some(problems.join("; ")))

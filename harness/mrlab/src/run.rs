@@ -407,7 +407,7 @@ fn compare_vtpm(
 
     let first_divergence = alignment
         .first_divergence()
-        .map(|d| divergence(d, prediction, &actual));
+        .map(|d| divergence(d, &prediction.events, &actual));
     let registers_ok = registers.iter().all(|r| r.matches);
     let blobs_ok = acpi_blobs.iter().all(|r| r.matches);
     let events_ok = counts.mismatched == 0 && counts.missing == 0 && counts.unexpected == 0;
@@ -505,8 +505,10 @@ fn fold_pcr(events: &[Event], pcr: u32, bank: &str) -> Vec<u8> {
     value
 }
 
-fn divergence(entry: &compare::Entry, prediction: &Prediction, actual: &[Event]) -> Divergence {
-    let p = entry.predicted.map(|i| &prediction.events[i]);
+/// The report's view of one unmatched alignment entry; `predicted` and `actual` are the slices
+/// the alignment indexes.
+pub fn divergence(entry: &compare::Entry, predicted: &[Event], actual: &[Event]) -> Divergence {
+    let p = entry.predicted.map(|i| &predicted[i]);
     let a = entry.actual.map(|j| &actual[j]);
     let any = p.or(a).expect("an entry has at least one side");
     Divergence {

@@ -14,8 +14,6 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fix
 
 /// `expect` keys this test does not check, and why (reported when a set has them).
 const UNCHECKED: &[(&str, &str)] = &[];
-/// Quote keys that need signature verification, which evidence does not do.
-const QUOTE_UNCHECKED: &[&str] = &["signature"];
 
 fn sets() -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -251,11 +249,13 @@ fn check_quote(c: &mut Check, expected: &Value, bytes: &[u8]) {
     match quote::parse(bytes) {
         Err(err) => c.fail(format!("quote: parse error {err}")),
         Ok(q) => {
-            let actual = q.to_json();
+            let mut actual = q.to_json();
+            actual["signature"] = match quote::verify(bytes) {
+                Ok(check) => check.to_json(),
+                Err(err) => json!(format!("verify error: {err}")),
+            };
             for (k, v) in expected.as_object().unwrap() {
-                if !QUOTE_UNCHECKED.contains(&k.as_str()) {
-                    c.eq(&format!("quote.{k}"), v, &actual[k]);
-                }
+                c.eq(&format!("quote.{k}"), v, &actual[k]);
             }
         }
     }

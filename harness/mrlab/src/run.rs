@@ -475,34 +475,32 @@ fn sha384_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha384::digest(bytes))
 }
 
-fn fold_pcr(events: &[Event], pcr: u32, bank: &str) -> Vec<u8> {
-    let mut value = if bank == "sha256" {
-        vec![0u8; 32]
-    } else {
-        vec![0u8; 48]
-    };
-    for e in events
+/// A vTPM PCR folded from the predicted events that land in it, in one bank (`sha256` or
+/// `sha384`), starting from zero. Empty when an event has no digest in that bank.
+pub fn fold_pcr(events: &[Event], pcr: u32, bank: &str) -> Vec<u8> {
+    use measure::event::{extend_sha256, extend_sha384};
+    let mut events = events
         .iter()
-        .filter(|e| e.pcr == pcr && e.extends() && e.platforms.contains(Platform::Vtpm))
-    {
-        value = match bank {
-            "sha256" => match e.digests.sha256 {
-                Some(d) => {
-                    measure::event::extend_sha256(&value.clone().try_into().unwrap_or([0; 32]), &d)
-                        .to_vec()
-                }
-                None => return Vec::new(),
-            },
-            _ => match e.digests.sha384 {
-                Some(d) => {
-                    measure::event::extend_sha384(&value.clone().try_into().unwrap_or([0; 48]), &d)
-                        .to_vec()
-                }
-                None => return Vec::new(),
-            },
-        };
+        .filter(|e| e.pcr == pcr && e.extends() && e.platforms.contains(Platform::Vtpm));
+    if bank == "sha256" {
+        let mut value = [0u8; 32];
+        for e in events.by_ref() {
+            let Some(d) = e.digests.sha256 else {
+                return Vec::new();
+            };
+            value = extend_sha256(&value, &d);
+        }
+        value.to_vec()
+    } else {
+        let mut value = [0u8; 48];
+        for e in events {
+            let Some(d) = e.digests.sha384 else {
+                return Vec::new();
+            };
+            value = extend_sha384(&value, &d);
+        }
+        value.to_vec()
     }
-    value
 }
 
 /// The report's view of one unmatched alignment entry; `predicted` and `actual` are the slices

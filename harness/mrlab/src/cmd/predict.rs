@@ -1,7 +1,7 @@
 //! `mrlab predict`: the predicted event log of a scenario, without booting it.
 
 use measure::tdvf::{self, PageOrder};
-use measure::{Event, Platform, Register, Registers};
+use measure::{Platform, Register, Registers};
 use mrlab::run::{self, Preparation};
 use mrlab::scenario::Scenario;
 use serde_json::{json, Value};
@@ -65,7 +65,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let mut map = serde_json::Map::new();
             for pcr in 0..16u32 {
                 let value = if prediction.full_pcrs.contains(&pcr) {
-                    Value::String(hex::encode(fold_sha384(&prediction.events, pcr)))
+                    Value::String(hex::encode(run::fold_pcr(
+                        &prediction.events,
+                        pcr,
+                        "sha384",
+                    )))
                 } else {
                     Value::Null
                 };
@@ -138,14 +142,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn fold_sha384(events: &[Event], pcr: u32) -> [u8; 48] {
-    let mut value = [0u8; 48];
-    for e in events.iter().filter(|e| e.pcr == pcr && e.extends()) {
-        if let Some(d) = e.digests.sha384 {
-            value = measure::event::extend_sha384(&value, &d);
-        }
-    }
-    value
 }

@@ -78,6 +78,12 @@ pub struct Quirks {
 pub const STUB_SECTIONS_252: &[&str] = &[
     ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
 ];
+/// systemd v254 `src/fundamental/tpm-pcr.c` `unified_sections[]` without `.pcrsig`: v252's list
+/// with `.uname` and `.sbat` after `.dtb` (the order of the section-name strings in Debian's
+/// 254.26 `linuxx64.efi.stub`, and the order its PCR11 events were observed in).
+pub const STUB_SECTIONS_254: &[&str] = &[
+    ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".uname", ".sbat", ".pcrpkey",
+];
 /// systemd v257 `src/fundamental/uki.c` `unified_sections[]` without `.pcrsig`
 /// (`unified_section_measure`).
 pub const STUB_SECTIONS_257: &[&str] = &[
@@ -190,6 +196,17 @@ pub static ROWS: &[Row] = &[
                  only in a TD (observed: four events on vTPM with 2025.02, none with 2022.11).",
     },
     Row {
+        id: "systemd-stub-254-sections",
+        component: Component::SystemdStub,
+        since: Some(Version(254, 0)),
+        until: Some(Version(257, 0)),
+        apply: |q| q.stub_measured_sections = STUB_SECTIONS_254,
+        reason: "systemd v254 added .uname and .sbat to `unified_sections[]` (src/fundamental/\
+                 tpm-pcr.c); the stub measures them after .dtb. Observed: stub 254.26 \
+                 (bookworm-backports) logs .uname and .sbat name/data pairs after .initrd, and \
+                 nothing else new. 255 and 256 are not verified and take this list.",
+    },
+    Row {
         id: "systemd-stub-257-sections",
         component: Component::SystemdStub,
         since: Some(Version(257, 0)),
@@ -197,8 +214,8 @@ pub static ROWS: &[Row] = &[
         apply: |q| q.stub_measured_sections = STUB_SECTIONS_257,
         reason: "systemd-stub measures the UKI sections of `unified_sections[]` (src/fundamental/\
                  uki.c) except .pcrsig; v257 added .ucode, .uname, .sbat, .profile, .dtbauto, \
-                 .hwids to v252's list. Observed: stub 257 logs .uname and .sbat pairs, stub 252 \
-                 none. Versions 253–256 are not verified and take v252's list.",
+                 .hwids to v254's list. Observed: stub 257 logs .uname and .sbat pairs, stub 252 \
+                 none.",
     },
     Row {
         id: "systemd-stub-osrel-initrd",
@@ -210,7 +227,7 @@ pub static ROWS: &[Row] = &[
                  /.extra/os-release (cpio, dir 0555, file 0444, unmeasured) and `combine_initrds` \
                  appends it to .initrd, 4-byte aligned. Observed: the initrd read back from guest \
                  memory is .initrd plus a 416-byte cpio, and its digest is the PCR9 `Linux \
-                 initrd` event; stub 252 passes .initrd alone.",
+                 initrd` event; stubs 252 and 254 pass .initrd alone (observed).",
     },
     Row {
         id: "systemd-boot-loader-conf-measured",
@@ -220,7 +237,7 @@ pub static ROWS: &[Row] = &[
         apply: |q| q.boot_measures_loader_conf = true,
         reason: "systemd-boot measures loader/loader.conf as EV_EVENT_TAG 0xf5bc582a \
                  (\"loader.conf\") into PCR5 (docs/TPM2_PCR_MEASUREMENTS.md). Observed with \
-                 257, absent with 252; 253–256 not verified.",
+                 257, absent with 252 and 254; 255–256 not verified.",
     },
     Row {
         id: "systemd-boot-uki-cmdline-not-passed",
@@ -231,7 +248,8 @@ pub static ROWS: &[Row] = &[
         reason: "systemd-boot 252 passes a type #2 entry's .cmdline as LoadOptions and measures \
                  it into PCR12 (EV_IPL), and stub 252 measures the passed LoadOptions into PCR12 \
                  again: two identical PCR12 events observed. systemd-boot 257 passes none (the \
-                 .cmdline is measured with the sections): PCR12 stays empty. 253–256 not verified.",
+                 .cmdline is measured with the sections): PCR12 stays empty. 254 behaves as 252 \
+                 (two PCR12 events observed); 255–256 not verified.",
     },
 ];
 
@@ -262,6 +280,9 @@ mod tests {
         let stub252 = Quirks::resolve(None, None, Some(Version(252, 39)));
         assert_eq!(stub252.stub_measured_sections, STUB_SECTIONS_252);
         assert!(stub252.boot_passes_uki_cmdline && !stub252.stub_initrd_osrel_cpio);
+        let stub254 = Quirks::resolve(None, None, Some(Version(254, 26)));
+        assert_eq!(stub254.stub_measured_sections, STUB_SECTIONS_254);
+        assert!(stub254.boot_passes_uki_cmdline && !stub254.boot_measures_loader_conf);
         let stub257 = Quirks::resolve(None, None, Some(Version(257, 13)));
         assert_eq!(stub257.stub_measured_sections, STUB_SECTIONS_257);
         assert!(stub257.stub_initrd_osrel_cpio && stub257.boot_measures_loader_conf);

@@ -34,6 +34,10 @@ pub struct UkiBoot<'a> {
     /// The disk's PCI path from the root bus, (device, function) per hop: the path of the boot
     /// option OVMF creates for it.
     pub disk_pci: Vec<(u8, u8)>,
+    /// The PCI paths of the other disks, in the order OVMF enumerates them (root-bus slot
+    /// order, after the boot disk): each gets a "UEFI Misc Device N" boot option before the
+    /// shell's. None is tried, since the boot disk's option comes first.
+    pub other_disks_pci: Vec<Vec<(u8, u8)>>,
     /// systemd-boot as on the ESP.
     pub bootloader: &'a [u8],
     /// `loader/loader.conf` on the ESP, if there is one.
@@ -88,6 +92,8 @@ pub enum PredictError {
         label: String,
         source: crate::optionrom::OptionRomError,
     },
+    #[error("{0} disks: more boot options than OVMF numbers")]
+    TooManyDisks(usize),
     #[error("{what}: {source}")]
     Image {
         what: &'static str,
@@ -290,15 +296,23 @@ fn uki_boot_events(
 ) -> Result<(), PredictError> {
     let uki = Uki::parse(boot.uki).map_err(image_err("UKI"))?;
 
-    // PCR1: BootOrder and the options OVMF has at ReadyToBoot: its menu, the disk, the shell.
-    events.push(uefi::boot_order(&[0, 1, 2]));
+    // PCR1: BootOrder and the options OVMF has at ReadyToBoot: its menu, each disk (the boot
+    // disk first), the shell.
+    let disks: Vec<&[(u8, u8)]> = std::iter::once(boot.disk_pci.as_slice())
+        .chain(boot.other_disks_pci.iter().map(Vec::as_slice))
+        .collect();
+    let shell_number =
+        u16::try_from(disks.len() + 1).map_err(|_| PredictError::TooManyDisks(disks.len()))?;
+    events.push(uefi::boot_order(&(0..=shell_number).collect::<Vec<u16>>()));
     let menu = boot_manager_menu(BootManagerMenu::UiApp).encode()?;
     events.push(uefi::boot_option(0, &menu));
-    let disk = ovmf::misc_device(&boot.disk_pci, 1).encode()?;
-    events.push(uefi::boot_option(1, &disk));
+    for (number, pci) in (1u16..).zip(&disks) {
+        let disk = ovmf::misc_device(pci, usize::from(number)).encode()?;
+        events.push(uefi::boot_option(number, &disk));
+    }
     let shell = ovmf::fv_application(ovmf::UEFI_SHELL, "EFI Internal Shell", LOAD_OPTION_ACTIVE)
         .encode()?;
-    events.push(uefi::boot_option(2, &shell));
+    events.push(uefi::boot_option(shell_number, &shell));
 
     // ReadyToBoot (no image is loaded before it on this path).
     ready_to_boot(q, events);

@@ -27,6 +27,8 @@ pub struct UkiParts {
     pub disk: PathBuf,
     /// The disk's PCI path from the root bus, (device, function) per hop.
     pub disk_pci: Vec<(u8, u8)>,
+    /// The other disks' PCI paths, in root-bus order (OVMF's boot options for them).
+    pub other_disks_pci: Vec<Vec<(u8, u8)>>,
     /// systemd-boot as copied to `\EFI\BOOT\BOOTX64.EFI`.
     pub bootloader: PathBuf,
     pub uki: PathBuf,
@@ -195,6 +197,18 @@ pub fn resolve(
         });
     }
     if let Some(parts) = &mut uki {
+        if vm
+            .devices
+            .iter()
+            .any(|d| matches!(d, qemu::vm::Device::Net { .. }))
+        {
+            return Err(key_err(
+                "devices",
+                "UKI boot with virtio-net is not predicted: OVMF adds network boot options per \
+                 NIC (PXEv4 twice, PXEv6, HTTPv4, HTTPv6, named by MAC) ahead of the shell"
+                    .into(),
+            ));
+        }
         // First on the root bus, so OVMF enumerates it first ("UEFI Misc Device", Boot0001).
         vm.devices.insert(
             0,
@@ -208,6 +222,14 @@ pub fn resolve(
             }),
         );
         parts.disk_pci = vec![(root_bus_slot(&vm.devices, 0), 0)];
+        parts.other_disks_pci = vm
+            .devices
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, d)| matches!(d, qemu::vm::Device::Disk(_)))
+            .map(|(i, _)| vec![(root_bus_slot(&vm.devices, i), 0)])
+            .collect();
     }
     let systemd_version = uki.as_ref().and_then(|u| u.systemd_version);
     let option_roms = option_roms(&vm, &qemu_binary).map_err(|m| key_err("devices", m))?;
@@ -271,6 +293,7 @@ fn uki_parts(
     Ok(UkiParts {
         disk,
         disk_pci: Vec::new(),
+        other_disks_pci: Vec::new(),
         bootloader: cache.systemd_boot(bootloader_id)?,
         uki,
         loader_conf: Some(LOADER_CONF.into()),

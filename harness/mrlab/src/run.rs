@@ -284,6 +284,7 @@ pub fn predict_for(
                 disk: &disk,
                 block_size: 512,
                 disk_pci: uki.disk_pci.clone(),
+                other_disks_pci: uki.other_disks_pci.clone(),
                 bootloader: &bootloader,
                 loader_conf: uki.loader_conf.as_deref().map(str::as_bytes),
                 uki: &image,

@@ -144,10 +144,27 @@ pub fn resolve(
     };
     let mut vm = qemu::vm::Vm::new(firmware, scenario.cpus, scenario.memory, boot);
     vm.tpm = tpm;
+    if scenario.preset == Some(crate::scenario::Preset::Dstack) {
+        let preset = scenario.dstack.clone().unwrap_or_default();
+        vm.machine = qemu::vm::DstackLayout::machine(false, None);
+        vm.devices = dstack_layout(&preset, cache)
+            .map_err(|m| key_err("dstack", m))?
+            .devices();
+        if !preset.vsock {
+            vm.devices
+                .retain(|d| !matches!(d, qemu::vm::Device::Vsock { .. }));
+        }
+        for device in &mut vm.devices {
+            if let qemu::vm::Device::Disk(disk) = device {
+                disk.format = qemu::vm::DiskFormat::Raw;
+                disk.readonly = true;
+            }
+        }
+    }
     let m = &scenario.machine;
-    vm.machine.smm = m.smm;
-    vm.machine.hpet = m.hpet;
-    vm.machine.pic = m.pic;
+    vm.machine.smm = m.smm.or(vm.machine.smm);
+    vm.machine.hpet = m.hpet.or(vm.machine.hpet);
+    vm.machine.pic = m.pic.or(vm.machine.pic);
     vm.machine.acpi_pci_hotplug_with_bridge_support = m.acpi_pci_hotplug;
     if let Some(size) = &m.pci_hole64_size {
         let bytes =
@@ -368,6 +385,40 @@ fn blank_disk(cache: &images::Cache, size: u64) -> Result<PathBuf, String> {
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(path)
+}
+
+/// dstack-vmm's layout on blank images. Every disk is a read-only raw file, where dstack's hd1
+/// is a writable qcow2: format and write access are invisible to the firmware's measurements
+/// (PCI functions and ACPI are the same), and a shared cached file must not be written.
+fn dstack_layout(
+    preset: &crate::scenario::DstackPreset,
+    cache: &images::Cache,
+) -> Result<qemu::vm::DstackLayout, String> {
+    use crate::scenario::{DstackHostShare, DstackRootfs};
+    if preset.nics > 8 {
+        return Err(format!("nics = {}: at most 8", preset.nics));
+    }
+    let blank = || blank_disk(cache, 64 << 20);
+    Ok(qemu::vm::DstackLayout {
+        rootfs: match preset.rootfs {
+            DstackRootfs::Verity => qemu::vm::DstackRootfs::Verity(blank()?),
+            DstackRootfs::Iso => qemu::vm::DstackRootfs::Iso(blank()?),
+        },
+        data_disk: blank()?,
+        verity_volumes: (0..preset.verity_volumes)
+            .map(|_| blank())
+            .collect::<Result<_, _>>()?,
+        nics: preset.nics as usize,
+        guest_cid: 3,
+        host_share: match preset.host_share {
+            DstackHostShare::NineP => qemu::vm::DstackHostShare::NinePFs {
+                path: empty_dir(cache)?,
+                readonly: true,
+            },
+            DstackHostShare::Disk => qemu::vm::DstackHostShare::Disk { file: blank()? },
+        },
+        root_ports: preset.root_ports,
+    })
 }
 
 /// An empty folder in the image cache to share over 9p.

@@ -40,6 +40,13 @@ pub struct Scenario {
     pub machine: MachineOptions,
     #[serde(default)]
     pub devices: Vec<Device>,
+    /// `dstack`: the devices and machine options dstack-vmm gives a CVM, shaped by `[dstack]`,
+    /// instead of `[[devices]]` (`[machine]` keys still apply on top).
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    /// The `dstack` preset's knobs (dstack-vmm's VM configuration).
+    #[serde(default)]
+    pub dstack: Option<DstackPreset>,
     /// Prediction-only overrides: the VM boots as described above, the prediction is made as if
     /// these values held. Used to check that a wrong prediction is caught.
     #[serde(default)]
@@ -91,6 +98,66 @@ pub enum Device {
     PcieRootPort {},
 }
 
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    Dstack,
+}
+
+/// dstack-vmm's per-VM choices (Dstack-TEE/dstack `dstack/vmm/src/app/qemu.rs`). The disks are
+/// blank: their contents are not measured in a `-kernel` boot, only their PCI functions are.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DstackPreset {
+    /// `verity` (hd0, image versions ≥ 0.5.0) or `iso` (a CD-ROM, older images).
+    #[serde(default)]
+    pub rootfs: DstackRootfs,
+    #[serde(default)]
+    pub verity_volumes: u32,
+    #[serde(default = "default_nics")]
+    pub nics: u32,
+    /// vhost-vsock (guest CID 3); dstack always has it, `false` only to run the rest of the
+    /// layout on a host without `/dev/vhost-vsock`.
+    #[serde(default = "default_true")]
+    pub vsock: bool,
+    /// `9p` (virtfs `host-shared`) or `disk` (read-only hd2).
+    #[serde(default)]
+    pub host_share: DstackHostShare,
+    /// Empty pcie-root-ports, as dstack adds one per GPU/NVSwitch.
+    #[serde(default)]
+    pub root_ports: u8,
+}
+
+impl Default for DstackPreset {
+    fn default() -> Self {
+        DstackPreset {
+            rootfs: DstackRootfs::default(),
+            verity_volumes: 0,
+            nics: default_nics(),
+            vsock: true,
+            host_share: DstackHostShare::default(),
+            root_ports: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DstackRootfs {
+    #[default]
+    Verity,
+    Iso,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum DstackHostShare {
+    #[default]
+    #[serde(rename = "9p")]
+    NineP,
+    #[serde(rename = "disk")]
+    Disk,
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PredictOverrides {
@@ -126,6 +193,12 @@ fn default_timeout() -> u64 {
 }
 fn default_cid() -> u32 {
     3
+}
+fn default_nics() -> u32 {
+    1
+}
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +249,23 @@ impl Scenario {
         }
         if scenario.timeout_s == 0 {
             return Err(invalid("timeout_s", "must be positive"));
+        }
+        match scenario.preset {
+            Some(Preset::Dstack) => {
+                if !scenario.devices.is_empty() {
+                    return Err(invalid(
+                        "devices",
+                        "the `dstack` preset sets the devices; shape them under [dstack]",
+                    ));
+                }
+                if scenario.boot == BootMode::Uki {
+                    return Err(invalid("preset", "dstack boots with -kernel, not a UKI"));
+                }
+            }
+            None if scenario.dstack.is_some() => {
+                return Err(invalid("dstack", "needs `preset = \"dstack\"`"));
+            }
+            None => {}
         }
         scenario.dir = path.parent().map(Path::to_owned).unwrap_or_default();
         Ok(scenario)
@@ -239,6 +329,34 @@ mod tests {
 
     fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         Scenario::parse(text, Path::new("scenarios/x.toml"))
+    }
+
+    #[test]
+    fn dstack_preset_takes_dstack_defaults_and_owns_the_devices() {
+        let s = parse("name = \"d\"\npreset = \"dstack\"").unwrap();
+        assert_eq!(s.preset, Some(Preset::Dstack));
+        let d = s.dstack.unwrap_or_default();
+        assert_eq!((d.nics, d.vsock, d.verity_volumes), (1, true, 0));
+        assert_eq!(d.host_share, DstackHostShare::NineP);
+        let s = parse(
+            "name = \"d\"\npreset = \"dstack\"\n[dstack]\nhost_share = \"disk\"\nrootfs = \"iso\"",
+        )
+        .unwrap();
+        let d = s.dstack.unwrap();
+        assert_eq!(
+            (d.host_share, d.rootfs),
+            (DstackHostShare::Disk, DstackRootfs::Iso)
+        );
+
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        assert!(
+            err("name = \"d\"\npreset = \"dstack\"\n[[devices]]\nkind = \"virtio-net\"")
+                .contains("key `devices`: the `dstack` preset sets the devices")
+        );
+        assert!(err("name = \"d\"\n[dstack]\nnics = 2").contains("key `dstack`: needs `preset"));
+        assert!(err("name = \"d\"\npreset = \"dstack\"\nboot = \"uki\"").contains("key `preset`"));
+        assert!(err("name = \"d\"\npreset = \"dstak\"").contains("dstak"));
+        assert!(err("name = \"d\"\npreset = \"dstack\"\n[dstack]\nnic = 2").contains("nic"));
     }
 
     #[test]

@@ -185,3 +185,103 @@ fn row(name: &str, predicted: &[u8; 48], actual: &[u8; 48]) -> RegisterRow {
         matches: predicted == actual,
     }
 }
+
+impl TdEvidence {
+    /// A TD's evidence from the agent's record: the CCEL log (`ccel/data`) and the registers of
+    /// the quote (`tdx/quote`) or, without one, of the TDREPORT (`tdx/tdreport`). What is missing
+    /// is an error that carries the agent's own account (`errors`).
+    pub fn from_record(record: &agent::record::Record) -> Result<TdEvidence, String> {
+        let agent_said = || {
+            record
+                .get("errors")
+                .map(|e| format!(" (agent: {})", String::from_utf8_lossy(e).trim()))
+                .unwrap_or_default()
+        };
+        let data = record.get("ccel/data").ok_or_else(|| {
+            format!(
+                "no ccel/data: the guest exposed no CCEL ACPI table data{}",
+                agent_said()
+            )
+        })?;
+        let log = evidence::log::parse(data, evidence::log::Format::Ccel)
+            .map_err(|e| format!("ccel/data: {e}"))?;
+        let (mrtd, rtmrs, source) = if let Some(q) = record.get("tdx/quote") {
+            let quote = evidence::quote::parse(q).map_err(|e| format!("tdx/quote: {e}"))?;
+            (quote.body.mrtd, quote.body.rtmrs, "quote")
+        } else if let Some(r) = record.get("tdx/tdreport") {
+            let report = evidence::tdreport::parse(r).map_err(|e| format!("tdx/tdreport: {e}"))?;
+            (report.mrtd, report.rtmrs, "TDREPORT")
+        } else {
+            return Err(format!(
+                "neither tdx/quote nor tdx/tdreport: no TD registers{}",
+                agent_said()
+            ));
+        };
+        Ok(TdEvidence {
+            log,
+            mrtd,
+            rtmrs,
+            source: source.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use measure::Register;
+
+    fn fixture(path: &str) -> Vec<u8> {
+        let p =
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/").to_string() + path;
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    /// The real GCE TD capture, packed as the agent would record it: the quote's registers and
+    /// the CCEL's replay must be the fixture's expected RTMRs.
+    #[test]
+    fn td_evidence_from_a_recorded_capture() {
+        let mut record = agent::record::Record::default();
+        record.push(
+            "ccel/data",
+            fixture("tdx-ccel/go-tdx-guest-cos-113/ccel_data.dat"),
+        );
+        record.push(
+            "tdx/quote",
+            fixture("tdx-ccel/go-tdx-guest-cos-113/cos-113-tdx-quote.dat"),
+        );
+        let td = TdEvidence::from_record(&record).unwrap();
+        assert_eq!(td.source, "quote");
+        let rtmr0 = "3fa2f61f395b7f5feefb4ec2df61297f109ad8abcd6410c1b7df60f21f37b19297fc35e544039c7e1edece752afd17f6";
+        assert_eq!(hex::encode(td.rtmrs[0]), rtmr0);
+        assert_eq!(
+            hex::encode(td.log.replay_rtmrs().get(Register::Rtmr0)),
+            rtmr0
+        );
+        // expected.json: 44 records, the Spec ID header and 16 + 7 + 20 measurements.
+        assert_eq!(td.log.events.len(), 16 + 7 + 20);
+    }
+
+    #[test]
+    fn missing_td_evidence_is_an_error_with_the_agents_account() {
+        let mut record = agent::record::Record::default();
+        record.push(
+            "errors",
+            b"tdx/tdreport: /dev/tdx_guest: not found\n".to_vec(),
+        );
+        let err = TdEvidence::from_record(&record).err().unwrap();
+        assert!(
+            err.contains("no ccel/data") && err.contains("/dev/tdx_guest"),
+            "{err}"
+        );
+        record.push(
+            "ccel/data",
+            fixture("tdx-ccel/go-tdx-guest-cos-113/ccel_data.dat"),
+        );
+        let err = TdEvidence::from_record(&record).err().unwrap();
+        assert!(err.contains("neither tdx/quote nor tdx/tdreport"), "{err}");
+        record.push("tdx/tdreport", vec![0; 10]);
+        let err = TdEvidence::from_record(&record).err().unwrap();
+        assert!(err.starts_with("tdx/tdreport:"), "{err}");
+    }
+}

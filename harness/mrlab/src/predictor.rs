@@ -48,6 +48,7 @@ use measure::tdvf::{self, PageOrder};
 use measure::{Register, Registers};
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::str::FromStr;
@@ -223,7 +224,7 @@ pub fn builtin_registers(
 pub enum Prediction {
     /// Registers; `unsupported` lists registers the predictor cannot model for this VM, why.
     Registers {
-        registers: TdRegisters,
+        registers: Box<TdRegisters>,
         unsupported: Vec<(&'static str, String)>,
     },
     /// The predictor cannot express this VM at all.
@@ -406,7 +407,7 @@ pub async fn vs_builtin(
         Ok((td, reference)) => {
             check_all(
                 predictors,
-                &td.resolved,
+                &td,
                 order,
                 &reference,
                 LABEL,
@@ -434,11 +435,11 @@ pub fn errored(predictor: &Predictor, error: String, reference_label: &str) -> P
     }
 }
 
-/// Run every predictor on the TD VM of `resolved` (each in `work/<name>/`) and compare it
-/// with `reference`.
+/// Run every predictor on the TD VM of `td` (each in `work/<name>/`) and compare it with
+/// `reference`.
 pub async fn check_all(
     predictors: &[Predictor],
-    resolved: &Resolved,
+    td: &crate::run::Prepared,
     order: PageOrder,
     reference: &TdRegisters,
     reference_label: &str,
@@ -446,16 +447,17 @@ pub async fn check_all(
 ) -> Vec<PredictorReport> {
     let mut out = Vec::new();
     for p in predictors {
-        let prediction = predict(p, resolved, order, &work.join(&p.name)).await;
+        let prediction = predict(p, &td.resolved, &td.oracle, order, &work.join(&p.name)).await;
         out.push(compare(p, prediction, reference, reference_label));
     }
     out
 }
 
-/// Run one predictor.
+/// Run one predictor on the VM of `resolved`; `oracle` is that VM's fw_cfg dump.
 pub async fn predict(
     predictor: &Predictor,
     resolved: &Resolved,
+    oracle: &BTreeMap<String, Vec<u8>>,
     order: PageOrder,
     dir: &Path,
 ) -> Prediction {
@@ -479,7 +481,7 @@ pub async fn predict(
             match run_capture(Path::new("sh"), &argv, &[], dir).await {
                 Ok(stdout) => match TdRegisters::from_json(&stdout) {
                     Ok(registers) => Prediction::Registers {
-                        registers,
+                        registers: Box::new(registers),
                         unsupported: Vec::new(),
                     },
                     Err(e) => Prediction::Error(e),
@@ -496,10 +498,22 @@ pub async fn predict(
                 return Prediction::Error(e);
             }
             // dstack-mr logs through tracing to stdout; keep stdout for the JSON.
-            match run_capture(path, &plan.argv, &[("RUST_LOG", "off")], dir).await {
+            let mut env = vec![("RUST_LOG".to_string(), "off".to_string())];
+            if plan.unsupported.iter().any(|(r, _)| *r == "rtmr0") {
+                // RTMR0 is not compared, but dstack-mr computes it before anything else and
+                // needs `dstack-acpi-tables` for that. Stand in this VM's own tables (from the
+                // oracle), so MRTD/RTMR1/RTMR2, which do not depend on ACPI, still come out.
+                match stand_in_acpi_tables(oracle, dir) {
+                    Ok(path) => env.push(("PATH".into(), path)),
+                    Err(e) => return Prediction::Error(e),
+                }
+            }
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            match run_capture(path, &plan.argv, &env, dir).await {
                 Ok(stdout) => match TdRegisters::from_json(&stdout) {
                     Ok(registers) => Prediction::Registers {
-                        registers,
+                        registers: Box::new(registers),
                         unsupported: plan.unsupported,
                     },
                     Err(e) => Prediction::Error(e),
@@ -508,6 +522,28 @@ pub async fn predict(
             }
         }
     }
+}
+
+/// A `dstack-acpi-tables` that prints `etc/acpi/tables` from `oracle`, first on a `PATH` it
+/// returns.
+fn stand_in_acpi_tables(oracle: &BTreeMap<String, Vec<u8>>, dir: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let tables = oracle
+        .get("etc/acpi/tables")
+        .ok_or("the fw_cfg oracle served no etc/acpi/tables")?;
+    let bin = absolute(dir).join("stand-in-bin");
+    std::fs::create_dir_all(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    let blob = bin.join("etc-acpi-tables.bin");
+    std::fs::write(&blob, tables).map_err(|e| format!("{}: {e}", blob.display()))?;
+    let script = bin.join("dstack-acpi-tables");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nexec cat '{}'\n", blob.display()),
+    )
+    .and_then(|()| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)))
+    .map_err(|e| format!("{}: {e}", script.display()))?;
+    let path = std::env::var("PATH").unwrap_or_default();
+    Ok(format!("{}:{path}", bin.display()))
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -1095,7 +1131,7 @@ mod tests {
         let partial = compare(
             &p,
             Prediction::Registers {
-                registers: one_off.clone(),
+                registers: Box::new(one_off.clone()),
                 unsupported: vec![("rtmr1", "no".into())],
             },
             &reference,
@@ -1105,7 +1141,7 @@ mod tests {
         let wrong = compare(
             &p,
             Prediction::Registers {
-                registers: one_off,
+                registers: Box::new(one_off),
                 unsupported: Vec::new(),
             },
             &reference,

@@ -142,7 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let rows = rt.block_on(predictor::check_all(
                 &args.predictors,
-                &prepared.resolved,
+                &prepared,
                 order,
                 &actual,
                 &label,

@@ -886,20 +886,27 @@ pub fn dstack_shape(vm: &qemu::vm::Vm) -> Result<DstackShape, String> {
         .collect();
     let text: String = kinds.iter().collect();
     let describe = || {
+        let these = if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            format!(
+                "[{}]",
+                kinds
+                    .iter()
+                    .map(|k| match k {
+                        'b' => "blk",
+                        'n' => "net",
+                        'v' => "vsock",
+                        's' => "9p",
+                        _ => "root-port",
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         format!(
             "dstack-mr's VM has PCI devices blk, blk×volumes, net×N, vsock, 9p[, blk rootfs]; \
-             this one has [{}]",
-            kinds
-                .iter()
-                .map(|k| match k {
-                    'b' => "blk",
-                    'n' => "net",
-                    'v' => "vsock",
-                    's' => "9p",
-                    _ => "root-port",
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
+             this one has {these}"
         )
     };
     let blks = text.chars().take_while(|&c| c == 'b').count();

@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod diagnose;
+pub mod predictor;
 pub mod report;
 pub mod resolve;
 pub mod run;

@@ -73,6 +73,9 @@ pub struct ScenarioReport {
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub event_rows: Vec<EventRow>,
+    /// External predictors side by side with the reference (`--predictor`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub predictors: Vec<crate::predictor::PredictorReport>,
 }
 
 impl ScenarioReport {
@@ -99,6 +102,7 @@ impl ScenarioReport {
             duration_s,
             notes: Vec::new(),
             event_rows: Vec::new(),
+            predictors: Vec::new(),
         }
     }
 }
@@ -145,7 +149,80 @@ pub fn markdown(reports: &[ScenarioReport]) -> String {
             );
         }
     }
+    predictor_tables(&mut out, reports);
     out
+}
+
+/// ` [name: status, …]` for a scenario's one-line summary; empty without predictors.
+pub fn predictor_summary(report: &ScenarioReport) -> String {
+    if report.predictors.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = report
+        .predictors
+        .iter()
+        .map(|p| {
+            let status = serde_json::to_value(p.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            format!("{}: {status}", p.name)
+        })
+        .collect();
+    format!(" [predictors {}]", parts.join(", "))
+}
+
+/// Each predictor beside its reference, register by register.
+fn predictor_tables(out: &mut String, reports: &[ScenarioReport]) {
+    for r in reports.iter().filter(|r| !r.predictors.is_empty()) {
+        let _ = writeln!(out, "\n### {} — predictors", r.name);
+        for p in &r.predictors {
+            let _ = writeln!(
+                out,
+                "\n`{}` ({}): {}",
+                p.name,
+                p.kind,
+                predictor_summary_status(p)
+            );
+            if p.registers.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "\n| register | {} | {} | match |\n|---|---|---|---|",
+                p.name, p.reference
+            );
+            for reg in &p.registers {
+                let verdict = match (reg.matches, &reg.unsupported) {
+                    (Some(true), _) => "yes".to_string(),
+                    (Some(false), _) => "**NO**".to_string(),
+                    (None, Some(why)) => format!("not compared: {why}"),
+                    (None, None) => "not compared".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {verdict} |",
+                    reg.name,
+                    reg.predicted.as_deref().unwrap_or("-"),
+                    reg.reference.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+}
+
+fn predictor_summary_status(p: &crate::predictor::PredictorReport) -> String {
+    use crate::predictor::Status;
+    match p.status {
+        Status::Match => "every register matches".into(),
+        Status::Partial => "every compared register matches".into(),
+        Status::Mismatch => "MISMATCH".into(),
+        Status::Unsupported => format!(
+            "unsupported: {}",
+            p.unsupported.as_deref().unwrap_or_default()
+        ),
+        Status::Error => format!("error: {}", p.error.as_deref().unwrap_or_default()),
+    }
 }
 
 /// JUnit XML: one testcase per scenario.

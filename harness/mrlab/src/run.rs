@@ -26,6 +26,8 @@ pub struct Options {
     /// Where each scenario's folder (report.json, serial.log, run.sh, evidence/) goes.
     pub results: PathBuf,
     pub accel: qemu::argv::Accel,
+    /// External predictors, each compared with the builtin TD prediction (`--predictor`).
+    pub predictors: Vec<crate::predictor::Predictor>,
 }
 
 /// Everything a run produced, for the report and for tests.
@@ -187,6 +189,10 @@ async fn run_inner(
 
     let mut report = judge(&prepared, file, &serial, dir)?;
     report.notes.extend(retried);
+    if !opts.predictors.is_empty() {
+        let predictors = crate::predictor::vs_builtin(&opts.predictors, scenario, cache, dir).await;
+        crate::predictor::apply(&mut report, predictors);
+    }
     report.duration_s = started.elapsed().as_secs_f64();
     Ok((report, Some(prepared.prediction)))
 }
@@ -468,6 +474,7 @@ fn compare_vtpm(
         duration_s: 0.0,
         notes,
         event_rows: event_rows(&alignment, prediction, &actual),
+        predictors: Vec::new(),
     })
 }
 

@@ -29,6 +29,7 @@ fn options(test: &str) -> Options {
     Options {
         results: results(test),
         accel: qemu::argv::Accel::Tcg,
+        predictors: Vec::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 use measure::tdvf::PageOrder;
 use measure::Platform;
 use mrlab::diagnose::{self, TdEvidence};
+use mrlab::predictor;
 use mrlab::report::{self, Verdict};
 use mrlab::run::{self, Preparation};
 use mrlab::scenario::Scenario;
@@ -15,7 +16,9 @@ use std::process::ExitCode;
   mrlab diagnose --scenario my-td.toml --event-log ccel.bin --quote quote.dat
   mrlab diagnose --scenario my-td.toml --event-log quote-report.json     (dstack JSON carries its quote)
 Prints the first event where reality and prediction part, both digests, the decoded event data and
-what that event varies with. Exit 0 only when everything matches.")]
+what that event varies with. Exit 0 only when everything matches.
+--predictor NAME=COMMAND / dstack-mr=PATH (repeatable) also compares external predictors with the
+TD's registers (TD evidence) or with the builtin TD prediction (a vtpm results folder).")]
 pub struct Args {
     /// The scenario describing the VM the evidence came from.
     #[arg(long)]
@@ -35,6 +38,9 @@ pub struct Args {
     /// MRTD page-add order of the TD's QEMU/KVM: single-pass (QEMU >= 9 upstream) or two-pass.
     #[arg(long, default_value = "single-pass", value_parser = ["single-pass", "two-pass"])]
     pub mrtd_order: String,
+    /// An external TD predictor: NAME=COMMAND or dstack-mr=PATH (see `mrlab run --help`).
+    #[arg(long = "predictor", value_name = "NAME=COMMAND")]
+    pub predictors: Vec<predictor::Predictor>,
     /// Print the JSON report instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -45,10 +51,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cache = images::Cache::open(&images::workspace_root())?;
     let rt = tokio::runtime::Runtime::new()?;
     let file = args.scenario.display().to_string();
+    predictor::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
+    // Predictors work (inputs.json, dstack-mr's image folder) in a folder dropped at exit.
+    let work = tempfile::tempdir()?;
     let report = if let Some(dir) = &args.evidence {
         let prepared = ready(rt.block_on(run::prepare(&scenario, &cache, Platform::Vtpm)))?;
         let record = diagnose::record_from_dir(dir).map_err(anyhow::Error::msg)?;
-        run::judge_record(&prepared, &file, &record).map_err(anyhow::Error::msg)?
+        let mut report =
+            run::judge_record(&prepared, &file, &record).map_err(anyhow::Error::msg)?;
+        if !args.predictors.is_empty() {
+            let rows = rt.block_on(predictor::vs_builtin(
+                &args.predictors,
+                &scenario,
+                &cache,
+                work.path(),
+            ));
+            predictor::apply(&mut report, rows);
+        }
+        report
     } else {
         let log_path = args.event_log.as_ref().ok_or_else(|| {
             anyhow::anyhow!("give --evidence DIR, or --event-log F with --quote Q or --tdreport T")
@@ -101,7 +121,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             PageOrder::SinglePass
         };
-        diagnose::diagnose_td(
+        let label = format!("actual ({source})");
+        let mut report = diagnose::diagnose_td(
             &prepared,
             &file,
             &TdEvidence {
@@ -112,7 +133,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
             order,
         )
-        .map_err(anyhow::Error::msg)?
+        .map_err(anyhow::Error::msg)?;
+        if !args.predictors.is_empty() {
+            let actual = predictor::TdRegisters {
+                mrtd,
+                rtmr: [rtmrs[0], rtmrs[1], rtmrs[2]],
+                rtmr3: Some(rtmrs[3]),
+            };
+            let rows = rt.block_on(predictor::check_all(
+                &args.predictors,
+                &prepared,
+                order,
+                &actual,
+                &label,
+                work.path(),
+            ));
+            predictor::apply(&mut report, rows);
+        }
+        report
     };
     if args.json {
         println!("{}", report::json(std::slice::from_ref(&report)));

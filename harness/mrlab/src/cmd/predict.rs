@@ -1,7 +1,7 @@
 //! `mrlab predict`: the predicted event log of a scenario, without booting it.
 
-use measure::tdvf::{self, PageOrder};
-use measure::{Platform, Register, Registers};
+use measure::tdvf::PageOrder;
+use measure::Platform;
 use mrlab::run::{self, Preparation};
 use mrlab::scenario::Scenario;
 use serde_json::{json, Value};
@@ -48,17 +48,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let prediction = &prepared.prediction;
     let registers = match platform {
         Platform::Tdx => {
-            let firmware = std::fs::read(&prepared.resolved.vm.firmware)?;
-            let tdvf = tdvf::Tdvf::parse(&firmware)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", prepared.resolved.vm.firmware.display()))?;
-            let mrtd = tdvf::mrtd(&tdvf, &firmware, PageOrder::SinglePass)?;
-            let regs = Registers::fold(&prediction.events);
+            // The same values `--predictor` compares external predictors with.
+            let regs = mrlab::predictor::builtin_registers(&prepared, PageOrder::SinglePass)
+                .map_err(anyhow::Error::msg)?;
             json!({
-                "mrtd": hex::encode(mrtd),
-                "rtmr0": hex::encode(regs.get(Register::Rtmr0)),
-                "rtmr1": hex::encode(regs.get(Register::Rtmr1)),
-                "rtmr2": hex::encode(regs.get(Register::Rtmr2)),
-                "rtmr3": hex::encode(regs.get(Register::Rtmr3)),
+                "mrtd": hex::encode(regs.mrtd),
+                "rtmr0": hex::encode(regs.rtmr[0]),
+                "rtmr1": hex::encode(regs.rtmr[1]),
+                "rtmr2": hex::encode(regs.rtmr[2]),
+                "rtmr3": regs.rtmr3.map(hex::encode),
             })
         }
         Platform::Vtpm => {

@@ -10,6 +10,12 @@ use std::sync::Arc;
 #[command(after_help = "Examples:
   mrlab run scenarios/                    every scenario in the folder, on the vtpm backend
   mrlab run scenarios/kernel-smoke.toml --junit junit.xml
+  mrlab run scenarios/dstack-like.toml --predictor dstack-mr=/usr/local/bin/dstack-mr
+  mrlab run scenarios/ --predictor mine='python3 my_predictor.py'
+A predictor gets inputs.json (the VM: files, cmdline, cpus, memory, machine flags, devices) as
+its last argument and prints {\"mrtd\",\"rtmr0\",\"rtmr1\",\"rtmr2\"} (96 hex digits each); the
+report sets each register beside the builtin TD prediction, which the vtpm run verifies
+(README.md, \"External predictors\").
 Each scenario gets a folder under --results with report.json, serial.log, run.sh (re-runs the
 VM by hand) and evidence/ (what the guest collected). Exit status 0 only if every scenario passes.")]
 pub struct Args {
@@ -31,6 +37,10 @@ pub struct Args {
     /// Write a markdown summary here.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// An external TD predictor, compared register by register with the builtin prediction:
+    /// NAME=COMMAND (run by sh with inputs.json appended) or dstack-mr=PATH. Repeatable.
+    #[arg(long = "predictor", value_name = "NAME=COMMAND")]
+    pub predictors: Vec<mrlab::predictor::Predictor>,
     /// Folder for per-scenario results.
     #[arg(long, default_value = "results/runs")]
     pub results: PathBuf,
@@ -40,12 +50,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.backend == "tdx" {
         anyhow::bail!("--backend tdx: this build runs the vtpm backend only; TDX evidence can be checked offline with `mrlab replay`/`mrlab quote`");
     }
+    mrlab::predictor::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
     let files = scenario_files(&args.scenarios)?;
     let cache = Arc::new(images::Cache::open(&images::workspace_root())?);
     let jobs = args.jobs.unwrap_or_else(default_jobs).max(1);
     let opts = Arc::new(Options {
         results: args.results.clone(),
         accel: qemu::argv::Accel::Tcg,
+        predictors: args.predictors.clone(),
     });
     let rt = tokio::runtime::Runtime::new()?;
     let total = files.len();
@@ -60,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let out = run::run_file(&file, &cache, &opts).await;
                 let r = &out.report;
                 eprintln!(
-                    "[{}/{total}] {} {:?} ({:.1} s){}",
+                    "[{}/{total}] {} {:?} ({:.1} s){}{}",
                     i + 1,
                     r.name,
                     r.verdict,
@@ -68,7 +80,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     r.reason
                         .as_deref()
                         .map(|x| format!(": {x}"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    report::predictor_summary(r)
                 );
                 out.report
             }));

@@ -71,6 +71,11 @@ pub struct Quirks {
     /// systemd-boot passes a UKI's `.cmdline` as its LoadOptions and measures it into PCR12; the
     /// stub, seeing LoadOptions, measures them into PCR12 again.
     pub boot_passes_uki_cmdline: bool,
+    /// The order QEMU adds the TDVF pages to a TD in, which MRTD hashes.
+    pub mrtd_page_order: crate::tdvf::PageOrder,
+    /// QEMU's TDX needs guest RAM as an explicit `memory-backend` named by `-machine` (the
+    /// pre-upstream TDX builds), rather than upstream's implicit one.
+    pub tdx_named_memory_backend: bool,
 }
 
 /// systemd v252 `src/boot/efi/tpm-pcr.c` `unified_sections[]` without `.pcrsig` (the stub never
@@ -104,6 +109,8 @@ impl Quirks {
             stub_initrd_osrel_cpio: false,
             boot_measures_loader_conf: false,
             boot_passes_uki_cmdline: true,
+            mrtd_page_order: crate::tdvf::PageOrder::SinglePass,
+            tdx_named_memory_backend: false,
         }
     }
 
@@ -165,6 +172,27 @@ pub struct Row {
 }
 
 pub static ROWS: &[Row] = &[
+    Row {
+        id: "qemu-8-tdx-two-pass-mrtd",
+        component: Component::Qemu,
+        since: Some(Version(8, 0)),
+        until: Some(Version(9, 0)),
+        apply: |q| q.mrtd_page_order = crate::tdvf::PageOrder::TwoPass,
+        reason: "The QEMU 8.x TDX builds (Canonical's 8.2) add every TDVF section's pages first \
+                 and extend them after (TDH.MEM.PAGE.ADD, then TDH.MR.EXTEND per section), so \
+                 MRTD hashes each section in two passes; ≥ 9.0 interleaves them. dstack-mr's \
+                 `versioned_options` defaults two_pass_add_pages to exactly 8.0 ≤ v < 9.0.",
+    },
+    Row {
+        id: "qemu-pre-upstream-tdx-memory-backend",
+        component: Component::Qemu,
+        since: Some(Version(8, 0)),
+        until: Some(Version(10, 1)),
+        apply: |q| q.tdx_named_memory_backend = true,
+        reason: "Upstream TDX landed in QEMU 10.1 (docs/system/i386/tdx.rst: no memory backend \
+                 needed); the earlier TDX builds (Canonical 8.2, canonical/tdx guest-tools \
+                 run_td) name a memory-backend-ram in -machine memory-backend=.",
+    },
     Row {
         id: "ovmf-secureboot-absent",
         component: Component::Ovmf,
@@ -287,6 +315,13 @@ mod tests {
         assert_eq!(stub257.stub_measured_sections, STUB_SECTIONS_257);
         assert!(stub257.stub_initrd_osrel_cpio && stub257.boot_measures_loader_conf);
         assert!(!stub257.boot_passes_uki_cmdline);
+        use crate::tdvf::PageOrder;
+        let qemu = |major, minor| Quirks::resolve(None, Some(Version(major, minor)), None);
+        assert_eq!(qemu(7, 2).mrtd_page_order, PageOrder::SinglePass);
+        assert_eq!(qemu(8, 2).mrtd_page_order, PageOrder::TwoPass);
+        assert_eq!(qemu(9, 2).mrtd_page_order, PageOrder::SinglePass);
+        assert!(qemu(8, 2).tdx_named_memory_backend && qemu(9, 2).tdx_named_memory_backend);
+        assert!(!qemu(10, 1).tdx_named_memory_backend);
         for row in ROWS {
             assert!(!row.reason.is_empty(), "{} has no reason", row.id);
         }

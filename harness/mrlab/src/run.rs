@@ -25,6 +25,8 @@ pub const CROSS_CHECKED_FW_CFG: &[&str] = &[
 pub struct Options {
     /// Where each scenario's folder (report.json, serial.log, run.sh, evidence/) goes.
     pub results: PathBuf,
+    /// vtpm: `accel` with a swtpm; tdx: a TD under KVM on a TDX host.
+    pub platform: Platform,
     pub accel: qemu::argv::Accel,
     /// External predictors, each compared with the builtin TD prediction (`--predictor`).
     pub predictors: Vec<crate::predictor::Predictor>,
@@ -50,7 +52,7 @@ pub async fn run_file(path: &Path, cache: &images::Cache, opts: &Options) -> Out
                 report: ScenarioReport::error(
                     &name,
                     &file,
-                    "vtpm",
+                    backend_name(opts),
                     e.to_string(),
                     started.elapsed().as_secs_f64(),
                 ),
@@ -73,7 +75,7 @@ pub async fn run_scenario(
     let (mut report, prediction) = match result {
         Ok(ok) => ok,
         Err(reason) => (
-            ScenarioReport::error(&scenario.name, file, "vtpm", reason, 0.0),
+            ScenarioReport::error(&scenario.name, file, backend_name(opts), reason, 0.0),
             None,
         ),
     };
@@ -145,10 +147,10 @@ async fn run_inner(
     dir: &Path,
     started: Instant,
 ) -> Result<(ScenarioReport, Option<Prediction>), String> {
-    let prepared = match prepare(scenario, cache, Platform::Vtpm).await? {
+    let prepared = match prepare(scenario, cache, opts.platform).await? {
         Preparation::Ready(p) => p,
         Preparation::Skip(why) => {
-            let mut r = ScenarioReport::error(&scenario.name, file, "vtpm", why, 0.0);
+            let mut r = ScenarioReport::error(&scenario.name, file, backend_name(opts), why, 0.0);
             r.verdict = Verdict::Skip;
             return Ok((r, None));
         }
@@ -165,7 +167,17 @@ async fn run_inner(
         qemu_binary: resolved.qemu_binary.clone(),
         temp_root: Some(dir.to_path_buf()),
     };
-    let backend = qemu::argv::Backend::Vtpm { accel: opts.accel };
+    let quirks = &resolved.quirks;
+    let backend = match opts.platform {
+        Platform::Vtpm => qemu::argv::Backend::Vtpm { accel: opts.accel },
+        Platform::Tdx => qemu::argv::Backend::Tdx {
+            flavour: if quirks.tdx_named_memory_backend {
+                qemu::argv::TdxFlavour::Canonical82
+            } else {
+                qemu::argv::TdxFlavour::Upstream
+            },
+        },
+    };
     // An infrastructure failure (no run dir, swtpm or QMP trouble) gets one more try; a guest
     // that boots and then disagrees with the prediction never does.
     let mut retried = None;
@@ -187,14 +199,87 @@ async fn run_inner(
     let serial = boot.serial.clone();
     let _ = std::fs::remove_dir_all(&boot.run_dir.path);
 
-    let mut report = judge(&prepared, file, &serial, dir)?;
+    let mut report = match opts.platform {
+        Platform::Vtpm => {
+            let mut report = judge(&prepared, file, &serial, dir)?;
+            if !opts.predictors.is_empty() {
+                let predictors =
+                    crate::predictor::vs_builtin(&opts.predictors, scenario, cache, dir).await;
+                crate::predictor::apply(&mut report, predictors);
+            }
+            report
+        }
+        Platform::Tdx => judge_td(&prepared, file, &serial, dir, &opts.predictors).await?,
+    };
     report.notes.extend(retried);
-    if !opts.predictors.is_empty() {
-        let predictors = crate::predictor::vs_builtin(&opts.predictors, scenario, cache, dir).await;
-        crate::predictor::apply(&mut report, predictors);
-    }
     report.duration_s = started.elapsed().as_secs_f64();
     Ok((report, Some(prepared.prediction)))
+}
+
+fn backend_name(opts: &Options) -> &'static str {
+    match opts.platform {
+        Platform::Vtpm => "vtpm",
+        Platform::Tdx => "tdx",
+    }
+}
+
+/// Judge a TD's serial output: its CCEL replayed against the quote's (or TDREPORT's) RTMRs,
+/// events aligned with the TD prediction, MRTD/RTMR0–2 compared; external predictors against
+/// the actual registers.
+async fn judge_td(
+    prepared: &Prepared,
+    file: &str,
+    serial: &[u8],
+    dir: &Path,
+    predictors: &[crate::predictor::Predictor],
+) -> Result<ScenarioReport, String> {
+    let record =
+        agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
+    save_evidence(dir, &record);
+    let td = crate::diagnose::TdEvidence::from_record(&record)?;
+    let order = prepared.resolved.quirks.mrtd_page_order;
+    let mut report = crate::diagnose::diagnose_td(prepared, file, &td, order)?;
+    if !predictors.is_empty() {
+        let actual = crate::predictor::TdRegisters {
+            mrtd: td.mrtd,
+            rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
+            rtmr3: Some(td.rtmrs[3]),
+        };
+        let label = format!("actual ({})", td.source);
+        let rows = crate::predictor::check_all(
+            predictors,
+            prepared,
+            order,
+            &actual,
+            &label,
+            &dir.join("predictors"),
+        )
+        .await;
+        crate::predictor::apply(&mut report, rows);
+    }
+    Ok(report)
+}
+
+/// Why this host cannot run TDs, if it cannot: KVM and the kvm_intel `tdx` parameter, read from
+/// `root` (`/` on a real host).
+pub fn tdx_host_problem(root: &Path) -> Option<String> {
+    let kvm = root.join("dev/kvm");
+    if !kvm.exists() {
+        return Some(format!("{} is absent: no KVM on this host", kvm.display()));
+    }
+    let param = root.join("sys/module/kvm_intel/parameters/tdx");
+    match std::fs::read_to_string(&param) {
+        Ok(v) if matches!(v.trim(), "Y" | "y" | "1") => None,
+        Ok(v) => Some(format!(
+            "{} is {:?}: TDX is not enabled in kvm_intel (load it with tdx=1 on a TDX-capable host)",
+            param.display(),
+            v.trim()
+        )),
+        Err(e) => Some(format!(
+            "{}: {e}: kvm_intel without TDX support (a TDX host kernel is needed)",
+            param.display()
+        )),
+    }
 }
 
 /// Failures of the host side, not of the guest: worth one retry.
@@ -551,4 +636,30 @@ fn event_rows(alignment: &Alignment, prediction: &Prediction, actual: &[Event]) 
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tdx_host_problem_names_what_is_missing() {
+        let root = tempfile::tempdir().unwrap();
+        let why = tdx_host_problem(root.path()).unwrap();
+        assert!(why.contains("dev/kvm is absent"), "{why}");
+
+        std::fs::create_dir_all(root.path().join("dev")).unwrap();
+        std::fs::write(root.path().join("dev/kvm"), "").unwrap();
+        let why = tdx_host_problem(root.path()).unwrap();
+        assert!(why.contains("kvm_intel without TDX support"), "{why}");
+
+        let params = root.path().join("sys/module/kvm_intel/parameters");
+        std::fs::create_dir_all(&params).unwrap();
+        std::fs::write(params.join("tdx"), "N\n").unwrap();
+        let why = tdx_host_problem(root.path()).unwrap();
+        assert!(why.contains("is \"N\": TDX is not enabled"), "{why}");
+
+        std::fs::write(params.join("tdx"), "Y\n").unwrap();
+        assert_eq!(tdx_host_problem(root.path()), None);
+    }
 }

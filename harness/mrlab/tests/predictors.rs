@@ -76,6 +76,7 @@ fn generic_predictors_agree_fail_or_error_by_name() {
     let agrees: Predictor = reshape("reshape", &path, "").parse().unwrap();
     let opts = Options {
         results: results.clone(),
+        platform: measure::Platform::Vtpm,
         accel: qemu::argv::Accel::Tcg,
         predictors: vec![agrees],
     };

@@ -35,8 +35,9 @@ pub struct Args {
     /// The TD's 1024-byte TDREPORT.
     #[arg(long)]
     pub tdreport: Option<PathBuf>,
-    /// MRTD page-add order of the TD's QEMU/KVM: single-pass (QEMU >= 9 upstream) or two-pass.
-    #[arg(long, default_value = "single-pass", value_parser = ["single-pass", "two-pass"])]
+    /// MRTD page-add order of the TD's QEMU/KVM: auto (from the scenario's QEMU version, quirk
+    /// qemu-8-tdx-two-pass-mrtd), single-pass (QEMU >= 9) or two-pass (QEMU 8.x TDX builds).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "single-pass", "two-pass"])]
     pub mrtd_order: String,
     /// An external TD predictor: NAME=COMMAND or dstack-mr=PATH (see `mrlab run --help`).
     #[arg(long = "predictor", value_name = "NAME=COMMAND")]
@@ -116,10 +117,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         };
         let prepared = ready(rt.block_on(run::prepare(&scenario, &cache, Platform::Tdx)))?;
-        let order = if args.mrtd_order == "two-pass" {
-            PageOrder::TwoPass
-        } else {
-            PageOrder::SinglePass
+        let order = match args.mrtd_order.as_str() {
+            "two-pass" => PageOrder::TwoPass,
+            "single-pass" => PageOrder::SinglePass,
+            _ => prepared.resolved.quirks.mrtd_page_order,
         };
         let label = format!("actual ({source})");
         let mut report = diagnose::diagnose_td(

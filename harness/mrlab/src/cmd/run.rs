@@ -47,15 +47,24 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.backend == "tdx" {
-        anyhow::bail!("--backend tdx: this build runs the vtpm backend only; TDX evidence can be checked offline with `mrlab replay`/`mrlab quote`");
-    }
+    let platform = if args.backend == "tdx" {
+        if let Some(why) = run::tdx_host_problem(Path::new("/")) {
+            anyhow::bail!(
+                "--backend tdx needs a TDX host: {why}. Recorded TD evidence can be checked \
+                 offline with `mrlab diagnose --event-log … --quote …`"
+            );
+        }
+        measure::Platform::Tdx
+    } else {
+        measure::Platform::Vtpm
+    };
     mrlab::predictor::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
     let files = scenario_files(&args.scenarios)?;
     let cache = Arc::new(images::Cache::open(&images::workspace_root())?);
     let jobs = args.jobs.unwrap_or_else(default_jobs).max(1);
     let opts = Arc::new(Options {
         results: args.results.clone(),
+        platform,
         accel: qemu::argv::Accel::Tcg,
         predictors: args.predictors.clone(),
     });

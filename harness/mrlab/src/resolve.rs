@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 pub struct Resolved {
     pub scenario: Scenario,
     pub vm: qemu::vm::Vm,
-    pub qemu_binary: PathBuf,
+    pub qemu_binary: qemu::QemuBinary,
+    /// Read from the binary itself (`--version`), not from the scenario or the lock.
     pub qemu_version: Option<Version>,
     pub ovmf_version: Option<Version>,
     pub quirks: Quirks,
@@ -104,11 +105,10 @@ pub fn resolve(
         path => Some(existing(&scenario.dir, path).map_err(|m| key_err("initrd", m))?),
     };
 
-    let qemu_binary = if scenario.qemu == "system" {
-        PathBuf::from("qemu-system-x86_64")
-    } else {
-        existing(&scenario.dir, &scenario.qemu).map_err(|m| key_err("qemu", m))?
-    };
+    let qemu_binary = qemu_binary(scenario, cache).map_err(|e| match e {
+        QemuError::Key(message) => key_err("qemu", message),
+        QemuError::Images(source) => images_err(source),
+    })?;
     let qemu_version = qemu_version(&qemu_binary).map_err(|m| key_err("qemu", m))?;
 
     let (boot, mut uki) = match scenario.boot {
@@ -224,6 +224,30 @@ pub fn resolve(
     })
 }
 
+enum QemuError {
+    Key(String),
+    Images(images::Error),
+}
+
+/// The scenario's `qemu`: `system` (on PATH), a managed id from the lock (extracted by
+/// images/fetch.sh, run with its own data and module dirs), or a path to a binary.
+fn qemu_binary(scenario: &Scenario, cache: &images::Cache) -> Result<qemu::QemuBinary, QemuError> {
+    if scenario.qemu == "system" {
+        return Ok(qemu::QemuBinary::system());
+    }
+    if looks_like_path(&scenario.qemu) {
+        return existing(&scenario.dir, &scenario.qemu)
+            .map(qemu::QemuBinary::at)
+            .map_err(QemuError::Key);
+    }
+    let managed = cache.qemu(&scenario.qemu).map_err(QemuError::Images)?;
+    Ok(qemu::QemuBinary {
+        program: managed.binary,
+        data_dirs: vec![managed.data_dir],
+        env: vec![("QEMU_MODULE_DIR".into(), managed.module_dir)],
+    })
+}
+
 enum UkiError {
     Key(&'static str, String),
     Images(images::Error),
@@ -292,7 +316,10 @@ pub fn root_bus_slot(devices: &[qemu::vm::Device], index: usize) -> u8 {
 
 /// QEMU attaches `efi-virtio.rom` to every virtio-net-pci (`virtio_net_pci_class_init`
 /// romfile), found in its data dirs (`-L help`, first hit wins). Other devices here have none.
-fn option_roms(vm: &qemu::vm::Vm, qemu_binary: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+fn option_roms(
+    vm: &qemu::vm::Vm,
+    qemu_binary: &qemu::QemuBinary,
+) -> Result<Vec<(String, PathBuf)>, String> {
     let nics = vm
         .devices
         .iter()
@@ -301,10 +328,7 @@ fn option_roms(vm: &qemu::vm::Vm, qemu_binary: &Path) -> Result<Vec<(String, Pat
     if nics == 0 {
         return Ok(Vec::new());
     }
-    let out = std::process::Command::new(qemu_binary)
-        .args(["-L", "help"])
-        .output()
-        .map_err(|e| format!("{}: cannot run: {e}", qemu_binary.display()))?;
+    let out = run_qemu(qemu_binary, &["-L", "help"])?;
     let rom = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|dir| Path::new(dir.trim()).join("efi-virtio.rom"))
@@ -312,7 +336,7 @@ fn option_roms(vm: &qemu::vm::Vm, qemu_binary: &Path) -> Result<Vec<(String, Pat
         .ok_or_else(|| {
             format!(
                 "virtio-net needs efi-virtio.rom in one of {}'s data dirs (`-L help`); install Debian package ipxe-qemu",
-                qemu_binary.display()
+                qemu_binary.program.display()
             )
         })?;
     Ok(vm
@@ -376,12 +400,29 @@ fn package_version(cache: &images::Cache, id: &str) -> Option<Version> {
         .and_then(|p| Version::parse(&p.version))
 }
 
-/// `QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)` → 7.2.
-fn qemu_version(binary: &Path) -> Result<Option<Version>, String> {
-    let out = std::process::Command::new(binary)
-        .arg("--version")
+/// Runs `qemu args…` to completion; a failure (e.g. a shared library the loader cannot find)
+/// is an error carrying QEMU's stderr.
+fn run_qemu(qemu: &qemu::QemuBinary, args: &[&str]) -> Result<std::process::Output, String> {
+    let program = qemu.program.display();
+    let out = qemu
+        .command()
+        .args(args)
         .output()
-        .map_err(|e| format!("{}: cannot run: {e}", binary.display()))?;
+        .map_err(|e| format!("{program}: cannot run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out)
+}
+
+/// `QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)` → 7.2.
+fn qemu_version(binary: &qemu::QemuBinary) -> Result<Option<Version>, String> {
+    let out = run_qemu(binary, &["--version"])?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text
         .split_whitespace()

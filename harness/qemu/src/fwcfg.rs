@@ -608,6 +608,10 @@ const FW_CFG_KERNEL_DATA: u16 = 0x11;
 const FW_CFG_SETUP_SIZE: u16 = 0x17;
 const FW_CFG_SETUP_DATA: u16 = 0x18;
 
+/// fw_cfg file with the `-kernel` image as given, without QEMU's setup header patches
+/// (QEMU ≥ 10.0, hw/i386/x86-common.c `x86_load_linux`).
+pub const BOOT_KERNEL_FILE: &str = "etc/boot/kernel";
+
 /// The kernel image exactly as the firmware loads it for `-kernel` boot: setup ‖ kernel.
 pub fn kernel_as_loaded(files: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, String> {
     match (files.get(SETUP_ITEM), files.get(KERNEL_ITEM)) {

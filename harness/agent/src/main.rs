@@ -194,7 +194,18 @@ fn collect_tpm(c: &mut Collector, expected: bool) {
     }
 }
 
-/// Every fw_cfg file, by its fw_cfg name, from /sys/firmware/qemu_fw_cfg/by_key/<key>/{name,raw}.
+/// fw_cfg files larger than this are listed in [`FW_CFG_SKIPPED_ENTRY`] instead of read. Linux's
+/// `qemu_fw_cfg` reads `raw` by port I/O, 4 KiB per read(), each read re-selecting the file and
+/// discarding the bytes before its offset: time grows with the square of the size. QEMU ≥ 10.0
+/// serves the whole `-kernel` image again as `etc/boot/kernel` (hw/i386/x86-common.c
+/// `x86_load_linux`), ~8 MiB, which would take hours under TCG. The host cross-checks only ACPI
+/// blobs and `bootorder` (all far smaller) and reads big files from its own QEMU by DMA.
+const FW_CFG_READ_LIMIT: u64 = 1 << 20;
+/// Record entry listing the fw_cfg files not read (`name size`, one a line).
+const FW_CFG_SKIPPED_ENTRY: &str = "fw_cfg.skipped";
+
+/// Every fw_cfg file up to [`FW_CFG_READ_LIMIT`], by its fw_cfg name, from
+/// /sys/firmware/qemu_fw_cfg/by_key/<key>/{name,size,raw}.
 fn collect_fw_cfg(c: &mut Collector) {
     let base = "/sys/firmware/qemu_fw_cfg/by_key";
     let dir = match fs::read_dir(base) {
@@ -209,6 +220,7 @@ fn collect_fw_cfg(c: &mut Collector) {
         })
         .collect();
     keys.sort();
+    let mut skipped = String::new();
     for (key, path) in keys {
         let name = match fs::read_to_string(path.join("name")) {
             Ok(n) => n.trim_end_matches(['\n', '\0']).to_owned(),
@@ -217,11 +229,23 @@ fn collect_fw_cfg(c: &mut Collector) {
                 continue;
             }
         };
+        let size = fs::read_to_string(path.join("size"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        match size {
+            Some(size) if size > FW_CFG_READ_LIMIT => {
+                skipped.push_str(&format!("{name} {size}\n"));
+                continue;
+            }
+            Some(_) => {}
+            None => c.error(format!("fw_cfg/{name}: key {key}: size unreadable")),
+        }
         match fs::read(path.join("raw")) {
             Ok(data) => c.record.push(format!("fw_cfg/{name}"), data),
             Err(e) => c.error(format!("fw_cfg/{name}: key {key}: raw: {e}")),
         }
     }
+    c.record.push(FW_CFG_SKIPPED_ENTRY, skipped);
 }
 
 /// The REPORTDATA for TDREPORT and quote: `mrlab.nonce=<hex>` zero-padded to 64 bytes.

@@ -71,6 +71,17 @@ pub struct KernelImage {
     pub modules_dir: PathBuf,
 }
 
+/// An extracted QEMU package and the dirs it needs at run time (see [`Cache::qemu`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedQemu {
+    /// `usr/bin/qemu-system-x86_64`.
+    pub binary: PathBuf,
+    /// `usr/share/qemu` of `<id>-data`, to search before the compiled-in data dirs (`-L`).
+    pub data_dir: PathBuf,
+    /// `usr/lib/x86_64-linux-gnu/qemu` of `<id>-common` (`QEMU_MODULE_DIR`).
+    pub module_dir: PathBuf,
+}
+
 /// Modules the agent loads when the kernel has them as modules (built-in ones are skipped):
 /// fw_cfg sysfs, configfs (for configfs-tsm), the TDX guest device (pulls `tsm`), TPM drivers.
 pub const AGENT_MODULES: &[&str] = &["qemu_fw_cfg", "configfs", "tdx_guest", "tpm_tis", "tpm_crb"];
@@ -217,6 +228,29 @@ impl Cache {
             });
         }
         Ok(path)
+    }
+
+    /// The QEMU of package `id` (e.g. `qemu-10.0`, Debian's `qemu-system-x86`) extracted beside
+    /// the host's, with the files of its companion packages `<id>-data` (`qemu-system-data`:
+    /// option ROMs such as `linuxboot_dma.bin`) and `<id>-common` (`qemu-system-common`:
+    /// loadable modules). All three are checked against the lock.
+    pub fn qemu(&self, id: &str) -> Result<ManagedQemu, Error> {
+        let found = |package: &str, rel: &str| -> Result<PathBuf, Error> {
+            let path = self.package(package)?.join(rel);
+            if path.exists() {
+                Ok(path)
+            } else {
+                Err(Error::Package {
+                    id: package.to_owned(),
+                    what: format!("{} missing", path.display()),
+                })
+            }
+        };
+        Ok(ManagedQemu {
+            binary: found(id, "usr/bin/qemu-system-x86_64")?,
+            data_dir: found(&format!("{id}-data"), "usr/share/qemu")?,
+            module_dir: found(&format!("{id}-common"), "usr/lib/x86_64-linux-gnu/qemu")?,
+        })
     }
 
     /// Builds (or finds up to date) the static `mrlab-agent` binary. Cargo decides whether

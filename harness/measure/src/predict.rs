@@ -220,13 +220,18 @@ fn kernel_boot_events(
         digests: kernel_digests,
         data: None,
         label: "pe:kernel".into(),
-        // QEMU writes the initrd address and size into the setup header it hands over.
-        varies_with: vec![
-            Input::Kernel,
-            Input::Initrd,
-            Input::Memory,
-            Input::QemuVersion,
-        ],
+        // QEMU writes the initrd address and size into the setup header it hands over, unless
+        // the firmware loads the unpatched image (then the QEMU version alone decides that).
+        varies_with: if q.kernel_measured_unpatched() {
+            vec![Input::Kernel, Input::QemuVersion]
+        } else {
+            vec![
+                Input::Kernel,
+                Input::Initrd,
+                Input::Memory,
+                Input::QemuVersion,
+            ]
+        },
         platforms: Platforms::BOTH,
     });
 

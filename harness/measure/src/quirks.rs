@@ -76,6 +76,11 @@ pub struct Quirks {
     /// QEMU's TDX needs guest RAM as an explicit `memory-backend` named by `-machine` (the
     /// pre-upstream TDX builds), rather than upstream's implicit one.
     pub tdx_named_memory_backend: bool,
+    /// QEMU serves a `-kernel` image a second time, unpatched, as fw_cfg file `etc/boot/kernel`.
+    pub qemu_serves_unpatched_kernel: bool,
+    /// OVMF's `-kernel` loader takes fw_cfg file `etc/boot/kernel` when QEMU serves it, instead of
+    /// the setup and kernel items QEMU patched.
+    pub ovmf_prefers_unpatched_kernel: bool,
 }
 
 /// systemd v252 `src/boot/efi/tpm-pcr.c` `unified_sections[]` without `.pcrsig` (the stub never
@@ -111,7 +116,15 @@ impl Quirks {
             boot_passes_uki_cmdline: true,
             mrtd_page_order: crate::tdvf::PageOrder::SinglePass,
             tdx_named_memory_backend: false,
+            qemu_serves_unpatched_kernel: false,
+            ovmf_prefers_unpatched_kernel: false,
         }
+    }
+
+    /// OVMF measures (Authenticode, PCR4 / RTMR1) the `-kernel` image exactly as the file was
+    /// given, not as QEMU patched its setup header: both sides of the change are in use.
+    pub fn kernel_measured_unpatched(&self) -> bool {
+        self.qemu_serves_unpatched_kernel && self.ovmf_prefers_unpatched_kernel
     }
 
     /// Apply every row matching the versions. A component whose version is unknown matches no
@@ -279,6 +292,31 @@ pub static ROWS: &[Row] = &[
                  .cmdline is measured with the sections): PCR12 stays empty. 254 behaves as 252 \
                  (two PCR12 events observed); 255–256 not verified.",
     },
+    Row {
+        id: "qemu-boot-kernel-file",
+        component: Component::Qemu,
+        since: Some(Version(10, 0)),
+        until: None,
+        apply: |q| q.qemu_serves_unpatched_kernel = true,
+        reason: "QEMU 10.0 hw/i386/x86-common.c `x86_load_linux` adds fw_cfg file \
+                 \"etc/boot/kernel\": the -kernel image without the setup header patches \
+                 (Gerd Hoffmann, Message-ID 20240905141211.1253307-5-kraxel@redhat.com: for \
+                 secure boot of direct-boot kernels), beside the patched FW_CFG_SETUP_DATA/KERNEL_DATA items. Observed: \
+                 the 10.0 oracle lists it (8222656 bytes = Debian's vmlinuz-6.1.0-50), 7.2 does not.",
+    },
+    Row {
+        id: "ovmf-boot-kernel-file-preferred",
+        component: Component::Ovmf,
+        since: Some(Version(2025, 2)),
+        until: None,
+        apply: |q| q.ovmf_prefers_unpatched_kernel = true,
+        reason: "edk2-stable202502 OvmfPkg/QemuKernelLoaderFsDxe (tianocore/edk2 PR #10628, \
+                 \"add support for named blobs\") fetches the kernel from fw_cfg file \
+                 etc/boot/kernel if present, else from the patched setup+kernel items. Observed \
+                 with QEMU 10.0 + OVMF 2025.02: the PCR4 kernel event is the Authenticode \
+                 SHA-384 of the vmlinuz file itself (0fbfe6ff…, whose SHA-256 matches the \
+                 digest in Debian's signature); with QEMU 7.2, or OVMF 2022.11, the patched one.",
+    },
 ];
 
 #[cfg(test)]
@@ -304,7 +342,7 @@ mod tests {
         let new = Quirks::resolve(Some(Version(2025, 2)), None, None);
         assert_eq!(new.secure_boot, SecureBootVar::Absent);
         assert!(new.acpi_measured_on_vtpm);
-        assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 3);
+        assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 4);
         let stub252 = Quirks::resolve(None, None, Some(Version(252, 39)));
         assert_eq!(stub252.stub_measured_sections, STUB_SECTIONS_252);
         assert!(stub252.boot_passes_uki_cmdline && !stub252.stub_initrd_osrel_cpio);
@@ -325,5 +363,12 @@ mod tests {
         for row in ROWS {
             assert!(!row.reason.is_empty(), "{} has no reason", row.id);
         }
+        // The unpatched -kernel image is measured only when QEMU serves it and OVMF takes it.
+        let both =
+            |ovmf, qemu| Quirks::resolve(Some(ovmf), Some(qemu), None).kernel_measured_unpatched();
+        assert!(both(Version(2025, 2), Version(10, 0)));
+        assert!(!both(Version(2025, 2), Version(7, 2)));
+        assert!(!both(Version(2022, 11), Version(10, 0)));
+        assert!(!Quirks::resolve(Some(Version(2025, 2)), None, None).kernel_measured_unpatched());
     }
 }

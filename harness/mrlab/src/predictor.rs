@@ -33,7 +33,7 @@
 //! `devices` in command-line order, which decides PCI slots and so ACPI (`{kind: virtio-blk, id,
 //! file, format, readonly}`, `{kind: virtio-net, id}`, `{kind: vhost-vsock, guest_cid}`, `{kind:
 //! virtfs, id, mount_tag}`, `{kind: cdrom, file}`, `{kind: pcie-root-port, chassis}`); `qemu`
-//! (`binary`, `version`); `ovmf_version`; `mrtd_page_order` (`single-pass` or `two-pass`, the
+//! (`binary`, `version`, `data_dirs`, `env`); `ovmf_version`; `mrtd_page_order` (`single-pass` or `two-pass`, the
 //! reference's order).
 //!
 //! # The reference
@@ -683,7 +683,13 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
         "serial": vm.serial,
         "devices": devices,
         "qemu": {
-            "binary": resolved.qemu_binary.display().to_string(),
+            "binary": resolved.qemu_binary.program.display().to_string(),
+            // An extracted QEMU runs with these `-L` dirs first and this environment.
+            "data_dirs": resolved.qemu_binary.data_dirs.iter()
+                .map(|d| d.display().to_string()).collect::<Vec<_>>(),
+            "env": resolved.qemu_binary.env.iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.display().to_string())))
+                .collect::<serde_json::Map<String, Value>>(),
             "version": resolved.qemu_version.map(|v| v.to_string()),
         },
         "ovmf_version": resolved.ovmf_version.map(|v| v.to_string()),

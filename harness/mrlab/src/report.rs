@@ -118,7 +118,7 @@ pub fn json(reports: &[ScenarioReport]) -> String {
 
 /// One row per scenario, then the first divergences.
 pub fn markdown(reports: &[ScenarioReport]) -> String {
-    let mut out = String::from("| scenario | verdict | events m/x/-/+ | TDX events checked | duration |\n|---|---|---|---|---|\n");
+    let mut out = String::from("| scenario | verdict | QEMU | events m/x/-/+ | TDX events checked | duration |\n|---|---|---|---|---|---|\n");
     for r in reports {
         let c = r.events;
         let tdx = r
@@ -126,8 +126,16 @@ pub fn markdown(reports: &[ScenarioReport]) -> String {
             .map_or("-".to_string(), |(n, m)| format!("{n}/{m}"));
         let _ = writeln!(
             out,
-            "| {} | {:?} | {}/{}/{}/{} | {} | {:.1}s |",
-            r.name, r.verdict, c.matched, c.mismatched, c.missing, c.unexpected, tdx, r.duration_s
+            "| {} | {:?} | {} | {}/{}/{}/{} | {} | {:.1}s |",
+            r.name,
+            r.verdict,
+            r.qemu_version.as_deref().unwrap_or("-"),
+            c.matched,
+            c.mismatched,
+            c.missing,
+            c.unexpected,
+            tdx,
+            r.duration_s
         );
     }
     for r in reports.iter().filter(|r| r.verdict != Verdict::Pass) {

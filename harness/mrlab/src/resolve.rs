@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 pub struct Resolved {
     pub scenario: Scenario,
     pub vm: qemu::vm::Vm,
-    pub qemu_binary: PathBuf,
+    pub qemu_binary: qemu::QemuBinary,
+    /// Read from the binary itself (`--version`), not from the scenario or the lock.
     pub qemu_version: Option<Version>,
     pub ovmf_version: Option<Version>,
     pub quirks: Quirks,
@@ -106,11 +107,7 @@ pub fn resolve(
         path => Some(existing(&scenario.dir, path).map_err(|m| key_err("initrd", m))?),
     };
 
-    let qemu_binary = if scenario.qemu == "system" {
-        PathBuf::from("qemu-system-x86_64")
-    } else {
-        existing(&scenario.dir, &scenario.qemu).map_err(|m| key_err("qemu", m))?
-    };
+    let qemu_binary = qemu_binary(scenario, cache)?;
     let qemu_version = qemu_version(&qemu_binary).map_err(|m| key_err("qemu", m))?;
 
     let (boot, mut uki) = match scenario.boot {
@@ -263,6 +260,37 @@ pub fn resolve(
     })
 }
 
+/// The scenario's `qemu`: `system` (on PATH), a managed id from the lock (extracted by
+/// images/fetch.sh, run with its own data and module dirs), or a path to a binary.
+fn qemu_binary(
+    scenario: &Scenario,
+    cache: &images::Cache,
+) -> Result<qemu::QemuBinary, ResolveError> {
+    if scenario.qemu == "system" {
+        return Ok(qemu::QemuBinary::system());
+    }
+    if looks_like_path(&scenario.qemu) {
+        return existing(&scenario.dir, &scenario.qemu)
+            .map(qemu::QemuBinary::at)
+            .map_err(|message| ResolveError::Key {
+                scenario: scenario.name.clone(),
+                key: "qemu",
+                message,
+            });
+    }
+    let managed = cache
+        .qemu(&scenario.qemu)
+        .map_err(|source| ResolveError::Images {
+            scenario: scenario.name.clone(),
+            source,
+        })?;
+    Ok(qemu::QemuBinary {
+        program: managed.binary,
+        data_dirs: vec![managed.data_dir],
+        env: vec![("QEMU_MODULE_DIR".into(), managed.module_dir)],
+    })
+}
+
 enum UkiError {
     Key(&'static str, String),
     Images(images::Error),
@@ -332,7 +360,10 @@ pub fn root_bus_slot(devices: &[qemu::vm::Device], index: usize) -> u8 {
 
 /// QEMU attaches `efi-virtio.rom` to every virtio-net-pci (`virtio_net_pci_class_init`
 /// romfile), found in its data dirs (`-L help`, first hit wins). Other devices here have none.
-fn option_roms(vm: &qemu::vm::Vm, qemu_binary: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+fn option_roms(
+    vm: &qemu::vm::Vm,
+    qemu_binary: &qemu::QemuBinary,
+) -> Result<Vec<(String, PathBuf)>, String> {
     let nics = vm
         .devices
         .iter()
@@ -341,10 +372,7 @@ fn option_roms(vm: &qemu::vm::Vm, qemu_binary: &Path) -> Result<Vec<(String, Pat
     if nics == 0 {
         return Ok(Vec::new());
     }
-    let out = std::process::Command::new(qemu_binary)
-        .args(["-L", "help"])
-        .output()
-        .map_err(|e| format!("{}: cannot run: {e}", qemu_binary.display()))?;
+    let out = run_qemu(qemu_binary, &["-L", "help"])?;
     let rom = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|dir| Path::new(dir.trim()).join("efi-virtio.rom"))
@@ -352,7 +380,7 @@ fn option_roms(vm: &qemu::vm::Vm, qemu_binary: &Path) -> Result<Vec<(String, Pat
         .ok_or_else(|| {
             format!(
                 "virtio-net needs efi-virtio.rom in one of {}'s data dirs (`-L help`); install Debian package ipxe-qemu",
-                qemu_binary.display()
+                qemu_binary.program.display()
             )
         })?;
     Ok(vm
@@ -450,12 +478,29 @@ fn package_version(cache: &images::Cache, id: &str) -> Option<Version> {
         .and_then(|p| Version::parse(&p.version))
 }
 
-/// `QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)` → 7.2.
-fn qemu_version(binary: &Path) -> Result<Option<Version>, String> {
-    let out = std::process::Command::new(binary)
-        .arg("--version")
+/// Runs `qemu args…` to completion; a failure (e.g. a shared library the loader cannot find)
+/// is an error carrying QEMU's stderr.
+fn run_qemu(qemu: &qemu::QemuBinary, args: &[&str]) -> Result<std::process::Output, String> {
+    let program = qemu.program.display();
+    let out = qemu
+        .command()
+        .args(args)
         .output()
-        .map_err(|e| format!("{}: cannot run: {e}", binary.display()))?;
+        .map_err(|e| format!("{program}: cannot run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out)
+}
+
+/// `QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)` → 7.2.
+fn qemu_version(binary: &qemu::QemuBinary) -> Result<Option<Version>, String> {
+    let out = run_qemu(binary, &["--version"])?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text
         .split_whitespace()
@@ -468,6 +513,84 @@ fn qemu_version(binary: &Path) -> Result<Option<Version>, String> {
 mod tests {
     use super::*;
     use qemu::vm::Device;
+
+    fn scenario(text: &str) -> Scenario {
+        Scenario::parse(text, Path::new("scenarios/x.toml")).expect("scenario")
+    }
+
+    #[test]
+    fn managed_qemu_is_the_extracted_binary_with_its_own_data_and_modules() {
+        let cache = images::Cache::open(&images::workspace_root()).expect("lock");
+        let q = match qemu_binary(&scenario("name = \"x\"\nqemu = \"qemu-10.0\""), &cache) {
+            Ok(q) => q,
+            Err(e) => panic!("{e} (run images/fetch.sh)"),
+        };
+        let debs = |id: &str| cache.package(id).expect("fetched");
+        assert_eq!(
+            q.program,
+            debs("qemu-10.0").join("usr/bin/qemu-system-x86_64")
+        );
+        assert_eq!(q.data_dirs, [debs("qemu-10.0-data").join("usr/share/qemu")]);
+        assert_eq!(
+            q.env,
+            [(
+                "QEMU_MODULE_DIR".to_string(),
+                debs("qemu-10.0-common").join("usr/lib/x86_64-linux-gnu/qemu")
+            )]
+        );
+        // The binary itself says what the lock pinned (1:10.0.2+ds-…).
+        let pinned = cache
+            .packages()
+            .iter()
+            .find(|p| p.id == "qemu-10.0")
+            .and_then(|p| Version::parse(&p.version));
+        assert_eq!(qemu_version(&q).expect("--version"), pinned);
+        assert_eq!(pinned, Some(Version(10, 0)));
+        // Its own data dir is searched first, and a NIC's efi-virtio.rom (ipxe-qemu, not in
+        // qemu-system-data) is still found on its compiled-in firmware path.
+        let help = run_qemu(&q, &["-L", "help"]).expect("-L help");
+        let first = String::from_utf8_lossy(&help.stdout)
+            .lines()
+            .next()
+            .map(str::to_owned);
+        assert_eq!(first, Some(q.data_dirs[0].display().to_string()));
+        let mut vm = qemu::vm::Vm::new("/fw.fd", 1, 1 << 30, qemu::vm::Boot::Disk);
+        vm.devices.push(Device::Net {
+            id: "net0".into(),
+            mac: None,
+        });
+        let roms = option_roms(&vm, &q).expect("efi-virtio.rom (install ipxe-qemu)");
+        assert_eq!(roms.len(), 1);
+        assert!(roms[0].1.ends_with("efi-virtio.rom"), "{roms:?}");
+        assert!(!roms[0].1.starts_with(&q.data_dirs[0]), "{roms:?}");
+    }
+
+    #[test]
+    fn missing_managed_qemu_says_run_fetch() {
+        // A checkout with the real lock and an empty cache.
+        let repo = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(repo.path().join("images")).expect("mkdir");
+        std::fs::copy(
+            images::workspace_root().join("images/packages.lock"),
+            repo.path().join("images/packages.lock"),
+        )
+        .expect("copy lock");
+        let cache = images::Cache::open_at(repo.path(), &repo.path().join(".cache")).expect("lock");
+        let err = qemu_binary(&scenario("name = \"x\"\nqemu = \"qemu-10.0\""), &cache)
+            .expect_err("nothing fetched")
+            .to_string();
+        assert!(
+            err.starts_with("scenario x: ")
+                && err.contains("\"qemu-10.0\" is not fetched")
+                && err.ends_with("run images/fetch.sh"),
+            "{err}"
+        );
+        // An id the lock does not pin is named as such.
+        let err = qemu_binary(&scenario("name = \"x\"\nqemu = \"qemu-9.9\""), &cache)
+            .expect_err("not pinned")
+            .to_string();
+        assert!(err.contains("\"qemu-9.9\" is not in"), "{err}");
+    }
 
     #[test]
     fn root_bus_slots_follow_device_order_and_skip_the_cdrom() {

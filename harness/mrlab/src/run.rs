@@ -358,8 +358,7 @@ pub fn predict_for(
             },
             _,
         ) => {
-            let kernel =
-                qemu::fwcfg::kernel_as_loaded(oracle).map_err(|e| format!("fw_cfg oracle: {e}"))?;
+            let kernel = kernel_as_measured(resolved, oracle)?;
             let initrd = initrd.as_deref().map(read).transpose()?;
             predict(Boot::Kernel(KernelBoot {
                 kernel: &kernel,
@@ -385,6 +384,40 @@ pub fn predict_for(
         (qemu::vm::Boot::Disk, None) => {
             Err("disk boot without a UKI the harness built is not predicted".into())
         }
+    }
+}
+
+/// The `-kernel` image OVMF loads and measures: QEMU's patched setup ‖ kernel items, or the
+/// unpatched `etc/boot/kernel` file when this QEMU serves it and this OVMF prefers it (quirks
+/// `qemu-boot-kernel-file`, `ovmf-boot-kernel-file-preferred`). The oracle must agree with the
+/// QEMU row: a file the version says is absent (or the reverse) is an error, not a guess.
+fn kernel_as_measured(
+    resolved: &Resolved,
+    oracle: &BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<u8>, String> {
+    let served = oracle.get(qemu::fwcfg::BOOT_KERNEL_FILE);
+    if served.is_some() != resolved.quirks.qemu_serves_unpatched_kernel {
+        return Err(format!(
+            "fw_cfg oracle: QEMU {} {} {}, but quirk qemu-boot-kernel-file expects {}",
+            resolved
+                .qemu_version
+                .map_or("(unknown version)".into(), |v| v.to_string()),
+            if served.is_some() {
+                "serves"
+            } else {
+                "does not serve"
+            },
+            qemu::fwcfg::BOOT_KERNEL_FILE,
+            if resolved.quirks.qemu_serves_unpatched_kernel {
+                "it"
+            } else {
+                "none"
+            },
+        ));
+    }
+    match served {
+        Some(kernel) if resolved.quirks.kernel_measured_unpatched() => Ok(kernel.clone()),
+        _ => qemu::fwcfg::kernel_as_loaded(oracle).map_err(|e| format!("fw_cfg oracle: {e}")),
     }
 }
 

@@ -33,7 +33,7 @@ pub struct Scenario {
     /// when left out (one systemd version drives the quirks of both).
     #[serde(default)]
     pub bootloader: Option<String>,
-    /// QEMU binary: `system` (qemu-system-x86_64 on PATH) or a path.
+    /// QEMU: `system` (qemu-system-x86_64 on PATH), a managed id (`qemu-10.0`) or a path.
     #[serde(default = "default_qemu")]
     pub qemu: String,
     #[serde(default)]

@@ -1,5 +1,6 @@
 //! `Vm` → QEMU arguments per backend, and a shell script that re-runs a VM by hand.
 
+use crate::binary::QemuBinary;
 use crate::vm::{Boot, Device, Vm};
 use std::path::{Path, PathBuf};
 
@@ -334,7 +335,7 @@ fn sh_quote(arg: &str) -> String {
 /// A shell script that re-runs the VM by hand: it makes a run dir (`$RUN`, or a fresh temp
 /// dir), starts swtpm when the VM has a TPM on the vtpm backend, and runs QEMU with the same
 /// arguments as the harness, serial going to `$RUN/serial.log`.
-pub fn run_sh(vm: &Vm, backend: &Backend, qemu_binary: &Path) -> String {
+pub fn run_sh(vm: &Vm, backend: &Backend, qemu: &QemuBinary) -> String {
     let run = RunDir::new(RUN_PLACEHOLDER);
     let line = |program: &str, args: &[String]| {
         let mut words = vec![sh_quote(program)];
@@ -352,8 +353,12 @@ pub fn run_sh(vm: &Vm, backend: &Backend, qemu_binary: &Path) -> String {
         script += " &\n";
         script += "while [ ! -S \"${RUN}/swtpm.sock\" ]; do sleep 0.05; done\n";
     }
-    let qemu = qemu_binary.display().to_string();
-    script += &line(&qemu, &argv(vm, backend, &run));
+    for (key, value) in &qemu.env {
+        script += &format!("export {key}={}\n", sh_quote(&path_str(value)));
+    }
+    let mut args = qemu.leading_args();
+    args.extend(argv(vm, backend, &run));
+    script += &line(&path_str(&qemu.program), &args);
     script += "\n";
     script
 }
@@ -564,7 +569,11 @@ mod tests {
         let script = run_sh(
             &vm,
             &Backend::Vtpm { accel: Accel::Tcg },
-            Path::new("/usr/bin/qemu-system-x86_64"),
+            &QemuBinary {
+                program: "/opt/qemu 10/qemu-system-x86_64".into(),
+                data_dirs: vec!["/opt/qemu 10/share".into()],
+                env: vec![("QEMU_MODULE_DIR".into(), "/opt/qemu 10/modules".into())],
+            },
         );
         assert!(script.starts_with("#!/bin/sh\n"));
         assert!(
@@ -574,5 +583,10 @@ mod tests {
         assert!(script.contains("\"console=ttyS0 x=\\\"\\$HOME\\\"\""));
         assert!(script.contains("\"file,id=serial0,path=${RUN}/serial.log\""));
         assert!(!script.contains('\u{0}'));
+        // The extracted QEMU's environment, then its data dir before every other argument.
+        assert!(script.contains("export QEMU_MODULE_DIR=\"/opt/qemu 10/modules\"\n"));
+        assert!(script.contains(
+            "\"/opt/qemu 10/qemu-system-x86_64\" \\\n    -L \\\n    \"/opt/qemu 10/share\" \\\n    -nodefaults"
+        ));
     }
 }

@@ -2,6 +2,7 @@
 //! their own process group (killed whole on timeout, error or drop), QMP watching run states.
 
 use crate::argv::{argv, run_sh, Accel, Backend, RunDir};
+use crate::binary::QemuBinary;
 use crate::process::{wait_for_socket, Group, SocketWait};
 use crate::vm::{Boot, Vm};
 use futures::StreamExt;
@@ -16,7 +17,7 @@ pub struct BootOptions {
     pub timeout: Duration,
     /// Keep the run dir (serial, stderr, run.sh, swtpm state) after the outcome is dropped.
     pub keep_dir: bool,
-    pub qemu_binary: PathBuf,
+    pub qemu_binary: QemuBinary,
     /// Where run dirs are made; the system temp dir when `None`.
     pub temp_root: Option<PathBuf>,
 }
@@ -26,7 +27,7 @@ impl BootOptions {
         BootOptions {
             timeout,
             keep_dir: false,
-            qemu_binary: PathBuf::from("qemu-system-x86_64"),
+            qemu_binary: QemuBinary::system(),
             temp_root: None,
         }
     }
@@ -141,15 +142,13 @@ async fn run(
     if vm.tpm && *backend != Backend::Oracle {
         swtpm = Some(crate::swtpm::start(&run, true, Duration::from_secs(10)).await?);
     }
-    let mut qemu = Group::spawn(
-        "qemu",
-        &opts.qemu_binary,
-        &argv(vm, backend, &run),
-        &run.stderr_log(),
-    )
-    .map_err(|source| BootError::Spawn {
-        program: opts.qemu_binary.display().to_string(),
-        source,
+    let mut command = opts.qemu_binary.tokio_command();
+    command.args(argv(vm, backend, &run));
+    let mut qemu = Group::spawn_command("qemu", command, &run.stderr_log()).map_err(|source| {
+        BootError::Spawn {
+            program: opts.qemu_binary.program.display().to_string(),
+            source,
+        }
     })?;
 
     let supervised = supervise(&mut qemu, &mut swtpm, &run, opts, deadline, serial_done).await;
@@ -360,17 +359,13 @@ fn check_run_state(state: &qmp::RunState, run: &RunDir) -> Result<(), BootError>
 /// Whether KVM works here, by a probe boot (not by `/dev/kvm`, which exists on hosts where a
 /// KVM guest stops at once with "KVM internal error"): OVMF under KVM must reach BDS.
 pub async fn probe_kvm() -> bool {
-    probe_kvm_with(
-        Path::new("qemu-system-x86_64"),
-        Path::new("/usr/share/ovmf/OVMF.fd"),
-    )
-    .await
+    probe_kvm_with(&QemuBinary::system(), Path::new("/usr/share/ovmf/OVMF.fd")).await
 }
 
-pub async fn probe_kvm_with(qemu_binary: &Path, firmware: &Path) -> bool {
+pub async fn probe_kvm_with(qemu_binary: &QemuBinary, firmware: &Path) -> bool {
     let vm = Vm::new(firmware, 1, 256 << 20, Boot::Disk);
     let mut opts = BootOptions::new(Duration::from_secs(15));
-    opts.qemu_binary = qemu_binary.to_path_buf();
+    opts.qemu_binary = qemu_binary.clone();
     let reached_bds = |serial: &[u8]| serial.windows(6).any(|w| w == b"BdsDxe");
     let backend = Backend::Vtpm { accel: Accel::Kvm };
     run(&vm, &backend, &opts, Some(&reached_bds)).await.is_ok()

@@ -26,12 +26,12 @@
 //!   q35's tables and are left unprogrammed.
 
 use crate::argv::{argv, Backend, RunDir};
+use crate::binary::QemuBinary;
 use crate::pci::{GuestCpu, LayoutError, Mem64Assignment, Mem64Kind, Mmio64Rule, RootBusFunction};
 use crate::process::Group;
 use crate::qtest::{Qtest, QtestError};
 use crate::vm::Vm;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 /// Chipset and PCI values a firmware build programs before reading ACPI blobs.
@@ -499,7 +499,7 @@ fn parse_e820(blob: &[u8]) -> Vec<(u64, u64, u32)> {
 /// the VM has a TPM, since QEMU's emulator backend talks to it at startup) and kills it after.
 pub async fn dump_fw_cfg(
     vm: &Vm,
-    qemu_binary: &Path,
+    qemu_binary: &QemuBinary,
     firmware: FirmwarePci,
 ) -> Result<BTreeMap<String, Vec<u8>>, OracleError> {
     const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -525,15 +525,13 @@ pub async fn dump_fw_cfg(
     if vm.tpm {
         swtpm = Some(crate::swtpm::start(&run, false, Duration::from_secs(10)).await?);
     }
-    let mut qemu = Group::spawn(
-        "qemu",
-        qemu_binary,
-        &argv(vm, &Backend::Oracle, &run),
-        &run.stderr_log(),
-    )
-    .map_err(|source| OracleError::Spawn {
-        program: qemu_binary.display().to_string(),
-        source,
+    let mut command = qemu_binary.tokio_command();
+    command.args(argv(vm, &Backend::Oracle, &run));
+    let mut qemu = Group::spawn_command("qemu", command, &run.stderr_log()).map_err(|source| {
+        OracleError::Spawn {
+            program: qemu_binary.program.display().to_string(),
+            source,
+        }
     })?;
     let stream = tokio::select! {
         accepted = listener.accept() => accepted.map(|(s, _)| s).map_err(|source| OracleError::Listen {
@@ -609,6 +607,10 @@ const FW_CFG_KERNEL_SIZE: u16 = 0x08;
 const FW_CFG_KERNEL_DATA: u16 = 0x11;
 const FW_CFG_SETUP_SIZE: u16 = 0x17;
 const FW_CFG_SETUP_DATA: u16 = 0x18;
+
+/// fw_cfg file with the `-kernel` image as given, without QEMU's setup header patches
+/// (QEMU ≥ 10.0, hw/i386/x86-common.c `x86_load_linux`).
+pub const BOOT_KERNEL_FILE: &str = "etc/boot/kernel";
 
 /// The kernel image exactly as the firmware loads it for `-kernel` boot: setup ‖ kernel.
 pub fn kernel_as_loaded(files: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>, String> {

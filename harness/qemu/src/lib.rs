@@ -2,6 +2,7 @@
 //! qtest, and supervised boots (process groups, timeouts, QMP, swtpm).
 
 pub mod argv;
+pub mod binary;
 pub mod boot;
 pub mod fwcfg;
 pub mod pci;
@@ -11,6 +12,7 @@ pub mod swtpm;
 pub mod vm;
 
 pub use argv::{argv, run_sh, Accel, Backend, RunDir, TdxFlavour};
+pub use binary::QemuBinary;
 pub use boot::{boot, probe_kvm, probe_kvm_with, BootError, BootOptions, BootOutcome};
 pub use fwcfg::{dump_fw_cfg, FirmwarePci, OracleError};
 pub use vm::{

@@ -23,12 +23,22 @@ impl Group {
         args: &[String],
         log: &Path,
     ) -> std::io::Result<Group> {
+        let mut command = Command::new(program);
+        command.args(args);
+        Group::spawn_command(name, command, log)
+    }
+
+    /// Spawns a prepared command (program, arguments, environment) the same way.
+    pub fn spawn_command(
+        name: &'static str,
+        mut command: Command,
+        log: &Path,
+    ) -> std::io::Result<Group> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)?;
-        let child = Command::new(program)
-            .args(args)
+        let child = command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

@@ -170,7 +170,7 @@ async fn unknown_device_driver_is_rejected() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
-    opts.qemu_binary = wrapper.clone();
+    opts.qemu_binary = qemu::QemuBinary::at(&wrapper);
     let err = boot(&kernel_vm(), &TCG, &opts)
         .await
         .expect_err("bogus device");

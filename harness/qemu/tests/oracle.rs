@@ -1,8 +1,8 @@
 //! The fw_cfg oracle against stock QEMU (7.2 on the project's machines) and OVMF 2022.11.
 
-use qemu::{dump_fw_cfg, Boot, Device, FirmwarePci, Vm};
+use qemu::{dump_fw_cfg, Boot, Device, FirmwarePci, QemuBinary, Vm};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 const QEMU: &str = "qemu-system-x86_64";
@@ -134,12 +134,12 @@ fn check_acpi(files: &BTreeMap<String, Vec<u8>>, expect_tpm: bool) -> Vec<String
 async fn oracle_is_deterministic_and_serves_valid_acpi() {
     let vm = vm(false);
     let start = Instant::now();
-    let first = dump_fw_cfg(&vm, Path::new(QEMU), FirmwarePci::OVMF_2022_11)
+    let first = dump_fw_cfg(&vm, &QemuBinary::at(QEMU), FirmwarePci::OVMF_2022_11)
         .await
         .expect("first dump");
     let first_time = start.elapsed();
     let start = Instant::now();
-    let second = dump_fw_cfg(&vm, Path::new(QEMU), FirmwarePci::OVMF_2022_11)
+    let second = dump_fw_cfg(&vm, &QemuBinary::at(QEMU), FirmwarePci::OVMF_2022_11)
         .await
         .expect("second dump");
     let second_time = start.elapsed();
@@ -192,7 +192,7 @@ async fn oracle_is_deterministic_and_serves_valid_acpi() {
 
 #[tokio::test]
 async fn oracle_with_tpm_serves_tpm2_table() {
-    let files = dump_fw_cfg(&vm(true), Path::new(QEMU), FirmwarePci::OVMF_2025_02)
+    let files = dump_fw_cfg(&vm(true), &QemuBinary::at(QEMU), FirmwarePci::OVMF_2025_02)
         .await
         .expect("dump with TPM");
     check_acpi(&files, true);

@@ -973,30 +973,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_predictor_arguments() {
-        assert_eq!(
-            "dstack-mr".parse::<Predictor>(),
-            Err(ParseError::NoEquals("dstack-mr".into()))
-        );
-        assert_eq!(
-            "=cmd".parse::<Predictor>(),
-            Err(ParseError::BadName("=cmd".into()))
-        );
-        assert_eq!(
-            "a/b=cmd".parse::<Predictor>(),
-            Err(ParseError::BadName("a/b=cmd".into()))
-        );
-        assert_eq!(
-            "..=cmd".parse::<Predictor>(),
-            Err(ParseError::BadName("..=cmd".into()))
-        );
-        assert_eq!(
-            "builtin=cmd".parse::<Predictor>(),
-            Err(ParseError::Reserved("builtin=cmd".into()))
-        );
-        assert_eq!(
-            "p=  ".parse::<Predictor>(),
-            Err(ParseError::EmptyCommand("p=  ".into()))
-        );
+        let cases: [(&str, fn(String) -> ParseError); 6] = [
+            ("dstack-mr", ParseError::NoEquals),
+            ("=cmd", ParseError::BadName),
+            ("a/b=cmd", ParseError::BadName),
+            ("..=cmd", ParseError::BadName),
+            ("builtin=cmd", ParseError::Reserved),
+            ("p=  ", ParseError::EmptyCommand),
+        ];
+        for (arg, error) in cases {
+            assert_eq!(arg.parse::<Predictor>(), Err(error(arg.into())), "{arg}");
+        }
         let twice = ["a=x".parse().unwrap(), "a=y".parse().unwrap()];
         assert!(check_unique(&twice).unwrap_err().contains("a"));
     }

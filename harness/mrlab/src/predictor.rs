@@ -973,7 +973,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_predictor_arguments() {
-        let cases: [(&str, fn(String) -> ParseError); 6] = [
+        type Case = (&'static str, fn(String) -> ParseError);
+        let cases: [Case; 6] = [
             ("dstack-mr", ParseError::NoEquals),
             ("=cmd", ParseError::BadName),
             ("a/b=cmd", ParseError::BadName),

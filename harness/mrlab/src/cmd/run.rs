@@ -75,8 +75,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut handles = Vec::new();
         for (i, file) in files.into_iter().enumerate() {
             let (sem, cache, opts) = (sem.clone(), cache.clone(), opts.clone());
+            // Take the slot before spawning, so scenarios start in the order given.
+            let permit = sem.acquire_owned().await;
             handles.push(tokio::spawn(async move {
-                let _permit = sem.acquire_owned().await;
+                let _permit = permit;
                 eprintln!("[{}/{total}] {} …", i + 1, file.display());
                 let out = run::run_file(&file, &cache, &opts).await;
                 let r = &out.report;

@@ -6,6 +6,7 @@
 //! `070701` and 13 eight-digit hex fields, the NUL-terminated name padded to 4 bytes, the data
 //! padded to 4 bytes; the archive ends with a `TRAILER!!!` entry.
 
+use measure::cpio::{write_record, Record};
 use std::collections::BTreeMap;
 
 /// What one archive path is.
@@ -46,7 +47,6 @@ impl Archive {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for (index, (path, node)) in self.entries.iter().enumerate() {
-            let ino = index as u32 + 1;
             let (mode, nlink, data, rdev): (u32, u32, &[u8], (u32, u32)) = match node {
                 Node::Dir => (S_IFDIR | 0o755, 2, &[], (0, 0)),
                 Node::File { data, executable } => (
@@ -57,51 +57,29 @@ impl Archive {
                 ),
                 Node::CharDevice { major, minor } => (S_IFCHR | 0o600, 1, &[], (*major, *minor)),
             };
-            write_entry(&mut out, ino, mode, nlink, path, data, rdev);
+            let (inode, name) = (index as u32 + 1, path.as_str());
+            write_record(
+                &mut out,
+                &Record {
+                    inode,
+                    mode,
+                    nlink,
+                    name,
+                    data,
+                    rdev,
+                },
+            );
         }
-        write_entry(&mut out, 0, 0, 1, "TRAILER!!!", &[], (0, 0));
+        let trailer = Record {
+            inode: 0,
+            mode: 0,
+            nlink: 1,
+            name: "TRAILER!!!",
+            data: &[],
+            rdev: (0, 0),
+        };
+        write_record(&mut out, &trailer);
         out
-    }
-}
-
-fn write_entry(
-    out: &mut Vec<u8>,
-    ino: u32,
-    mode: u32,
-    nlink: u32,
-    name: &str,
-    data: &[u8],
-    rdev: (u32, u32),
-) {
-    let fields = [
-        ino,
-        mode,
-        0, // uid
-        0, // gid
-        nlink,
-        0, // mtime
-        data.len() as u32,
-        0, // devmajor
-        0, // devminor
-        rdev.0,
-        rdev.1,
-        name.len() as u32 + 1,
-        0, // check
-    ];
-    out.extend_from_slice(b"070701");
-    for f in fields {
-        out.extend_from_slice(format!("{f:08x}").as_bytes());
-    }
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    pad4(out);
-    out.extend_from_slice(data);
-    pad4(out);
-}
-
-fn pad4(out: &mut Vec<u8>) {
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
     }
 }
 

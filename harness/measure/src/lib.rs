@@ -4,6 +4,7 @@
 //! from a guest's log are the same type, so comparing them is plain equality on fields.
 
 pub mod acpi;
+pub mod cpio;
 pub mod devpath;
 pub mod event;
 pub mod gpt;

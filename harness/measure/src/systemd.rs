@@ -188,39 +188,19 @@ pub fn loader_conf_event(contents: &[u8]) -> Event {
     .varies_with(&[Input::Bootloader, Input::SystemdVersion])
 }
 
-/// One newc record as systemd `cpio.c` writes it: lower-case hex fields, nlink 1, times and ids
-/// zero, name and data each padded to 4 bytes.
+/// One newc record as systemd `cpio.c` writes it: nlink 1, times and ids zero.
 fn cpio_record(out: &mut Vec<u8>, inode: u32, mode: u32, name: &str, data: &[u8]) {
-    let fields = [
-        inode,
-        mode,
-        0,
-        0,
-        1,
-        0,
-        data.len() as u32,
-        0,
-        0,
-        0,
-        0,
-        name.len() as u32 + 1,
-        0,
-    ];
-    out.extend_from_slice(b"070701");
-    for field in fields {
-        out.extend_from_slice(format!("{field:08x}").as_bytes());
-    }
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    pad4(out);
-    out.extend_from_slice(data);
-    pad4(out);
-}
-
-fn pad4(out: &mut Vec<u8>) {
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
+    crate::cpio::write_record(
+        out,
+        &crate::cpio::Record {
+            inode,
+            mode,
+            nlink: 1,
+            name,
+            data,
+            rdev: (0, 0),
+        },
+    );
 }
 
 /// systemd `pack_cpio_literal(data, ".extra", file, 0555, 0444)`: the `.extra` directory, the
@@ -268,7 +248,7 @@ pub fn stub_initrd(uki: &Uki, quirks: &Quirks) -> Result<Vec<u8>, PeError> {
     let mut out = Vec::new();
     for piece in &pieces {
         out.extend_from_slice(piece);
-        pad4(&mut out);
+        crate::cpio::pad4(&mut out);
     }
     Ok(out)
 }

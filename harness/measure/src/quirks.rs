@@ -135,22 +135,13 @@ impl Quirks {
         systemd: Option<Version>,
     ) -> Quirks {
         let mut q = Quirks::baseline();
-        for row in ROWS {
-            let version = match row.component {
-                Component::Ovmf => ovmf,
-                Component::Qemu => qemu,
-                Component::SystemdStub | Component::SystemdBoot => systemd,
-            };
-            if version.is_some_and(|v| {
-                row.since.is_none_or(|s| v >= s) && row.until.is_none_or(|u| v < u)
-            }) {
-                (row.apply)(&mut q);
-            }
+        for row in Quirks::applied(ovmf, qemu, systemd) {
+            (row.apply)(&mut q);
         }
         q
     }
 
-    /// Rows that apply, for reports.
+    /// The rows matching the versions, in table order (what `resolve` applies; also for reports).
     pub fn applied(
         ovmf: Option<Version>,
         qemu: Option<Version>,

@@ -287,25 +287,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// No qemu or swtpm child of this test process is left.
 fn assert_no_children() {
-    let me = std::process::id().to_string();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rsplit(')').next() else {
-            continue;
-        };
-        let ppid = rest.split_whitespace().nth(1).unwrap_or("");
-        let comm = stat
-            .split('(')
-            .nth(1)
-            .and_then(|s| s.split(')').next())
-            .unwrap_or("");
-        if ppid == me && (comm.starts_with("qemu") || comm.starts_with("swtpm")) {
-            panic!(
-                "leftover child {comm} ({})",
-                entry.file_name().to_string_lossy()
-            );
+    let me = std::process::id() as i32;
+    for p in qemu::process::processes().expect("/proc") {
+        if p.ppid == me && (p.comm.starts_with("qemu") || p.comm.starts_with("swtpm")) {
+            panic!("leftover child {} ({})", p.comm, p.pid);
         }
     }
 }

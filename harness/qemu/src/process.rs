@@ -139,33 +139,83 @@ pub enum SocketWait {
     TimedOut,
 }
 
-/// Pids of live (non-zombie) processes in process group `pgid`, from `/proc`.
-pub fn group_members(pgid: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut pids = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the parenthesised command name: state ppid pgrp …
-        let Some(after) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
-            continue;
-        };
-        let mut fields = after.split_whitespace();
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|s| s.parse::<i32>().ok());
-        if pgrp == Some(pgid) && state != Some("Z") {
-            pids.push(pid);
+/// One process as its `/proc/<pid>/stat` line describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: i32,
+    /// The command name (`comm`, at most 15 bytes).
+    pub comm: String,
+    /// `R`, `S`, `Z` (zombie) …
+    pub state: String,
+    pub ppid: i32,
+    pub pgrp: i32,
+}
+
+impl ProcStat {
+    /// Parse a stat line: `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses,
+    /// so it ends at the last `)`.
+    fn parse(stat: &str) -> Option<ProcStat> {
+        let (head, rest) = stat.rsplit_once(')')?;
+        let (pid, comm) = head.split_once(" (")?;
+        let mut fields = rest.split_whitespace();
+        Some(ProcStat {
+            pid: pid.trim().parse().ok()?,
+            comm: comm.to_string(),
+            state: fields.next()?.to_string(),
+            ppid: fields.next()?.parse().ok()?,
+            pgrp: fields.next()?.parse().ok()?,
+        })
+    }
+}
+
+/// Every process `/proc` lists now; ones that exit while being read are left out.
+pub fn processes() -> std::io::Result<Vec<ProcStat>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) {
+            out.extend(ProcStat::parse(&stat));
         }
     }
-    pids
+    Ok(out)
+}
+
+/// Pids of live (non-zombie) processes in process group `pgid`, from `/proc`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    processes()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && p.state != "Z")
+        .map(|p| p.pid)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_parse_even_with_odd_command_names() {
+        let line = "4242 (qemu (x) y) S 17 4242 4242 0 -1 4194560 0 0";
+        assert_eq!(
+            ProcStat::parse(line),
+            Some(ProcStat {
+                pid: 4242,
+                comm: "qemu (x) y".into(),
+                state: "S".into(),
+                ppid: 17,
+                pgrp: 4242,
+            })
+        );
+        assert_eq!(ProcStat::parse("4242 (cut"), None);
+    }
+
+    #[test]
+    fn processes_include_this_one() {
+        let me = std::process::id() as i32;
+        let this = processes().unwrap().into_iter().find(|p| p.pid == me);
+        assert_eq!(
+            this.map(|p| p.ppid),
+            Some(std::os::unix::process::parent_id() as i32)
+        );
+    }
 }

@@ -1,29 +1,17 @@
 //! Supervised boots under TCG: a real kernel boot, and faults that must end in a clear error
 //! with no QEMU or swtpm left behind and no run dir left over.
 
+mod common;
+
+use common::{kernel, OVMF};
 use qemu::{boot, Accel, Backend, Boot, BootError, BootOptions, Device, Vm};
-use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
 /// Tests that kill our own children must not see another test's children.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
-const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 const TCG: Backend = Backend::Vtpm { accel: Accel::Tcg };
-
-fn kernel() -> PathBuf {
-    let path = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../.cache/debs/kernel-6.1/boot/vmlinuz-6.1.0-50-amd64"
-    ));
-    assert!(
-        path.exists(),
-        "{} is missing: run images/fetch.sh",
-        path.display()
-    );
-    path
-}
 
 fn kernel_vm() -> Vm {
     Vm::new(
@@ -41,30 +29,12 @@ fn kernel_vm() -> Vm {
 /// Our live child processes (pid, command name), from /proc.
 fn children() -> Vec<(i32, String)> {
     let me = std::process::id() as i32;
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let mut fields = stat[close + 2..].split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let ppid = fields.next().and_then(|s| s.parse::<i32>().ok());
-        if ppid == Some(me) && state != "Z" {
-            out.push((pid, comm));
-        }
-    }
-    out
+    qemu::process::processes()
+        .expect("/proc")
+        .into_iter()
+        .filter(|p| p.ppid == me && p.state != "Z")
+        .map(|p| (p.pid, p.comm))
+        .collect()
 }
 
 fn options(root: &tempfile::TempDir, timeout: u64) -> BootOptions {

@@ -3,73 +3,19 @@
 //! logged data and digests. The log walker below is a minimal test-only reader of the TCG
 //! crypto-agile format (PC Client PFP 10.2), independent of the code under test.
 
+mod common;
+
+use common::{le32, records, Logged as Record};
 use measure::devpath::{ovmf, LoadOption, LOAD_OPTION_ACTIVE};
 use measure::gpt::{self, GptData};
 use measure::uefi::{self, VariableData};
 use measure::{Digests, EventType};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/fixtures/tpm-eventlog"
 );
-
-struct Record {
-    event_type: u32,
-    sha256: Option<Vec<u8>>,
-    data: Vec<u8>,
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-/// Records of a crypto-agile log; `None` for a TCG 1.2 log (no Spec ID Event03).
-fn records(log: &[u8]) -> Option<Vec<Record>> {
-    if log.len() < 32 || log.get(32..48) != Some(b"Spec ID Event03\0".as_slice()) {
-        return None;
-    }
-    let spec_size = le32(log, 28) as usize;
-    let spec = &log[32..32 + spec_size];
-    let mut sizes = BTreeMap::new();
-    for i in 0..le32(spec, 24) as usize {
-        let at = 28 + 4 * i;
-        let alg = u16::from_le_bytes([spec[at], spec[at + 1]]);
-        sizes.insert(
-            alg,
-            u16::from_le_bytes([spec[at + 2], spec[at + 3]]) as usize,
-        );
-    }
-    let mut out = Vec::new();
-    let mut at = 32 + spec_size;
-    while at + 12 <= log.len() {
-        let event_type = le32(log, at + 4);
-        let count = le32(log, at + 8);
-        if event_type == u32::MAX || count == u32::MAX {
-            break;
-        }
-        at += 12;
-        let mut sha256 = None;
-        for _ in 0..count {
-            let alg = u16::from_le_bytes([log[at], log[at + 1]]);
-            let size = sizes[&alg];
-            if alg == 0x000b {
-                sha256 = Some(log[at + 2..at + 2 + size].to_vec());
-            }
-            at += 2 + size;
-        }
-        let size = le32(log, at) as usize;
-        let data = log[at + 4..at + 4 + size].to_vec();
-        at += 4 + size;
-        out.push(Record {
-            event_type,
-            sha256,
-            data,
-        });
-    }
-    Some(out)
-}
 
 fn logs() -> Vec<(String, Vec<Record>)> {
     let mut out = Vec::new();

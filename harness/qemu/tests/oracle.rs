@@ -1,25 +1,13 @@
 //! The fw_cfg oracle against stock QEMU (7.2 on the project's machines) and OVMF 2022.11.
 
+mod common;
+
+use common::{kernel, OVMF};
 use qemu::{dump_fw_cfg, Boot, Device, FirmwarePci, QemuBinary, Vm};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 const QEMU: &str = "qemu-system-x86_64";
-const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
-
-fn kernel() -> PathBuf {
-    let path = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../.cache/debs/kernel-6.1/boot/vmlinuz-6.1.0-50-amd64"
-    ));
-    assert!(
-        path.exists(),
-        "{} is missing: run images/fetch.sh",
-        path.display()
-    );
-    path
-}
 
 fn vm(tpm: bool) -> Vm {
     let mut vm = Vm::new(

@@ -11,8 +11,8 @@ use crate::compare;
 use crate::report::{RegisterRow, ScenarioReport, Verdict};
 use crate::run::Prepared;
 use evidence::log::conventional_pcr;
-use measure::tdvf::{self, PageOrder};
-use measure::{Event, Register, Registers};
+use measure::tdvf::PageOrder;
+use measure::{Event, Register};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -119,18 +119,13 @@ pub fn diagnose_td(
     let alignment = compare::align(&predicted, &actual, &full);
     let counts = alignment.counts();
 
-    let firmware = std::fs::read(&prepared.resolved.vm.firmware)
-        .map_err(|e| format!("{}: {e}", prepared.resolved.vm.firmware.display()))?;
-    let tdvf = tdvf::Tdvf::parse(&firmware)
-        .map_err(|e| format!("{}: {e}", prepared.resolved.vm.firmware.display()))?;
-    let mrtd = tdvf::mrtd(&tdvf, &firmware, page_order).map_err(|e| e.to_string())?;
-    let folded = Registers::fold(&prepared.prediction.events);
-    let mut registers = vec![row("mrtd", &mrtd, &evidence.mrtd)];
+    let builtin = crate::predictor::builtin_registers(prepared, page_order)?;
+    let mut registers = vec![row("mrtd", &builtin.mrtd, &evidence.mrtd)];
     for (i, reg) in [Register::Rtmr0, Register::Rtmr1, Register::Rtmr2]
         .into_iter()
         .enumerate()
     {
-        registers.push(row(reg.name(), &folded.get(reg), &evidence.rtmrs[i]));
+        registers.push(row(reg.name(), &builtin.rtmr[i], &evidence.rtmrs[i]));
     }
 
     let first_divergence = alignment

@@ -233,20 +233,16 @@ fn predictor_summary_status(p: &crate::predictor::PredictorReport) -> String {
     }
 }
 
+/// How many scenarios ended with `verdict`.
+pub fn count(reports: &[ScenarioReport], verdict: Verdict) -> usize {
+    reports.iter().filter(|r| r.verdict == verdict).count()
+}
+
 /// JUnit XML: one testcase per scenario.
 pub fn junit(reports: &[ScenarioReport]) -> String {
-    let failures = reports
-        .iter()
-        .filter(|r| r.verdict == Verdict::Fail)
-        .count();
-    let errors = reports
-        .iter()
-        .filter(|r| r.verdict == Verdict::Error)
-        .count();
-    let skipped = reports
-        .iter()
-        .filter(|r| r.verdict == Verdict::Skip)
-        .count();
+    let failures = count(reports, Verdict::Fail);
+    let errors = count(reports, Verdict::Error);
+    let skipped = count(reports, Verdict::Skip);
     let total: f64 = reports.iter().map(|r| r.duration_s).sum();
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"mrlab\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{total:.3}\">\n",

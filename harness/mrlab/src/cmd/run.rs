@@ -111,14 +111,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     write_opt(&args.json_report, &report::json(&reports))?;
     write_opt(&args.junit, &report::junit(&reports))?;
     write_opt(&args.markdown, &summary)?;
-    let passed = reports
-        .iter()
-        .filter(|r| r.verdict == Verdict::Pass)
-        .count();
-    let skipped = reports
-        .iter()
-        .filter(|r| r.verdict == Verdict::Skip)
-        .count();
+    let passed = report::count(&reports, Verdict::Pass);
+    let skipped = report::count(&reports, Verdict::Skip);
     eprintln!(
         "{passed} passed, {} failed, {skipped} skipped",
         reports.len() - passed - skipped

@@ -6,7 +6,7 @@ use evidence::decode::{describe, guid};
 use evidence::log::{parse, Format};
 use std::path::Path;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures");
 
 /// `key: value` of one YAML event block, quotes stripped.
 fn field<'a>(block: &'a str, key: &str) -> Option<&'a str> {

@@ -1,4 +1,4 @@
-//! Every set in shared/fixtures reproduces its expected.json. Data first: the sets are
+//! Every set in harness/fixtures reproduces its expected.json. Data first: the sets are
 //! discovered from the directory; each is checked by its `format` and the `expect` keys it has,
 //! and the failure message names the set and the key.
 
@@ -10,14 +10,14 @@ use sha2::{Digest, Sha256, Sha384};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures");
 
 /// `expect` keys this test does not check, and why (reported when a set has them).
 const UNCHECKED: &[(&str, &str)] = &[];
 
 fn sets() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for kind in std::fs::read_dir(FIXTURES).expect("shared/fixtures is beside the repo") {
+    for kind in std::fs::read_dir(FIXTURES).expect("harness/fixtures") {
         let kind = kind.unwrap().path();
         if !kind.is_dir() {
             continue;

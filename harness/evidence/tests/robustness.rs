@@ -5,7 +5,7 @@
 use evidence::log::{parse, Format};
 use std::path::PathBuf;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures");
 
 fn fixture_files() -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -3,7 +3,7 @@
 
 use evidence::quote::{self, SignatureCheck, QE_REPORT_SIZE};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures");
 
 /// A v4 and a v5 quote from upstream test data.
 const QUOTES: &[&str] = &[

@@ -6,7 +6,7 @@ use evidence::tcg;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures");
 
 /// (set dir, log bytes) of every positive binary log fixture.
 fn logs() -> Vec<(PathBuf, Vec<u8>)> {

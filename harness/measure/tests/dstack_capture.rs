@@ -8,7 +8,7 @@ use serde_json::Value;
 
 const CAPTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/fixtures/tdx-json-eventlog/dstack-gpu-64g/quote-report.json"
+    "/../fixtures/tdx-json-eventlog/dstack-gpu-64g/quote-report.json"
 );
 
 struct Logged {
@@ -19,9 +19,8 @@ struct Logged {
 }
 
 fn capture() -> Vec<Logged> {
-    let text = std::fs::read_to_string(CAPTURE).unwrap_or_else(|e| {
-        panic!("{CAPTURE}: {e} (the shared fixtures must sit beside the repo)")
-    });
+    let text = std::fs::read_to_string(CAPTURE)
+        .unwrap_or_else(|e| panic!("{CAPTURE}: {e} (the fixtures are in harness/fixtures)"));
     let doc: Value = serde_json::from_str(&text).expect("capture is JSON");
     // The event log is itself a JSON document stored as a string in some dstack versions.
     let log = match &doc["event_log"] {

@@ -12,16 +12,12 @@ use measure::uefi::{self, VariableData};
 use measure::{Digests, EventType};
 use sha2::{Digest, Sha256};
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/fixtures/tpm-eventlog"
-);
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/tpm-eventlog");
 
 fn logs() -> Vec<(String, Vec<Record>)> {
     let mut out = Vec::new();
-    let dirs = std::fs::read_dir(FIXTURES).unwrap_or_else(|e| {
-        panic!("{FIXTURES}: {e} (the shared fixtures must sit beside the repo)")
-    });
+    let dirs = std::fs::read_dir(FIXTURES)
+        .unwrap_or_else(|e| panic!("{FIXTURES}: {e} (the fixtures are in harness/fixtures)"));
     for dir in dirs {
         let dir = dir.unwrap().path();
         for file in std::fs::read_dir(&dir).unwrap() {

@@ -227,8 +227,7 @@ mod tests {
     use measure::Register;
 
     fn fixture(path: &str) -> Vec<u8> {
-        let p =
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/").to_string() + path;
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/").to_string() + path;
         std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
     }
 

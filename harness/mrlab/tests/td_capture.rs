@@ -1,7 +1,7 @@
 //! The predicted `-kernel` TD event log against a real TD's (dstack, QEMU 9.2.1, 64 GiB): same
 //! types, registers and order; equal digests wherever our inputs are that TD's inputs (UEFI
 //! variables, separators, actions, BootOrder/Boot0000, TD HOB). The capture is read at test time
-//! from ../shared/fixtures; nothing of it is copied here.
+//! from harness/fixtures.
 
 use measure::predict::{predict, Boot, Inputs, KernelBoot};
 use measure::quirks::{Quirks, Version};
@@ -9,7 +9,7 @@ use measure::{EventType, Platform, Register};
 
 const CAPTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/fixtures/tdx-json-eventlog/dstack-gpu-64g/quote-report.json"
+    "/../fixtures/tdx-json-eventlog/dstack-gpu-64g/quote-report.json"
 );
 
 struct CapturedEvent {
@@ -20,7 +20,7 @@ struct CapturedEvent {
 
 fn capture() -> Vec<CapturedEvent> {
     let doc = evidence::dstack::parse_document(
-        &std::fs::read(CAPTURE).expect("fixture (shared/ beside the repo)"),
+        &std::fs::read(CAPTURE).expect("fixture in harness/fixtures"),
     )
     .expect("dstack document parses");
     doc.event_log

@@ -30,7 +30,7 @@ struct Capture {
 fn dstack_capture() -> Capture {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/tdx-json-eventlog/dstack-gpu-64g/quote-report.json"
+        "/../fixtures/tdx-json-eventlog/dstack-gpu-64g/quote-report.json"
     );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();

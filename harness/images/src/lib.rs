@@ -56,9 +56,38 @@ pub struct Package {
     pub sha256: String,
 }
 
+/// One `[[root]]` of `images/packages.lock`: a program with its whole Depends closure, extracted
+/// together into `<cache>/roots/<id>/` by `images/fetch.sh` and started through its own loader.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Root {
+    pub id: String,
+    pub suites: Vec<String>,
+    #[serde(default)]
+    pub release: Option<String>,
+    pub install: Vec<String>,
+    /// `name version sha256`, one per .deb of the closure.
+    pub packages: Vec<String>,
+}
+
+impl Root {
+    /// What `images/fetch.sh` writes to `.stamp` once the root is extracted: sha256 over the
+    /// member lines, each ending in a newline.
+    fn stamp(&self) -> String {
+        let mut h = Sha256::new();
+        for line in &self.packages {
+            h.update(line.as_bytes());
+            h.update(b"\n");
+        }
+        hex::encode(h.finalize())
+    }
+}
+
 #[derive(Deserialize)]
 struct LockFile {
     package: Vec<Package>,
+    #[serde(default)]
+    root: Vec<Root>,
 }
 
 /// A kernel package's boot image and modules.
@@ -71,15 +100,41 @@ pub struct KernelImage {
     pub modules_dir: PathBuf,
 }
 
-/// An extracted QEMU package and the dirs it needs at run time (see [`Cache::qemu`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManagedQemu {
-    /// `usr/bin/qemu-system-x86_64`.
-    pub binary: PathBuf,
-    /// `usr/share/qemu` of `<id>-data`, to search before the compiled-in data dirs (`-L`).
-    pub data_dir: PathBuf,
-    /// `usr/lib/x86_64-linux-gnu/qemu` of `<id>-common` (`QEMU_MODULE_DIR`).
-    pub module_dir: PathBuf,
+/// Where a root's dynamic loader is: bookworm's libc6 ships it in `lib/`, usr-merged suites
+/// (trixie on) in `usr/lib/`.
+const LOADERS: &[&str] = &[
+    "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+];
+
+/// A root's library dirs, searched in this order by its loader.
+const LIBRARY_DIRS: &[&str] = &["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"];
+
+/// Debian's QEMU firmware path (`--firmwarepath` in its build), inside a root.
+const FIRMWARE_DIRS: &[&str] = &["usr/share/qemu", "usr/share/seabios", "usr/lib/ipxe/qemu"];
+
+/// `dir/.stamp` must hold `expected` (what `images/fetch.sh` wrote after extracting).
+fn check_stamp(id: &str, dir: &Path, expected: &str) -> Result<(), Error> {
+    let stamp = dir.join(".stamp");
+    let found = match fs::read_to_string(&stamp) {
+        Ok(s) => s.trim().to_owned(),
+        Err(_) if !dir.exists() => {
+            return Err(Error::NotFetched {
+                id: id.to_owned(),
+                dir: dir.to_owned(),
+            })
+        }
+        Err(e) => return Err(Error::Io(stamp, e)),
+    };
+    if found != expected {
+        return Err(Error::StaleStamp {
+            id: id.to_owned(),
+            dir: dir.to_owned(),
+            expected: expected.to_owned(),
+            found,
+        });
+    }
+    Ok(())
 }
 
 /// Modules the agent loads when the kernel has them as modules (built-in ones are skipped):
@@ -105,6 +160,7 @@ pub struct Cache {
     repo: PathBuf,
     root: PathBuf,
     packages: Vec<Package>,
+    roots: Vec<Root>,
 }
 
 impl Cache {
@@ -130,6 +186,7 @@ impl Cache {
             repo: repo_root.to_owned(),
             root: root.to_owned(),
             packages: parsed.package,
+            roots: parsed.root,
         })
     }
 
@@ -165,25 +222,7 @@ impl Cache {
                 dir = shared;
             }
         }
-        let stamp = dir.join(".stamp");
-        let found = match fs::read_to_string(&stamp) {
-            Ok(s) => s.trim().to_owned(),
-            Err(_) if !dir.exists() => {
-                return Err(Error::NotFetched {
-                    id: id.to_owned(),
-                    dir,
-                })
-            }
-            Err(e) => return Err(Error::Io(stamp, e)),
-        };
-        if &found != expected {
-            return Err(Error::StaleStamp {
-                id: id.to_owned(),
-                dir,
-                expected: expected.clone(),
-                found,
-            });
-        }
+        check_stamp(id, &dir, expected)?;
         Ok(dir)
     }
 
@@ -230,26 +269,76 @@ impl Cache {
         Ok(path)
     }
 
-    /// The QEMU of package `id` (e.g. `qemu-10.0`, Debian's `qemu-system-x86`) extracted beside
-    /// the host's, with the files of its companion packages `<id>-data` (`qemu-system-data`:
-    /// option ROMs such as `linuxboot_dma.bin`) and `<id>-common` (`qemu-system-common`:
-    /// loadable modules). All three are checked against the lock.
-    pub fn qemu(&self, id: &str) -> Result<ManagedQemu, Error> {
-        let found = |package: &str, rel: &str| -> Result<PathBuf, Error> {
-            let path = self.package(package)?.join(rel);
+    /// The extracted `[[root]]` `<cache>/roots/<id>/`, checked against the lock.
+    pub fn program_root(&self, id: &str) -> Result<PathBuf, Error> {
+        let locked =
+            self.roots
+                .iter()
+                .find(|r| r.id == id)
+                .ok_or_else(|| Error::UnknownPackage {
+                    id: id.to_owned(),
+                    lock: self.repo.join("images/packages.lock"),
+                })?;
+        let mut dir = self.root.join("roots").join(id);
+        if !dir.exists() {
+            let shared = self.repo.join(".cache/roots").join(id);
+            if shared.exists() {
+                dir = shared;
+            }
+        }
+        check_stamp(id, &dir, &locked.stamp())?;
+        Ok(dir)
+    }
+
+    /// The QEMU of root `id` (e.g. `qemu-7.2`: bookworm's `qemu-system-x86` with its whole
+    /// library closure), started through the root's own dynamic loader so that it loads nothing
+    /// of the host's: not its libc, not its `ld.so.cache` (`--inhibit-cache`), not its QEMU
+    /// modules (`QEMU_MODULE_DIR`), not its firmware blobs (`-L`, one per dir of Debian's
+    /// compiled-in firmware path `/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu`).
+    pub fn qemu(&self, id: &str) -> Result<qemu::QemuBinary, Error> {
+        let root = self.program_root(id)?;
+        let inside = |rel: &str| -> Result<PathBuf, Error> {
+            let path = root.join(rel);
             if path.exists() {
                 Ok(path)
             } else {
                 Err(Error::Package {
-                    id: package.to_owned(),
+                    id: id.to_owned(),
                     what: format!("{} missing", path.display()),
                 })
             }
         };
-        Ok(ManagedQemu {
-            binary: found(id, "usr/bin/qemu-system-x86_64")?,
-            data_dir: found(&format!("{id}-data"), "usr/share/qemu")?,
-            module_dir: found(&format!("{id}-common"), "usr/lib/x86_64-linux-gnu/qemu")?,
+        let loader = LOADERS
+            .iter()
+            .map(|rel| root.join(rel))
+            .find(|p| p.is_file())
+            .ok_or_else(|| Error::Package {
+                id: id.to_owned(),
+                what: format!(
+                    "no dynamic loader ({}) in {}",
+                    LOADERS.join(", "),
+                    root.display()
+                ),
+            })?;
+        Ok(qemu::QemuBinary {
+            program: inside("usr/bin/qemu-system-x86_64")?,
+            loader: Some(qemu::Loader {
+                path: loader,
+                library_path: LIBRARY_DIRS
+                    .iter()
+                    .map(|rel| root.join(rel))
+                    .filter(|p| p.is_dir())
+                    .collect(),
+            }),
+            data_dirs: FIRMWARE_DIRS
+                .iter()
+                .map(|rel| root.join(rel))
+                .filter(|p| p.is_dir())
+                .collect(),
+            env: vec![(
+                "QEMU_MODULE_DIR".into(),
+                inside("usr/lib/x86_64-linux-gnu/qemu")?,
+            )],
         })
     }
 

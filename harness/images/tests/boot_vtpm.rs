@@ -1,5 +1,5 @@
 //! End-to-end check of the agent initramfs: `-kernel` boot of a pinned Debian kernel on the
-//! host's QEMU + OVMF with a swtpm TPM 2.0 (SHA-256 and SHA-384 banks), TCG, and a decoded
+//! managed QEMU 7.2 + pinned OVMF 2022.11 with a swtpm TPM 2.0 (SHA-256 and SHA-384 banks), TCG, and a decoded
 //! record holding the event log, PCRs and the fw_cfg ACPI tables.
 
 use agent::record;
@@ -9,7 +9,24 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
-const HOST_OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+
+fn cache() -> images::Cache {
+    images::Cache::open(&repo()).expect("images/packages.lock")
+}
+
+/// bookworm's QEMU 7.2 from its own root (`images/fetch.sh`), the same on every host.
+fn managed_qemu() -> Command {
+    cache()
+        .qemu("qemu-7.2")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .command()
+}
+
+fn ovmf() -> PathBuf {
+    cache()
+        .firmware("ovmf-2022.11")
+        .unwrap_or_else(|e| panic!("{e}"))
+}
 
 fn repo() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
@@ -142,10 +159,11 @@ fn boot(how: Boot) -> Vec<u8> {
 
     let serial = dir.path().join("serial.log");
     let mut qemu = Reaped(
-        Command::new("qemu-system-x86_64")
+        managed_qemu()
             .args(["-machine", "q35", "-accel", "tcg", "-m", "2G", "-smp", "1"])
             .args(["-nodefaults", "-display", "none", "-no-reboot"])
-            .args(["-bios", HOST_OVMF])
+            .arg("-bios")
+            .arg(ovmf())
             .args(&boot_args)
             .arg("-serial")
             .arg(format!("file:{}", serial.display()))

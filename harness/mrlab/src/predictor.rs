@@ -684,6 +684,11 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
         "devices": devices,
         "qemu": {
             "binary": resolved.qemu_binary.program.display().to_string(),
+            // How to start it: a managed QEMU runs through its root's own loader, so `binary`
+            // alone may not start on this host. Append QEMU's own arguments to this.
+            "command": std::iter::once(resolved.qemu_binary.executable().display().to_string())
+                .chain(resolved.qemu_binary.leading_args())
+                .collect::<Vec<_>>(),
             // An extracted QEMU runs with these `-L` dirs first and this environment.
             "data_dirs": resolved.qemu_binary.data_dirs.iter()
                 .map(|d| d.display().to_string()).collect::<Vec<_>>(),

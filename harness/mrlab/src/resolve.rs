@@ -278,17 +278,12 @@ fn qemu_binary(
                 message,
             });
     }
-    let managed = cache
+    cache
         .qemu(&scenario.qemu)
         .map_err(|source| ResolveError::Images {
             scenario: scenario.name.clone(),
             source,
-        })?;
-    Ok(qemu::QemuBinary {
-        program: managed.binary,
-        data_dirs: vec![managed.data_dir],
-        env: vec![("QEMU_MODULE_DIR".into(), managed.module_dir)],
-    })
+        })
 }
 
 enum UkiError {
@@ -519,35 +514,42 @@ mod tests {
     }
 
     #[test]
-    fn managed_qemu_is_the_extracted_binary_with_its_own_data_and_modules() {
+    fn managed_qemu_is_the_root_binary_with_its_own_loader_data_and_modules() {
         let cache = images::Cache::open(&images::workspace_root()).expect("lock");
         let q = match qemu_binary(&scenario("name = \"x\"\nqemu = \"qemu-10.0\""), &cache) {
             Ok(q) => q,
             Err(e) => panic!("{e} (run images/fetch.sh)"),
         };
-        let debs = |id: &str| cache.package(id).expect("fetched");
-        assert_eq!(
-            q.program,
-            debs("qemu-10.0").join("usr/bin/qemu-system-x86_64")
-        );
-        assert_eq!(q.data_dirs, [debs("qemu-10.0-data").join("usr/share/qemu")]);
+        let root = cache.program_root("qemu-10.0").expect("fetched");
+        assert_eq!(q.program, root.join("usr/bin/qemu-system-x86_64"));
+        let loader = q
+            .loader
+            .as_ref()
+            .expect("started through its root's loader");
+        assert!(loader.path.starts_with(&root), "{loader:?}");
+        assert!(loader.library_path.iter().all(|d| d.starts_with(&root)));
+        assert_eq!(q.data_dirs[0], root.join("usr/share/qemu"));
+        assert!(q.data_dirs.iter().all(|d| d.starts_with(&root)));
         assert_eq!(
             q.env,
             [(
                 "QEMU_MODULE_DIR".to_string(),
-                debs("qemu-10.0-common").join("usr/lib/x86_64-linux-gnu/qemu")
+                root.join("usr/lib/x86_64-linux-gnu/qemu")
             )]
         );
-        // The binary itself says what the lock pinned (1:10.0.2+ds-…).
-        let pinned = cache
-            .packages()
-            .iter()
-            .find(|p| p.id == "qemu-10.0")
-            .and_then(|p| Version::parse(&p.version));
+        // The binary itself says what the lock pinned (qemu-system-x86 1:10.0.2+ds-…).
+        let lock = std::fs::read_to_string(images::workspace_root().join("images/packages.lock"))
+            .expect("lock");
+        let pinned = lock
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("\"qemu-system-x86 1:10."))
+            .map(|rest| Version::parse(&format!("10.{rest}")))
+            .next()
+            .flatten();
         assert_eq!(qemu_version(&q).expect("--version"), pinned);
         assert_eq!(pinned, Some(Version(10, 0)));
-        // Its own data dir is searched first, and a NIC's efi-virtio.rom (ipxe-qemu, not in
-        // qemu-system-data) is still found on its compiled-in firmware path.
+        // Its own data dir is searched first, and a NIC's efi-virtio.rom comes from the root's
+        // own ipxe-qemu, never from the host.
         let help = run_qemu(&q, &["-L", "help"]).expect("-L help");
         let first = String::from_utf8_lossy(&help.stdout)
             .lines()
@@ -559,10 +561,10 @@ mod tests {
             id: "net0".into(),
             mac: None,
         });
-        let roms = option_roms(&vm, &q).expect("efi-virtio.rom (install ipxe-qemu)");
+        let roms = option_roms(&vm, &q).expect("efi-virtio.rom in the root");
         assert_eq!(roms.len(), 1);
         assert!(roms[0].1.ends_with("efi-virtio.rom"), "{roms:?}");
-        assert!(!roms[0].1.starts_with(&q.data_dirs[0]), "{roms:?}");
+        assert!(roms[0].1.starts_with(&root), "{roms:?}");
     }
 
     #[test]

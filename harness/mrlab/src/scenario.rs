@@ -33,7 +33,8 @@ pub struct Scenario {
     /// when left out (one systemd version drives the quirks of both).
     #[serde(default)]
     pub bootloader: Option<String>,
-    /// QEMU: `system` (qemu-system-x86_64 on PATH), a managed id (`qemu-10.0`) or a path.
+    /// QEMU: a managed id (`qemu-7.2`, the default; `qemu-10.0`), `system` (qemu-system-x86_64 on
+    /// PATH) or a path.
     #[serde(default = "default_qemu")]
     pub qemu: String,
     #[serde(default)]
@@ -185,8 +186,10 @@ fn default_cmdline() -> String {
 fn default_stub() -> String {
     "systemd-boot-257".into()
 }
+/// The managed bookworm QEMU: the same bytes on every host, so the default matrix and its
+/// snapshots do not depend on which QEMU the host happens to have.
 fn default_qemu() -> String {
-    "system".into()
+    "qemu-7.2".into()
 }
 fn default_timeout() -> u64 {
     180

@@ -358,7 +358,7 @@ pub fn run_sh(vm: &Vm, backend: &Backend, qemu: &QemuBinary) -> String {
     }
     let mut args = qemu.leading_args();
     args.extend(argv(vm, backend, &run));
-    script += &line(&path_str(&qemu.program), &args);
+    script += &line(&path_str(qemu.executable()), &args);
     script += "\n";
     script
 }
@@ -571,6 +571,7 @@ mod tests {
             &Backend::Vtpm { accel: Accel::Tcg },
             &QemuBinary {
                 program: "/opt/qemu 10/qemu-system-x86_64".into(),
+                loader: None,
                 data_dirs: vec!["/opt/qemu 10/share".into()],
                 env: vec![("QEMU_MODULE_DIR".into(), "/opt/qemu 10/modules".into())],
             },

@@ -7,13 +7,42 @@ use std::path::PathBuf;
 /// `--version`, `run.sh`) goes through this, so they all run the same QEMU the same way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QemuBinary {
+    /// The `qemu-system-x86_64` binary.
     pub program: PathBuf,
+    /// Set for a QEMU extracted with its whole library closure into one root: it is started
+    /// through that root's dynamic loader and loads nothing of the host's.
+    pub loader: Option<Loader>,
     /// Searched, in order, before the binary's compiled-in data dirs (`-L`): an extracted QEMU
     /// would otherwise load the host QEMU's `linuxboot_dma.bin` and the like.
     pub data_dirs: Vec<PathBuf>,
     /// Environment the binary needs, e.g. `QEMU_MODULE_DIR`: an extracted QEMU must not load
     /// the host QEMU's modules (`util/module.c` reads this variable before its built-in dir).
     pub env: Vec<(String, PathBuf)>,
+}
+
+/// A root's own `ld-linux-x86-64.so.2` and library dirs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loader {
+    pub path: PathBuf,
+    /// `--library-path`, searched instead of the host's dirs; the host's `ld.so.cache` is not
+    /// read either (`--inhibit-cache`).
+    pub library_path: Vec<PathBuf>,
+}
+
+impl Loader {
+    fn args(&self, program: &std::path::Path) -> Vec<String> {
+        let dirs: Vec<String> = self
+            .library_path
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        vec![
+            "--inhibit-cache".into(),
+            "--library-path".into(),
+            dirs.join(":"),
+            program.display().to_string(),
+        ]
+    }
 }
 
 impl QemuBinary {
@@ -26,22 +55,42 @@ impl QemuBinary {
     pub fn at(program: impl Into<PathBuf>) -> QemuBinary {
         QemuBinary {
             program: program.into(),
+            loader: None,
             data_dirs: Vec::new(),
             env: Vec::new(),
         }
     }
 
-    /// The arguments that come before any others: `-L <dir>` per data dir.
+    /// What is executed: the root's loader, or QEMU itself.
+    pub fn executable(&self) -> &std::path::Path {
+        self.loader.as_ref().map_or(&self.program, |l| &l.path)
+    }
+
+    /// The arguments that come before any others: the loader's (ending in QEMU's path), then
+    /// `-L <dir>` per data dir.
     pub fn leading_args(&self) -> Vec<String> {
-        self.data_dirs
+        // Started through a loader, QEMU would be `ld-linux-x86-64` in `ps` and
+        // /proc/PID/comm; `-name process=` gives it back its own name.
+        let loader = self.loader.iter().flat_map(|l| {
+            let name = self
+                .program
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            let mut args = l.args(&self.program);
+            args.extend(["-name".into(), format!("process={name}")]);
+            args
+        });
+        let data_dirs = self
+            .data_dirs
             .iter()
-            .flat_map(|dir| ["-L".to_string(), dir.display().to_string()])
-            .collect()
+            .flat_map(|dir| ["-L".to_string(), dir.display().to_string()]);
+        loader.chain(data_dirs).collect()
     }
 
     /// A command for this QEMU: its environment and leading arguments set, more to add.
     pub fn command(&self) -> std::process::Command {
-        let mut cmd = std::process::Command::new(&self.program);
+        let mut cmd = std::process::Command::new(self.executable());
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.args(self.leading_args());
         cmd
@@ -61,6 +110,7 @@ mod tests {
     fn data_dirs_lead_the_arguments_and_env_is_set() {
         let q = QemuBinary {
             program: "/q/qemu-system-x86_64".into(),
+            loader: None,
             data_dirs: vec!["/q/share/qemu".into(), "/q/more".into()],
             env: vec![("QEMU_MODULE_DIR".into(), "/q/lib/qemu".into())],
         };
@@ -80,5 +130,33 @@ mod tests {
             )]
         );
         assert!(QemuBinary::system().leading_args().is_empty());
+    }
+
+    #[test]
+    fn a_root_qemu_runs_through_its_loader() {
+        let q = QemuBinary {
+            program: "/r/usr/bin/qemu-system-x86_64".into(),
+            loader: Some(Loader {
+                path: "/r/lib/ld.so".into(),
+                library_path: vec!["/r/lib".into(), "/r/usr/lib".into()],
+            }),
+            data_dirs: vec!["/r/share/qemu".into()],
+            env: Vec::new(),
+        };
+        let cmd = q.command();
+        assert_eq!(cmd.get_program(), "/r/lib/ld.so");
+        assert_eq!(
+            cmd.get_args().collect::<Vec<_>>(),
+            [
+                "--inhibit-cache",
+                "--library-path",
+                "/r/lib:/r/usr/lib",
+                "/r/usr/bin/qemu-system-x86_64",
+                "-name",
+                "process=qemu-system-x86_64",
+                "-L",
+                "/r/share/qemu"
+            ]
+        );
     }
 }

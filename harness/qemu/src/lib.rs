@@ -12,7 +12,7 @@ pub mod swtpm;
 pub mod vm;
 
 pub use argv::{argv, run_sh, Accel, Backend, RunDir, TdxFlavour};
-pub use binary::QemuBinary;
+pub use binary::{Loader, QemuBinary};
 pub use boot::{boot, probe_kvm, probe_kvm_with, BootError, BootOptions, BootOutcome};
 pub use fwcfg::{dump_fw_cfg, FirmwarePci, OracleError};
 pub use vm::{

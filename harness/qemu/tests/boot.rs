@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{kernel, OVMF};
+use common::{kernel, ovmf};
 use qemu::{boot, Accel, Backend, Boot, BootError, BootOptions, Device, Vm};
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -15,7 +15,7 @@ const TCG: Backend = Backend::Vtpm { accel: Accel::Tcg };
 
 fn kernel_vm() -> Vm {
     Vm::new(
-        OVMF,
+        ovmf(),
         1,
         512 << 20,
         Boot::Kernel {
@@ -39,6 +39,7 @@ fn children() -> Vec<(i32, String)> {
 
 fn options(root: &tempfile::TempDir, timeout: u64) -> BootOptions {
     let mut opts = BootOptions::new(Duration::from_secs(timeout));
+    opts.qemu_binary = common::qemu();
     opts.temp_root = Some(root.path().to_path_buf());
     opts
 }
@@ -130,9 +131,22 @@ async fn unknown_device_driver_is_rejected() {
         .path()
         .join("..")
         .join(format!("mrlab-qemu-wrapper-{}", std::process::id()));
+    let managed = common::qemu();
+    let exec: Vec<String> = std::iter::once(managed.executable().display().to_string())
+        .chain(managed.leading_args())
+        .map(|w| format!("'{w}'"))
+        .collect();
+    let env: String = managed
+        .env
+        .iter()
+        .map(|(k, v)| format!("export {k}='{}'\n", v.display()))
+        .collect();
     std::fs::write(
         &wrapper,
-        "#!/bin/sh\nexec qemu-system-x86_64 \"$@\" -device mrlab-bogus\n",
+        format!(
+            "#!/bin/sh\n{env}exec {} \"$@\" -device mrlab-bogus\n",
+            exec.join(" ")
+        ),
     )
     .expect("wrapper");
     std::fs::set_permissions(
@@ -156,7 +170,7 @@ async fn unknown_device_driver_is_rejected() {
 async fn guest_without_boot_device_hangs_past_timeout() {
     let _guard = SERIAL.lock().await;
     let root = tempfile::tempdir().expect("root");
-    let vm = Vm::new(OVMF, 1, 256 << 20, Boot::Disk);
+    let vm = Vm::new(ovmf(), 1, 256 << 20, Boot::Disk);
     let err = boot(&vm, &TCG, &options(&root, 5)).await.expect_err("hang");
     assert!(matches!(err, BootError::Hung { .. }), "{err}");
     assert!(

@@ -2,16 +2,14 @@
 
 mod common;
 
-use common::{kernel, OVMF};
-use qemu::{dump_fw_cfg, Boot, Device, FirmwarePci, QemuBinary, Vm};
+use common::{kernel, ovmf};
+use qemu::{dump_fw_cfg, Boot, Device, FirmwarePci, Vm};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-const QEMU: &str = "qemu-system-x86_64";
-
 fn vm(tpm: bool) -> Vm {
     let mut vm = Vm::new(
-        OVMF,
+        ovmf(),
         2,
         2 << 30,
         Boot::Kernel {
@@ -122,12 +120,12 @@ fn check_acpi(files: &BTreeMap<String, Vec<u8>>, expect_tpm: bool) -> Vec<String
 async fn oracle_is_deterministic_and_serves_valid_acpi() {
     let vm = vm(false);
     let start = Instant::now();
-    let first = dump_fw_cfg(&vm, &QemuBinary::at(QEMU), FirmwarePci::OVMF_2022_11)
+    let first = dump_fw_cfg(&vm, &common::qemu(), FirmwarePci::OVMF_2022_11)
         .await
         .expect("first dump");
     let first_time = start.elapsed();
     let start = Instant::now();
-    let second = dump_fw_cfg(&vm, &QemuBinary::at(QEMU), FirmwarePci::OVMF_2022_11)
+    let second = dump_fw_cfg(&vm, &common::qemu(), FirmwarePci::OVMF_2022_11)
         .await
         .expect("second dump");
     let second_time = start.elapsed();
@@ -180,7 +178,7 @@ async fn oracle_is_deterministic_and_serves_valid_acpi() {
 
 #[tokio::test]
 async fn oracle_with_tpm_serves_tpm2_table() {
-    let files = dump_fw_cfg(&vm(true), &QemuBinary::at(QEMU), FirmwarePci::OVMF_2025_02)
+    let files = dump_fw_cfg(&vm(true), &common::qemu(), FirmwarePci::OVMF_2025_02)
         .await
         .expect("dump with TPM");
     check_acpi(&files, true);

@@ -38,6 +38,12 @@ debootstrap --variant=minbase --include=git,ca-certificates "$suite" "$target" \
   http://deb.debian.org/debian >"$work/$suite.debootstrap.log" 2>&1 ||
   { tail -20 "$work/$suite.debootstrap.log" >&2; exit 1; }
 cp /etc/resolv.conf "$target/etc/resolv.conf"
+# The host's own trust anchors come along (a host behind a TLS-inspecting proxy reaches
+# crates.io only with them); the root's packages are otherwise its own.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  cp /usr/local/share/ca-certificates/*.crt "$target/usr/local/share/ca-certificates/"
+  chroot "$target" update-ca-certificates >/dev/null 2>&1
+fi
 bind /proc "$target/proc"; bind /sys "$target/sys"; bind /dev "$target/dev"
 bind /dev/pts "$target/dev/pts"
 bind "$rustc" "$target/opt/rust" ro

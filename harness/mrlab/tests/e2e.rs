@@ -68,7 +68,8 @@ struct Projection {
     ovmf: Option<String>,
     events: Vec<String>,
     fw_cfg_sha384: Vec<String>,
-    tdx_events_checked: Option<(usize, usize)>,
+    /// Every event of the TD prediction: how many this vTPM boot checked, which it cannot.
+    tdx_events: Option<String>,
 }
 
 fn projection(report: &ScenarioReport) -> Projection {
@@ -98,7 +99,7 @@ fn projection(report: &ScenarioReport) -> Projection {
             .iter()
             .map(|b| format!("{} {}", b.name, b.actual.as_deref().unwrap_or("absent")))
             .collect(),
-        tdx_events_checked: report.tdx_events_checked,
+        tdx_events: report.tdx_events.as_ref().map(|t| t.summary()),
     }
 }
 

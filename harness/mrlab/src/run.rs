@@ -694,7 +694,12 @@ pub fn divergence_reason(
 ) -> String {
     let p = entry.predicted.map(|i| &predicted[i]);
     let a = entry.actual.map(|j| &actual[j]);
-    let event = match (p, a) {
+    // A swapped pair shows as one unexpected and one missing entry of the same event.
+    let misplaced = alignment
+        .out_of_order(entry, predicted, actual)
+        .and_then(|other| entry.predicted.or(other.predicted))
+        .map(|i| &predicted[i]);
+    let event = match (p.or(misplaced), a) {
         (Some(p), _) => format!("`{}`", p.label),
         (None, Some(a)) => format!("{} (not predicted)", a.event_type.name()),
         (None, None) => "(no event)".to_string(),
@@ -706,14 +711,8 @@ pub fn divergence_reason(
             let _ = write!(reason, " ({} differs)", banks.join(" and "));
         }
     }
-    if let Some(other) = alignment.out_of_order(entry, predicted, actual) {
-        if let Some(i) = entry.predicted.or(other.predicted) {
-            let _ = write!(
-                reason,
-                ": `{}` is logged, but out of order",
-                predicted[i].label
-            );
-        }
+    if misplaced.is_some() {
+        reason.push_str(": logged, but out of order");
     }
     reason
 }

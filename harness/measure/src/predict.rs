@@ -87,7 +87,7 @@ pub struct Unpredicted {
     /// Log events of these types in this PCR are not predicted and not judged; any other event
     /// in it must be predicted.
     pub event_types: Vec<EventType>,
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 impl Prediction {
@@ -101,25 +101,41 @@ impl Prediction {
     }
 }
 
-/// What a vTPM boot logs that we do not predict: PCR0's firmware volume blobs, and PCR10's value.
-fn vtpm_unpredicted() -> Vec<Unpredicted> {
+/// What a vTPM boot logs that we do not predict: PCR0's firmware volume blobs (and its CRTM
+/// version string where the quirks do not know it), and PCR10's value.
+fn vtpm_unpredicted(q: &Quirks) -> Vec<Unpredicted> {
+    let mut pcr0_types = vec![
+        EventType::EFI_PLATFORM_FIRMWARE_BLOB,
+        EventType::EFI_PLATFORM_FIRMWARE_BLOB2,
+    ];
+    let mut pcr0_reason = String::from(
+        "OVMF's PEI and DXE firmware volumes (EV_EFI_PLATFORM_FIRMWARE_BLOB) are measured as \
+         decompressed in memory and not predicted",
+    );
+    if q.crtm_version.is_none() {
+        pcr0_types.push(EventType::S_CRTM_VERSION);
+        pcr0_reason.push_str(
+            ", nor is this OVMF's version string (EV_S_CRTM_VERSION, quirk \
+             ovmf-crtm-version-unknown)",
+        );
+    }
+    pcr0_reason.push_str(
+        "; in a TD PCR0 is MRTD, checked from the firmware image. Every other PCR0 event is \
+         judged.",
+    );
     vec![
         Unpredicted {
             pcr: 0,
-            event_types: vec![
-                EventType::EFI_PLATFORM_FIRMWARE_BLOB,
-                EventType::EFI_PLATFORM_FIRMWARE_BLOB2,
-            ],
-            reason: "OVMF's PEI and DXE firmware volumes (EV_EFI_PLATFORM_FIRMWARE_BLOB) are \
-                     measured as decompressed in memory and not predicted; in a TD PCR0 is MRTD, \
-                     checked from the firmware image. Every other PCR0 event is judged.",
+            event_types: pcr0_types,
+            reason: pcr0_reason,
         },
         Unpredicted {
             pcr: 10,
             event_types: Vec::new(),
             reason: "the kernel's IMA extends PCR10 (boot_aggregate) and logs it in its own \
                      measurement list, not the firmware log; a TD has no IMA register. Any \
-                     firmware log event in PCR10 is still unexpected.",
+                     firmware log event in PCR10 is still unexpected."
+                .into(),
         },
     ]
 }
@@ -230,7 +246,7 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
     // Every PCR 0–15 is predicted, events and value, but for the declared exceptions: a PCR
     // the boot does not touch (PCR8, 14, 15; PCR11–13 on -kernel boots) is predicted empty.
     let unpredicted = match inputs.platform {
-        Platform::Vtpm => vtpm_unpredicted(),
+        Platform::Vtpm => vtpm_unpredicted(q),
         Platform::Tdx => Vec::new(),
     };
     let full_pcrs: BTreeSet<u32> = match inputs.platform {
@@ -451,24 +467,32 @@ fn tagged_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quirks::Version;
 
-    /// The vTPM exceptions: PCR0's firmware volume blobs are not judged, anything else in PCR0
-    /// or any event in PCR10 is; every other PCR 0–15 is folded.
+    /// The vTPM exceptions: PCR0's firmware volume blobs are not judged, its CRTM version only
+    /// where the quirks do not know it; anything else in PCR0 or any event in PCR10 is.
     #[test]
     fn vtpm_prediction_judges_all_but_firmware_volumes() {
-        let prediction = Prediction {
-            platform: Platform::Vtpm,
-            events: Vec::new(),
-            full_pcrs: BTreeSet::new(),
-            unpredicted: vtpm_unpredicted(),
-        };
         let ev = |pcr, t| Event::hashed_data(pcr, t, "", b"x".to_vec());
-        assert!(!prediction.judges(&ev(0, EventType::EFI_PLATFORM_FIRMWARE_BLOB)));
-        assert!(!prediction.judges(&ev(0, EventType::EFI_PLATFORM_FIRMWARE_BLOB2)));
-        assert!(prediction.judges(&ev(0, EventType::IPL)));
-        assert!(prediction.judges(&ev(10, EventType::IPL)));
-        assert!(prediction.judges(&ev(8, EventType::EFI_PLATFORM_FIRMWARE_BLOB)));
-        let pcrs: Vec<u32> = prediction.unpredicted.iter().map(|u| u.pcr).collect();
-        assert_eq!(pcrs, [0, 10]);
+        for (ovmf, crtm_judged) in [(Version(2022, 11), true), (Version(2025, 2), false)] {
+            let quirks = Quirks::resolve(Some(ovmf), None, None);
+            let prediction = Prediction {
+                platform: Platform::Vtpm,
+                events: Vec::new(),
+                full_pcrs: BTreeSet::new(),
+                unpredicted: vtpm_unpredicted(&quirks),
+            };
+            assert!(!prediction.judges(&ev(0, EventType::EFI_PLATFORM_FIRMWARE_BLOB)));
+            assert!(!prediction.judges(&ev(0, EventType::EFI_PLATFORM_FIRMWARE_BLOB2)));
+            assert_eq!(
+                prediction.judges(&ev(0, EventType::S_CRTM_VERSION)),
+                crtm_judged
+            );
+            assert!(prediction.judges(&ev(0, EventType::IPL)));
+            assert!(prediction.judges(&ev(10, EventType::IPL)));
+            assert!(prediction.judges(&ev(8, EventType::EFI_PLATFORM_FIRMWARE_BLOB)));
+            let pcrs: Vec<u32> = prediction.unpredicted.iter().map(|u| u.pcr).collect();
+            assert_eq!(pcrs, [0, 10]);
+        }
     }
 }

@@ -624,7 +624,7 @@ fn compare_vtpm(
             .iter()
             .map(|u| UnpredictedPcr {
                 pcr: u.pcr,
-                reason: u.reason.to_string(),
+                reason: u.reason.clone(),
             })
             .collect(),
         acpi_blobs,
@@ -706,9 +706,9 @@ pub fn divergence_reason(
     };
     let mut reason = format!("first divergence: {:?} {event} in {place}", entry.outcome);
     if let (Some(p), Some(a)) = (p, a) {
-        let banks = differing_banks(p, a);
-        if !banks.is_empty() {
-            let _ = write!(reason, " ({} differs)", banks.join(" and "));
+        let differences = what_differs(p, a);
+        if !differences.is_empty() {
+            let _ = write!(reason, " ({} differs)", differences.join(" and "));
         }
     }
     if misplaced.is_some() {
@@ -717,20 +717,21 @@ pub fn divergence_reason(
     reason
 }
 
-/// The digest banks in which two events differ (a bank only one side has is not compared).
-fn differing_banks(predicted: &Event, actual: &Event) -> Vec<&'static str> {
+/// What differs between two events standing in the same place: digest banks (a bank only one
+/// side has is not compared) and the event type.
+fn what_differs(predicted: &Event, actual: &Event) -> Vec<&'static str> {
     let (p, a) = (&predicted.digests, &actual.digests);
-    let mut banks = Vec::new();
+    let mut differences = Vec::new();
     if matches!((p.sha256, a.sha256), (Some(x), Some(y)) if x != y) {
-        banks.push("sha256");
+        differences.push("sha256");
     }
     if matches!((p.sha384, a.sha384), (Some(x), Some(y)) if x != y) {
-        banks.push("sha384");
+        differences.push("sha384");
     }
     if predicted.event_type != actual.event_type {
-        banks.push("event type");
+        differences.push("event type");
     }
-    banks
+    differences
 }
 
 fn sha384_hex(bytes: &[u8]) -> String {

@@ -72,9 +72,72 @@ pub struct Inputs<'a> {
 pub struct Prediction {
     pub platform: Platform,
     pub events: Vec<Event>,
-    /// PCRs (vTPM) whose every event is predicted; others are only partly predicted and get
-    /// no register value.
+    /// PCRs whose every event is predicted and whose value is folded from the prediction. On
+    /// vTPM these are PCR 0–15 less the [`Prediction::unpredicted`] ones.
     pub full_pcrs: BTreeSet<u32>,
+    /// vTPM PCRs whose value is not predicted, each with the reason reports show. Their log
+    /// events are still judged, except those of the types named.
+    pub unpredicted: Vec<Unpredicted>,
+}
+
+/// A PCR the prediction declares it does not fold, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unpredicted {
+    pub pcr: u32,
+    /// Log events of these types in this PCR are not predicted and not judged; any other event
+    /// in it must be predicted.
+    pub event_types: Vec<EventType>,
+    pub reason: String,
+}
+
+impl Prediction {
+    /// Whether a log event is judged against the prediction: every event is, except those of a
+    /// type an [`Unpredicted`] PCR leaves out.
+    pub fn judges(&self, event: &Event) -> bool {
+        !self
+            .unpredicted
+            .iter()
+            .any(|u| u.pcr == event.pcr && u.event_types.contains(&event.event_type))
+    }
+}
+
+/// What a vTPM boot logs that we do not predict: PCR0's firmware volume blobs (and its CRTM
+/// version string where the quirks do not know it), and PCR10's value.
+fn vtpm_unpredicted(q: &Quirks) -> Vec<Unpredicted> {
+    let mut pcr0_types = vec![
+        EventType::EFI_PLATFORM_FIRMWARE_BLOB,
+        EventType::EFI_PLATFORM_FIRMWARE_BLOB2,
+    ];
+    let mut pcr0_reason = String::from(
+        "OVMF's PEI and DXE firmware volumes (EV_EFI_PLATFORM_FIRMWARE_BLOB) are measured as \
+         decompressed in memory and not predicted",
+    );
+    if q.crtm_version.is_none() {
+        pcr0_types.push(EventType::S_CRTM_VERSION);
+        pcr0_reason.push_str(
+            ", nor is this OVMF's version string (EV_S_CRTM_VERSION, quirk \
+             ovmf-crtm-version-unknown)",
+        );
+    }
+    pcr0_reason.push_str(
+        "; in a TD PCR0 is MRTD, checked from the firmware image. Every other PCR0 event is \
+         judged.",
+    );
+    vec![
+        Unpredicted {
+            pcr: 0,
+            event_types: pcr0_types,
+            reason: pcr0_reason,
+        },
+        Unpredicted {
+            pcr: 10,
+            event_types: Vec::new(),
+            reason: "the kernel's IMA extends PCR10 (boot_aggregate) and logs it in its own \
+                     measurement list, not the firmware log; a TD has no IMA register. Any \
+                     firmware log event in PCR10 is still unexpected."
+                .into(),
+        },
+    ]
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,23 +239,21 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
         );
     }
 
-    let full_pcrs: BTreeSet<u32> = match &inputs.boot {
-        Boot::Kernel(kernel) => {
-            kernel_boot_events(kernel, q, &mut events)?;
-            match inputs.platform {
-                // PCR0 also holds firmware volume blobs we do not predict.
-                Platform::Vtpm => (1..=9).filter(|&p| p != 8).collect(),
-                Platform::Tdx => (1..=15).collect(),
-            }
-        }
-        Boot::Uki(uki) => {
-            uki_boot_events(uki, q, &mut events)?;
-            match inputs.platform {
-                // PCR11–13 are systemd-stub's; PCR0 holds unpredicted firmware volume blobs.
-                Platform::Vtpm => (1..=13).filter(|&p| p != 8 && p != 10).collect(),
-                Platform::Tdx => (1..=15).collect(),
-            }
-        }
+    match &inputs.boot {
+        Boot::Kernel(kernel) => kernel_boot_events(kernel, q, &mut events)?,
+        Boot::Uki(uki) => uki_boot_events(uki, q, &mut events)?,
+    }
+    // Every PCR 0–15 is predicted, events and value, but for the declared exceptions: a PCR
+    // the boot does not touch (PCR8, 14, 15; PCR11–13 on -kernel boots) is predicted empty.
+    let unpredicted = match inputs.platform {
+        Platform::Vtpm => vtpm_unpredicted(q),
+        Platform::Tdx => Vec::new(),
+    };
+    let full_pcrs: BTreeSet<u32> = match inputs.platform {
+        Platform::Vtpm => (0..=15)
+            .filter(|p| unpredicted.iter().all(|u| u.pcr != *p))
+            .collect(),
+        Platform::Tdx => (1..=15).collect(),
     };
 
     let events: Vec<Event> = events
@@ -203,6 +264,7 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
         platform: inputs.platform,
         events,
         full_pcrs,
+        unpredicted,
     })
 }
 
@@ -400,4 +462,37 @@ fn tagged_event(
     data.extend_from_slice(&(description.len() as u32).to_le_bytes());
     data.extend_from_slice(description);
     Event::measured(9, EventType::EVENT_TAG, label, measured, Some(data)).varies_with(varies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quirks::Version;
+
+    /// The vTPM exceptions: PCR0's firmware volume blobs are not judged, its CRTM version only
+    /// where the quirks do not know it; anything else in PCR0 or any event in PCR10 is.
+    #[test]
+    fn vtpm_prediction_judges_all_but_firmware_volumes() {
+        let ev = |pcr, t| Event::hashed_data(pcr, t, "", b"x".to_vec());
+        for (ovmf, crtm_judged) in [(Version(2022, 11), true), (Version(2025, 2), false)] {
+            let quirks = Quirks::resolve(Some(ovmf), None, None);
+            let prediction = Prediction {
+                platform: Platform::Vtpm,
+                events: Vec::new(),
+                full_pcrs: BTreeSet::new(),
+                unpredicted: vtpm_unpredicted(&quirks),
+            };
+            assert!(!prediction.judges(&ev(0, EventType::EFI_PLATFORM_FIRMWARE_BLOB)));
+            assert!(!prediction.judges(&ev(0, EventType::EFI_PLATFORM_FIRMWARE_BLOB2)));
+            assert_eq!(
+                prediction.judges(&ev(0, EventType::S_CRTM_VERSION)),
+                crtm_judged
+            );
+            assert!(prediction.judges(&ev(0, EventType::IPL)));
+            assert!(prediction.judges(&ev(10, EventType::IPL)));
+            assert!(prediction.judges(&ev(8, EventType::EFI_PLATFORM_FIRMWARE_BLOB)));
+            let pcrs: Vec<u32> = prediction.unpredicted.iter().map(|u| u.pcr).collect();
+            assert_eq!(pcrs, [0, 10]);
+        }
+    }
 }

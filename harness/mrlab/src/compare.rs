@@ -58,6 +58,32 @@ impl Alignment {
     pub fn first_divergence(&self) -> Option<&Entry> {
         self.entries.iter().find(|e| e.outcome != Outcome::Matched)
     }
+
+    /// For an unexpected (missing) entry, the missing (unexpected) one of the same PCR that holds
+    /// the same event: the event is there, but out of order. `predicted` and `actual` are the
+    /// slices given to [`align`].
+    pub fn out_of_order(
+        &self,
+        entry: &Entry,
+        predicted: &[Event],
+        actual: &[Event],
+    ) -> Option<&Entry> {
+        let other = match entry.outcome {
+            Outcome::Unexpected => Outcome::Missing,
+            Outcome::Missing => Outcome::Unexpected,
+            _ => return None,
+        };
+        self.entries
+            .iter()
+            .filter(|e| e.pcr == entry.pcr && e.outcome == other)
+            .find(|e| {
+                let (p, a) = match other {
+                    Outcome::Missing => (e.predicted, entry.actual),
+                    _ => (entry.predicted, e.actual),
+                };
+                matches!((p, a), (Some(p), Some(a)) if same_event(&predicted[p], &actual[a]))
+            })
+    }
 }
 
 /// The same event: same type and every digest bank both sides have is equal.
@@ -251,6 +277,43 @@ mod tests {
 
         let al = align(&predicted, &actual[..1], &BTreeSet::new());
         assert_eq!(outcomes(&al), vec![(0, Outcome::Missing)]);
+    }
+
+    #[test]
+    fn a_swapped_pair_is_found_out_of_order() {
+        let predicted = vec![
+            ev(7, EventType::EFI_VARIABLE_DRIVER_CONFIG, "pk"),
+            ev(7, EventType::EFI_VARIABLE_DRIVER_CONFIG, "kek"),
+            ev(7, EventType::SEPARATOR, "sep"),
+        ];
+        let actual = vec![
+            predicted[1].clone(),
+            predicted[0].clone(),
+            predicted[2].clone(),
+        ];
+        let al = align(&predicted, &actual, &BTreeSet::from([7]));
+        let first = al.first_divergence().unwrap();
+        assert_eq!(
+            (first.outcome, first.actual),
+            (Outcome::Unexpected, Some(0))
+        );
+        let other = al.out_of_order(first, &predicted, &actual).unwrap();
+        assert_eq!(
+            (other.outcome, other.predicted),
+            (Outcome::Missing, Some(1))
+        );
+
+        // An extra event has no counterpart.
+        let extra = vec![
+            predicted[0].clone(),
+            ev(7, EventType::IPL, "extra"),
+            predicted[1].clone(),
+            predicted[2].clone(),
+        ];
+        let al = align(&predicted, &extra, &BTreeSet::from([7]));
+        let first = al.first_divergence().unwrap();
+        assert_eq!(first.outcome, Outcome::Unexpected);
+        assert!(al.out_of_order(first, &predicted, &extra).is_none());
     }
 
     #[test]

@@ -135,16 +135,19 @@ pub fn diagnose_td(
     let (verdict, reason) = if !problems.is_empty() {
         (Verdict::Error, Some(problems.join("; ")))
     } else if !events_ok {
-        let d = first_divergence
-            .as_ref()
+        let d = alignment
+            .first_divergence()
             .expect("a divergence when events differ");
+        let place = d
+            .predicted
+            .map(|i| &predicted[i])
+            .or(d.actual.map(|j| &actual[j]))
+            .and_then(Event::register)
+            .map_or(format!("PCR{}", d.pcr), |r| r.to_string());
         (
             Verdict::Fail,
-            Some(format!(
-                "first divergence: {:?} `{}` in {}",
-                d.outcome,
-                d.label.clone().unwrap_or_else(|| "(unpredicted)".into()),
-                d.register.clone().unwrap_or_default()
+            Some(crate::run::divergence_reason(
+                &alignment, d, &predicted, &actual, &place,
             )),
         )
     } else if let Some(bad) = registers.iter().find(|r| !r.matches) {

@@ -53,6 +53,54 @@ pub struct EventRow {
     pub varies_with_agent: bool,
 }
 
+/// Every event of a VM's TD prediction, counted against what a vTPM boot of it could check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TdxEvents {
+    /// Events in the TD prediction of this VM.
+    pub total: usize,
+    /// Of those, the ones this boot's log matched.
+    pub checked: usize,
+    /// Of those, the ones a vTPM boot does not log at all, each with why.
+    pub not_checkable: Vec<NotCheckable>,
+}
+
+impl TdxEvents {
+    /// `15 checked on vtpm, 3 not checkable (td_hob, cfv, …) of 18`.
+    pub fn summary(&self) -> String {
+        let mut out = format!("{} checked on vtpm", self.checked);
+        if !self.not_checkable.is_empty() {
+            let labels: Vec<&str> = self
+                .not_checkable
+                .iter()
+                .map(|n| n.label.as_str())
+                .collect();
+            let _ = write!(
+                out,
+                ", {} not checkable ({})",
+                self.not_checkable.len(),
+                labels.join(", ")
+            );
+        }
+        let _ = write!(out, " of {}", self.total);
+        out
+    }
+}
+
+/// A TD event a vTPM boot cannot check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NotCheckable {
+    pub label: String,
+    pub register: Option<String>,
+    pub reason: String,
+}
+
+/// A PCR whose value the prediction declares it does not fold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnpredictedPcr {
+    pub pcr: u32,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ScenarioReport {
     pub name: String,
@@ -64,8 +112,11 @@ pub struct ScenarioReport {
     pub registers: Vec<RegisterRow>,
     pub events: Counts,
     pub first_divergence: Option<Divergence>,
-    /// TDX-relevant events (those that also occur in a TD) checked on this backend / predicted.
-    pub tdx_events_checked: Option<(usize, usize)>,
+    /// The events of this VM's TD prediction, and which of them this backend checked.
+    pub tdx_events: Option<TdxEvents>,
+    /// PCRs whose value is not predicted, each with why (the report shows what is not checked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unpredicted_pcrs: Vec<UnpredictedPcr>,
     pub acpi_blobs: Vec<RegisterRow>,
     pub qemu_version: Option<String>,
     pub ovmf_version: Option<String>,
@@ -95,7 +146,8 @@ impl ScenarioReport {
             registers: Vec::new(),
             events: Counts::default(),
             first_divergence: None,
-            tdx_events_checked: None,
+            tdx_events: None,
+            unpredicted_pcrs: Vec::new(),
             acpi_blobs: Vec::new(),
             qemu_version: None,
             ovmf_version: None,
@@ -118,12 +170,13 @@ pub fn json(reports: &[ScenarioReport]) -> String {
 
 /// One row per scenario, then the first divergences.
 pub fn markdown(reports: &[ScenarioReport]) -> String {
-    let mut out = String::from("| scenario | verdict | QEMU | events m/x/-/+ | TDX events checked | duration |\n|---|---|---|---|---|---|\n");
+    let mut out = String::from("| scenario | verdict | QEMU | events m/x/-/+ | TDX events | duration |\n|---|---|---|---|---|---|\n");
     for r in reports {
         let c = r.events;
         let tdx = r
-            .tdx_events_checked
-            .map_or("-".to_string(), |(n, m)| format!("{n}/{m}"));
+            .tdx_events
+            .as_ref()
+            .map_or("-".to_string(), TdxEvents::summary);
         let _ = writeln!(
             out,
             "| {} | {:?} | {} | {}/{}/{}/{} | {} | {:.1}s |",
@@ -157,8 +210,39 @@ pub fn markdown(reports: &[ScenarioReport]) -> String {
             );
         }
     }
+    not_checked(&mut out, reports);
     predictor_tables(&mut out, reports);
     out
+}
+
+/// What the runs did not check, once per distinct reason: unpredicted PCR values and the TD
+/// events a vTPM boot cannot log.
+fn not_checked(out: &mut String, reports: &[ScenarioReport]) {
+    let mut lines: Vec<(String, usize)> = Vec::new();
+    let mut note = |line: String| match lines.iter_mut().find(|(l, _)| *l == line) {
+        Some((_, n)) => *n += 1,
+        None => lines.push((line, 1)),
+    };
+    for r in reports {
+        for u in &r.unpredicted_pcrs {
+            note(format!("PCR{} value not predicted: {}", u.pcr, u.reason));
+        }
+        for n in r.tdx_events.iter().flat_map(|t| &t.not_checkable) {
+            note(format!(
+                "TD event `{}` ({}) not checkable on vtpm: {}",
+                n.label,
+                n.register.as_deref().unwrap_or("-"),
+                n.reason
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    out.push_str("\n### Not checked\n");
+    for (line, n) in lines {
+        let _ = writeln!(out, "- {line} ({n} of {} scenarios)", reports.len());
+    }
 }
 
 /// ` [name: status, …]` for a scenario's one-line summary; empty without predictors.
@@ -290,6 +374,34 @@ fn xml(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tdx_events_summary_names_what_vtpm_cannot_check() {
+        let not = |label: &str| NotCheckable {
+            label: label.into(),
+            register: Some("rtmr0".into()),
+            reason: "TD-only".into(),
+        };
+        let t = TdxEvents {
+            total: 18,
+            checked: 15,
+            not_checkable: vec![not("td_hob"), not("cfv"), not("acpi:etc/acpi/tables")],
+        };
+        assert_eq!(
+            t.summary(),
+            "15 checked on vtpm, 3 not checkable (td_hob, cfv, acpi:etc/acpi/tables) of 18"
+        );
+        let mut r = ScenarioReport::error("s", "s.toml", "vtpm", String::new(), 0.0);
+        r.tdx_events = Some(t);
+        let md = markdown(std::slice::from_ref(&r));
+        assert!(md.contains("| 15 checked on vtpm, 3 not checkable"), "{md}");
+        assert!(
+            md.contains("TD event `td_hob` (rtmr0) not checkable on vtpm: TD-only (1 of 1"),
+            "{md}"
+        );
+        let json = json(&[r]);
+        assert!(json.contains("\"not_checkable\""), "{json}");
+    }
 
     #[test]
     fn junit_marks_errors_and_escapes() {

@@ -5,12 +5,16 @@
 //! on drop.
 
 use crate::compare::{self, Alignment, Outcome};
-use crate::report::{Divergence, EventRow, RegisterRow, ScenarioReport, Verdict};
+use crate::report::{
+    Divergence, EventRow, NotCheckable, RegisterRow, ScenarioReport, TdxEvents, UnpredictedPcr,
+    Verdict,
+};
 use crate::resolve::{self, Resolved};
 use crate::scenario::Scenario;
 use measure::predict::{self, Boot, KernelBoot, Prediction, UkiBoot};
 use measure::{Event, Platform};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -98,6 +102,11 @@ pub struct Prepared {
     pub resolved: Resolved,
     pub oracle: BTreeMap<String, Vec<u8>>,
     pub prediction: Prediction,
+    /// The events of this VM's TD prediction, which the report counts (the same events as
+    /// `prediction` when preparing a TD), or why there is none (firmware without TDVF metadata).
+    /// For a vTPM VM it is made from the vTPM VM's own fw_cfg, whose ACPI holds a TPM device:
+    /// the events and labels are the TD's, an ACPI digest may not be.
+    pub td_events: Result<Vec<Event>, String>,
 }
 
 /// What `prepare` found: ready, or a reason this host cannot run the scenario.
@@ -124,12 +133,26 @@ pub async fn prepare(
             .await
             .map_err(|e| format!("fw_cfg oracle: {e}"))?;
     let prediction = predict_for(&resolved, &oracle, platform)?;
+    let td_events = match platform {
+        Platform::Tdx => Ok(prediction.events.clone()),
+        // The vTPM VM's TPM device adds the `etc/tpm/log` ACPI blob, which a TD does not have.
+        Platform::Vtpm => predict_for(&resolved, &oracle, Platform::Tdx).map(|p| {
+            p.events
+                .into_iter()
+                .filter(|e| e.label != TPM_LOG_ACPI_EVENT)
+                .collect()
+        }),
+    };
     Ok(Preparation::Ready(Box::new(Prepared {
         resolved,
         oracle,
         prediction,
+        td_events,
     })))
 }
+
+/// The ACPI event of the blob the vTPM VM's TPM device adds (`etc/tpm/log`).
+const TPM_LOG_ACPI_EVENT: &str = "acpi:etc/tpm/log";
 
 /// The chipset values the scenario's firmware programs before reading ACPI (its PCIEXBAR).
 pub fn firmware_pci(resolved: &Resolved) -> qemu::fwcfg::FirmwarePci {
@@ -311,14 +334,7 @@ pub fn judge_record(
     file: &str,
     record: &agent::record::Record,
 ) -> Result<ScenarioReport, String> {
-    compare_vtpm(
-        &prepared.resolved.scenario,
-        file,
-        &prepared.resolved,
-        &prepared.prediction,
-        record,
-        &prepared.oracle,
-    )
+    compare_vtpm(prepared, file, record)
 }
 
 /// The prediction for this VM: oracle blobs and the kernel as QEMU hands it to the firmware.
@@ -449,13 +465,16 @@ const IMA_PCR: u32 = 10;
 
 /// Compare a vTPM boot's evidence with the prediction.
 fn compare_vtpm(
-    scenario: &Scenario,
+    prepared: &Prepared,
     file: &str,
-    resolved: &Resolved,
-    prediction: &Prediction,
     record: &agent::record::Record,
-    oracle: &BTreeMap<String, Vec<u8>>,
 ) -> Result<ScenarioReport, String> {
+    let (scenario, resolved, prediction, oracle) = (
+        &prepared.resolved.scenario,
+        &prepared.resolved,
+        &prepared.prediction,
+        &prepared.oracle,
+    );
     let mut notes = Vec::new();
     for e in record.errors() {
         notes.push(format!("agent: {e}"));
@@ -465,7 +484,12 @@ fn compare_vtpm(
     )?;
     let log = evidence::log::parse(log_bytes, evidence::log::Format::Tcg2)
         .map_err(|e| format!("evidence/tpm/binary_bios_measurements: {e}"))?;
-    let actual = log.measure_events();
+    // Every event of the log is judged but those the prediction declares it does not model.
+    let actual: Vec<Event> = log
+        .measure_events()
+        .into_iter()
+        .filter(|e| prediction.judges(e))
+        .collect();
 
     // Integrity: the log must replay to the PCRs the TPM reports.
     let mut problems = Vec::new();
@@ -488,10 +512,17 @@ fn compare_vtpm(
         }
     }
 
-    let alignment = compare::align(&prediction.events, &actual, &prediction.full_pcrs);
+    let judged_pcrs = prediction
+        .full_pcrs
+        .iter()
+        .copied()
+        .chain(prediction.unpredicted.iter().map(|u| u.pcr))
+        .collect();
+    let alignment = compare::align(&prediction.events, &actual, &judged_pcrs);
     let counts = alignment.counts();
 
-    // Registers: every fully predicted PCR, folded from predicted events, against the TPM.
+    // Registers: every fully predicted PCR, folded from predicted events (zero when none lands
+    // in it), against the TPM.
     let mut registers = Vec::new();
     for &pcr in &prediction.full_pcrs {
         for bank in ["sha256", "sha384"] {
@@ -521,14 +552,13 @@ fn compare_vtpm(
         });
     }
 
-    let tdx_relevant = prediction.events.iter().filter(|e| e.platforms.tdx).count();
-    let tdx_checked = alignment
-        .entries
-        .iter()
-        .filter(|e| e.outcome == Outcome::Matched)
-        .filter_map(|e| e.predicted)
-        .filter(|&i| prediction.events[i].platforms.tdx)
-        .count();
+    let tdx_events = match &prepared.td_events {
+        Ok(td_events) => Some(tdx_events(td_events, prediction, &alignment)),
+        Err(e) => {
+            notes.push(format!("no TD prediction to count TD events against: {e}"));
+            None
+        }
+    };
 
     let first_divergence = alignment
         .first_divergence()
@@ -539,14 +569,17 @@ fn compare_vtpm(
     let (verdict, reason) = if !problems.is_empty() {
         (Verdict::Error, Some(problems.join("; ")))
     } else if !events_ok {
-        let d = first_divergence.as_ref();
+        let d = alignment
+            .first_divergence()
+            .expect("a divergence when events differ");
         (
             Verdict::Fail,
-            Some(format!(
-                "first divergence: {:?} `{}` in PCR{}",
-                d.map(|d| d.outcome).unwrap_or(Outcome::Missing),
-                d.and_then(|d| d.label.clone()).unwrap_or_default(),
-                d.map_or(0, |d| d.pcr)
+            Some(divergence_reason(
+                &alignment,
+                d,
+                &prediction.events,
+                &actual,
+                &format!("PCR{}", d.pcr),
             )),
         )
     } else if !registers_ok {
@@ -585,7 +618,15 @@ fn compare_vtpm(
         registers,
         events: counts,
         first_divergence,
-        tdx_events_checked: Some((tdx_checked, tdx_relevant)),
+        tdx_events,
+        unpredicted_pcrs: prediction
+            .unpredicted
+            .iter()
+            .map(|u| UnpredictedPcr {
+                pcr: u.pcr,
+                reason: u.reason.clone(),
+            })
+            .collect(),
         acpi_blobs,
         qemu_version: resolved.qemu_version.map(|v| v.to_string()),
         ovmf_version: resolved.ovmf_version.map(|v| v.to_string()),
@@ -594,6 +635,103 @@ fn compare_vtpm(
         event_rows: event_rows(&alignment, prediction, &actual),
         predictors: Vec::new(),
     })
+}
+
+/// Every event of the TD prediction: checked when the same event (by label, in order) of the
+/// vTPM prediction matched the log; not checkable when a vTPM boot does not log it.
+fn tdx_events(td_events: &[Event], prediction: &Prediction, alignment: &Alignment) -> TdxEvents {
+    let mut matched: Vec<&str> = alignment
+        .entries
+        .iter()
+        .filter(|e| e.outcome == Outcome::Matched)
+        .filter_map(|e| e.predicted)
+        .map(|i| &prediction.events[i])
+        .filter(|e| e.platforms.tdx)
+        .map(|e| e.label.as_str())
+        .collect();
+    let mut checked = 0;
+    let mut not_checkable = Vec::new();
+    for event in td_events {
+        if !event.platforms.vtpm {
+            not_checkable.push(NotCheckable {
+                label: event.label.clone(),
+                register: event.register().map(|r| r.to_string()),
+                reason: td_only_reason(&event.label).to_string(),
+            });
+        } else if let Some(k) = matched.iter().position(|l| *l == event.label) {
+            matched.remove(k);
+            checked += 1;
+        }
+    }
+    TdxEvents {
+        total: td_events.len(),
+        checked,
+        not_checkable,
+    }
+}
+
+/// Why a vTPM boot does not log a TD event.
+fn td_only_reason(label: &str) -> &'static str {
+    match label {
+        "td_hob" => "TD-only: the TD HOB, measured into RTMR0 by TdxHelperLib",
+        "cfv" => "TD-only: the configuration firmware volume, measured into RTMR0 by TdxHelperLib",
+        l if l.starts_with("acpi:") => {
+            "this OVMF measures fw_cfg ACPI blobs only in a TD (quirk ovmf-acpi-measured-with-tpm \
+             not in force); on vtpm the blob's bytes are compared with the oracle instead"
+        }
+        _ => "TD-only event",
+    }
+}
+
+/// One line naming the first divergence: its outcome, the event, where (`place`), and for a
+/// mismatch which digest banks differ; an event present but out of order says so.
+pub fn divergence_reason(
+    alignment: &Alignment,
+    entry: &compare::Entry,
+    predicted: &[Event],
+    actual: &[Event],
+    place: &str,
+) -> String {
+    let p = entry.predicted.map(|i| &predicted[i]);
+    let a = entry.actual.map(|j| &actual[j]);
+    // A swapped pair shows as one unexpected and one missing entry of the same event.
+    let misplaced = alignment
+        .out_of_order(entry, predicted, actual)
+        .and_then(|other| entry.predicted.or(other.predicted))
+        .map(|i| &predicted[i]);
+    let event = match (p.or(misplaced), a) {
+        (Some(p), _) => format!("`{}`", p.label),
+        (None, Some(a)) => format!("{} (not predicted)", a.event_type.name()),
+        (None, None) => "(no event)".to_string(),
+    };
+    let mut reason = format!("first divergence: {:?} {event} in {place}", entry.outcome);
+    if let (Some(p), Some(a)) = (p, a) {
+        let differences = what_differs(p, a);
+        if !differences.is_empty() {
+            let _ = write!(reason, " ({} differs)", differences.join(" and "));
+        }
+    }
+    if misplaced.is_some() {
+        reason.push_str(": logged, but out of order");
+    }
+    reason
+}
+
+/// What differs between two events standing in the same place: digest banks (a bank only one
+/// side has is not compared) and the event type.
+fn what_differs(predicted: &Event, actual: &Event) -> Vec<&'static str> {
+    let (p, a) = (&predicted.digests, &actual.digests);
+    let mut differences = Vec::new();
+    if matches!((p.sha256, a.sha256), (Some(x), Some(y)) if x != y) {
+        differences.push("sha256");
+    }
+    if matches!((p.sha384, a.sha384), (Some(x), Some(y)) if x != y) {
+        differences.push("sha384");
+    }
+    if predicted.event_type != actual.event_type {
+        differences.push("event type");
+    }
+    differences
 }
 
 fn sha384_hex(bytes: &[u8]) -> String {

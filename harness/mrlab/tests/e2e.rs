@@ -68,7 +68,8 @@ struct Projection {
     ovmf: Option<String>,
     events: Vec<String>,
     fw_cfg_sha384: Vec<String>,
-    tdx_events_checked: Option<(usize, usize)>,
+    /// Every event of the TD prediction: how many this vTPM boot checked, which it cannot.
+    tdx_events: Option<String>,
 }
 
 fn projection(report: &ScenarioReport) -> Projection {
@@ -98,7 +99,7 @@ fn projection(report: &ScenarioReport) -> Projection {
             .iter()
             .map(|b| format!("{} {}", b.name, b.actual.as_deref().unwrap_or("absent")))
             .collect(),
-        tdx_events_checked: report.tdx_events_checked,
+        tdx_events: report.tdx_events.as_ref().map(|t| t.summary()),
     }
 }
 
@@ -233,38 +234,64 @@ fn one_more_device_changes_the_acpi_tables() {
     assert_ne!(snapshot_line("kernel-smoke"), snapshot_line("nic-1"));
 }
 
+/// One real boot of `scenarios/kernel-smoke.toml`, shared by the tests that judge its evidence
+/// and mutations of it: its prepared prediction, serial log and decoded record.
+struct RealRun {
+    scenario: PathBuf,
+    prepared: Box<run::Prepared>,
+    serial: Vec<u8>,
+    record: agent::record::Record,
+    dir: PathBuf,
+}
+
+static KERNEL_SMOKE: std::sync::OnceLock<RealRun> = std::sync::OnceLock::new();
+
+fn kernel_smoke() -> &'static RealRun {
+    KERNEL_SMOKE.get_or_init(|| {
+        let _machine = shared();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/kernel-smoke.toml");
+        let scenario = Scenario::load(&path).unwrap();
+        let rt = runtime();
+        let out = rt.block_on(run::run_scenario(
+            &scenario,
+            "kernel-smoke",
+            &cache(),
+            &options("real-evidence"),
+        ));
+        assert_eq!(out.report.verdict, Verdict::Pass, "{:?}", out.report.reason);
+        let dir = results("real-evidence").join("kernel-smoke");
+        let serial = std::fs::read(dir.join("serial.log")).expect("serial.log kept");
+        let record = agent::record::decode(&serial).expect("the real serial log decodes");
+        let Preparation::Ready(prepared) = rt
+            .block_on(run::prepare(&scenario, &cache(), measure::Platform::Vtpm))
+            .unwrap()
+        else {
+            panic!("kernel-smoke cannot be skipped")
+        };
+        RealRun {
+            scenario: path,
+            prepared,
+            serial,
+            record,
+            dir,
+        }
+    })
+}
+
 /// A corrupted or truncated evidence record is an error, never a pass; so is a serial log
 /// without one. Uses a real serial log from a real boot.
 #[test]
 fn corrupt_or_missing_evidence_is_an_error() {
-    let _machine = shared();
-    let scenario = Scenario::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/kernel-smoke.toml"),
-    )
-    .unwrap();
-    let rt = runtime();
-    let out = rt.block_on(run::run_scenario(
-        &scenario,
-        "kernel-smoke",
-        &cache(),
-        &options("corrupt"),
-    ));
-    assert_eq!(out.report.verdict, Verdict::Pass, "{:?}", out.report.reason);
-    let dir = results("corrupt").join("kernel-smoke");
-    let serial = std::fs::read(dir.join("serial.log")).expect("serial.log kept");
-    let Preparation::Ready(prepared) = rt
-        .block_on(run::prepare(&scenario, &cache(), measure::Platform::Vtpm))
-        .unwrap()
-    else {
-        panic!("kernel-smoke cannot be skipped")
-    };
-    let judge = |bytes: &[u8]| run::judge(&prepared, "kernel-smoke", bytes, &dir.join("judge"));
+    let real = kernel_smoke();
+    let (serial, dir) = (&real.serial, &real.dir);
+    let judge =
+        |bytes: &[u8]| run::judge(&real.prepared, "kernel-smoke", bytes, &dir.join("judge"));
     assert_eq!(
-        judge(&serial).expect("the real serial log judges").verdict,
+        judge(serial).expect("the real serial log judges").verdict,
         Verdict::Pass
     );
 
-    let begin = find(&serial, b"MRLAB-RECORD-BEGIN").expect("record in serial.log");
+    let begin = find(serial, b"MRLAB-RECORD-BEGIN").expect("record in serial.log");
     let mut flipped = serial.clone();
     flipped[begin + 200] ^= 0x01;
     let e = judge(&flipped).unwrap_err();
@@ -278,10 +305,350 @@ fn corrupt_or_missing_evidence_is_an_error() {
     assert!(e.contains("evidence record"), "{e}");
 
     // `mrlab diagnose --evidence DIR` reads the saved evidence back and judges it the same way.
-    let record = mrlab::diagnose::record_from_dir(&dir).expect("evidence/ in the results folder");
-    let again = run::judge_record(&prepared, "kernel-smoke", &record).expect("judges");
+    let record = mrlab::diagnose::record_from_dir(dir).expect("evidence/ in the results folder");
+    let again = run::judge_record(&real.prepared, "kernel-smoke", &record).expect("judges");
     assert_eq!(again.verdict, Verdict::Pass, "{:?}", again.reason);
     assert!(mrlab::diagnose::record_from_dir(&dir.join("no-such-folder")).is_err());
+}
+
+const TPM_LOG: &str = "tpm/binary_bios_measurements";
+
+/// One change to a real boot's evidence. Log changes keep the recorded PCR values consistent:
+/// every PCR whose replay changes is rewritten to the new replay, as a TPM would have extended.
+#[derive(Debug, Clone, Copy)]
+enum Mutation {
+    /// An EV_IPL event the prediction lacks, appended in this PCR.
+    ExtraIpl(u32),
+    /// An extra firmware volume blob in PCR0: a declared unpredicted event type.
+    ExtraFirmwareBlob,
+    /// The first event of this PCR removed.
+    DropFirst(u32),
+    /// The first two events of this PCR swapped.
+    SwapFirstTwo(u32),
+    /// One bank's digest of the first event of this PCR changed, the other bank left right.
+    OneBankDigest(u32, &'static str),
+    /// A recorded PCR value the log does not replay to (`tpm/pcr-<bank>/<pcr>`).
+    PcrValue(&'static str, u32),
+    /// A byte flipped in a fw_cfg file the guest read.
+    FlipFwCfg(&'static str),
+}
+
+fn mutate(record: &agent::record::Record, mutation: Mutation) -> agent::record::Record {
+    use evidence::log::{parse, Format};
+    let mut out = record.clone();
+    let set = |out: &mut agent::record::Record, name: &str, data: Vec<u8>| {
+        let entry = out
+            .entries
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("the real record has {name}"));
+        entry.1 = data;
+    };
+    let log = parse(record.get(TPM_LOG).unwrap(), Format::Tcg2).unwrap();
+    let mut events = log.events.clone();
+    let first_in = |events: &[evidence::log::LogEvent], pcr: u32| {
+        events
+            .iter()
+            .position(|e| e.index == pcr && e.event.extends())
+            .unwrap_or_else(|| panic!("the real log has an event in PCR{pcr}"))
+    };
+    match mutation {
+        Mutation::ExtraIpl(_) | Mutation::ExtraFirmwareBlob => {
+            let (pcr, event_type, data) = match mutation {
+                Mutation::ExtraIpl(pcr) => (
+                    pcr,
+                    measure::EventType::IPL,
+                    b"mrlab: an event the prediction lacks".to_vec(),
+                ),
+                _ => (
+                    0,
+                    measure::EventType::EFI_PLATFORM_FIRMWARE_BLOB,
+                    vec![0; 16],
+                ),
+            };
+            let mut extra = events.last().unwrap().clone();
+            extra.index = pcr;
+            extra.event.pcr = pcr;
+            extra.event.event_type = event_type;
+            extra.digests = digests_of(&extra.digests, &data);
+            extra.event.data = Some(data);
+            events.push(extra);
+        }
+        Mutation::DropFirst(pcr) => {
+            events.remove(first_in(&events, pcr));
+        }
+        Mutation::SwapFirstTwo(pcr) => {
+            let first = first_in(&events, pcr);
+            let second = first + 1 + first_in(&events[first + 1..], pcr);
+            events.swap(first, second);
+        }
+        Mutation::OneBankDigest(pcr, bank) => {
+            let first = first_in(&events, pcr);
+            let digest = events[first]
+                .digests
+                .iter_mut()
+                .find(|(alg, _)| alg.name() == bank)
+                .expect("the log has the bank");
+            digest.1[0] ^= 0x01;
+        }
+        Mutation::PcrValue(bank, pcr) => {
+            let name = format!("tpm/pcr-{bank}/{pcr}");
+            let mut text = record.get(&name).unwrap().to_vec();
+            text[0] = if text[0] == b'0' { b'1' } else { b'0' };
+            set(&mut out, &name, text);
+        }
+        Mutation::FlipFwCfg(name) => {
+            let name = format!("fw_cfg/{name}");
+            let mut data = record.get(&name).unwrap().to_vec();
+            let middle = data.len() / 2;
+            data[middle] ^= 0x01;
+            set(&mut out, &name, data);
+        }
+    }
+    if events == log.events {
+        return out;
+    }
+    let bytes = evidence::tcg::write_log(&evidence::log::EventLog {
+        events,
+        ..log.clone()
+    })
+    .unwrap();
+    let mutated = parse(&bytes, Format::Tcg2).unwrap();
+    for (before, after) in log.replay_pcrs().iter().zip(mutated.replay_pcrs()) {
+        for pcr in (0..24).filter(|&p| before.pcrs[p] != after.pcrs[p]) {
+            let text = format!("{}\n", hex::encode_upper(&after.pcrs[pcr]));
+            set(
+                &mut out,
+                &format!("tpm/pcr-{}/{pcr}", before.alg.name()),
+                text.into_bytes(),
+            );
+        }
+    }
+    set(&mut out, TPM_LOG, bytes);
+    out
+}
+
+/// Each bank's digest of `data`, in the banks (and order) of `like`.
+fn digests_of(
+    like: &[(evidence::alg::HashAlg, Vec<u8>)],
+    data: &[u8],
+) -> Vec<(evidence::alg::HashAlg, Vec<u8>)> {
+    use sha2::Digest;
+    like.iter()
+        .map(|(alg, _)| {
+            let digest = match alg.name().as_str() {
+                "sha256" => sha2::Sha256::digest(data).to_vec(),
+                "sha384" => sha2::Sha384::digest(data).to_vec(),
+                other => panic!("the real log has a {other} bank"),
+            };
+            (*alg, digest)
+        })
+        .collect()
+}
+
+/// Negative tests on a real boot's evidence: each change to it must fail (or, for a PCR value,
+/// be an error) with its own reason, both through the live judge (the serial record) and
+/// through `mrlab diagnose --evidence DIR`, and name the check that caught it.
+#[rstest]
+#[case::extra_event_in_pcr0(
+    Mutation::ExtraIpl(0),
+    Verdict::Fail,
+    "Unexpected EV_IPL (not predicted) in PCR0"
+)]
+#[case::extra_event_in_pcr1_rtmr0(
+    Mutation::ExtraIpl(1),
+    Verdict::Fail,
+    "Unexpected EV_IPL (not predicted) in PCR1"
+)]
+#[case::extra_event_in_pcr7_rtmr0(
+    Mutation::ExtraIpl(7),
+    Verdict::Fail,
+    "Unexpected EV_IPL (not predicted) in PCR7"
+)]
+#[case::extra_event_in_pcr4_rtmr1(
+    Mutation::ExtraIpl(4),
+    Verdict::Fail,
+    "Unexpected EV_IPL (not predicted) in PCR4"
+)]
+#[case::extra_event_in_pcr8_rtmr2(
+    Mutation::ExtraIpl(8),
+    Verdict::Fail,
+    "Unexpected EV_IPL (not predicted) in PCR8"
+)]
+#[case::extra_event_in_pcr10_ima(
+    Mutation::ExtraIpl(10),
+    Verdict::Fail,
+    "Unexpected EV_IPL (not predicted) in PCR10"
+)]
+#[case::extra_event_in_pcr12_rtmr2(
+    Mutation::ExtraIpl(12),
+    Verdict::Fail,
+    "Unexpected EV_IPL (not predicted) in PCR12"
+)]
+#[case::extra_event_in_pcr14_rtmr2(
+    Mutation::ExtraIpl(14),
+    Verdict::Fail,
+    "Unexpected EV_IPL (not predicted) in PCR14"
+)]
+#[case::missing_event(
+    Mutation::DropFirst(9),
+    Verdict::Fail,
+    "Missing `linux:cmdline` in PCR9"
+)]
+#[case::reordered_pair(
+    Mutation::SwapFirstTwo(7),
+    Verdict::Fail,
+    "Unexpected `efi:PK` in PCR7: logged, but out of order"
+)]
+#[case::sha256_bank_only(
+    Mutation::OneBankDigest(9, "sha256"),
+    Verdict::Fail,
+    "Mismatched `linux:cmdline` in PCR9 (sha256 differs)"
+)]
+#[case::sha384_bank_only(
+    Mutation::OneBankDigest(9, "sha384"),
+    Verdict::Fail,
+    "Mismatched `linux:cmdline` in PCR9 (sha384 differs)"
+)]
+#[case::pcr_value_sha256(
+    Mutation::PcrValue("sha256", 7),
+    Verdict::Error,
+    "event log does not replay to the TPM's PCR7 (sha256)"
+)]
+#[case::pcr_value_sha384(
+    Mutation::PcrValue("sha384", 14),
+    Verdict::Error,
+    "event log does not replay to the TPM's PCR14 (sha384)"
+)]
+#[case::acpi_tables_byte(
+    Mutation::FlipFwCfg("etc/acpi/tables"),
+    Verdict::Fail,
+    "fw_cfg blobs differ between oracle and guest: etc/acpi/tables"
+)]
+#[case::table_loader_byte(
+    Mutation::FlipFwCfg("etc/table-loader"),
+    Verdict::Fail,
+    "fw_cfg blobs differ between oracle and guest: etc/table-loader"
+)]
+#[case::bootorder_byte(
+    Mutation::FlipFwCfg("bootorder"),
+    Verdict::Fail,
+    "fw_cfg blobs differ between oracle and guest: bootorder"
+)]
+fn mutated_real_evidence_fails_with_its_own_reason(
+    #[case] mutation: Mutation,
+    #[case] verdict: Verdict,
+    #[case] reason: &str,
+) {
+    let real = kernel_smoke();
+    // `mrlab diagnose` starts its own oracle QEMU.
+    let _machine = shared();
+    let mutated = mutate(&real.record, mutation);
+    assert_ne!(mutated, real.record, "{mutation:?} changed nothing");
+    let dir = results("mutations").join(format!("{mutation:?}"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The live judge, on the record as the guest would have written it to the serial console.
+    let serial = agent::record::encode(&mutated);
+    let live = run::judge(&real.prepared, "kernel-smoke", serial.as_bytes(), &dir)
+        .expect("the mutated record judges");
+    assert_eq!(live.verdict, verdict, "{mutation:?}: {:?}", live.reason);
+    let why = live.reason.clone().unwrap_or_default();
+    assert!(
+        why.contains(reason),
+        "{mutation:?}: reason {why:?} lacks {reason:?}"
+    );
+
+    // `mrlab diagnose` on the evidence folder the live judge saved.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mrlab"))
+        .arg("diagnose")
+        .arg("--scenario")
+        .arg(&real.scenario)
+        .arg("--evidence")
+        .arg(&dir)
+        .arg("--json")
+        .output()
+        .expect("mrlab diagnose runs");
+    assert_eq!(out.status.code(), Some(1), "{mutation:?}: {out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let scenario = &report["scenarios"][0];
+    assert_eq!(
+        scenario["verdict"],
+        serde_json::to_value(verdict).unwrap(),
+        "{mutation:?}"
+    );
+    assert_eq!(
+        scenario["reason"].as_str(),
+        Some(why.as_str()),
+        "{mutation:?}"
+    );
+}
+
+/// The TD events a vTPM run counts are the TD prediction's own (made with a TD's fw_cfg, no
+/// TPM device), and one the log gets wrong is no longer counted as checked.
+#[test]
+fn tdx_event_counts_are_the_td_predictions() {
+    let real = kernel_smoke();
+    let scenario = Scenario::load(&real.scenario).unwrap();
+    let _machine = shared();
+    let Preparation::Ready(td) = runtime()
+        .block_on(run::prepare(&scenario, &cache(), measure::Platform::Tdx))
+        .unwrap()
+    else {
+        panic!("kernel-smoke cannot be skipped")
+    };
+    let labels = |events: &[measure::Event]| -> Vec<String> {
+        events.iter().map(|e| e.label.clone()).collect()
+    };
+    let counted = real.prepared.td_events.as_ref().expect("a TD prediction");
+    assert_eq!(labels(counted), labels(&td.prediction.events));
+
+    let pass = run::judge_record(&real.prepared, "kernel-smoke", &real.record).unwrap();
+    let tdx = pass.tdx_events.expect("TD events counted");
+    assert_eq!(tdx.total, td.prediction.events.len());
+    let td_only: Vec<&str> = td
+        .prediction
+        .events
+        .iter()
+        .filter(|e| !e.platforms.vtpm)
+        .map(|e| e.label.as_str())
+        .collect();
+    let not_checkable: Vec<&str> = tdx.not_checkable.iter().map(|n| n.label.as_str()).collect();
+    assert_eq!(not_checkable, td_only);
+    assert!(td_only.contains(&"td_hob") && td_only.contains(&"cfv"));
+    assert_eq!(tdx.checked, tdx.total - td_only.len());
+
+    let wrong = mutate(&real.record, Mutation::OneBankDigest(9, "sha384"));
+    let fail = run::judge_record(&real.prepared, "kernel-smoke", &wrong).unwrap();
+    assert_eq!(fail.tdx_events.unwrap().checked, tdx.checked - 1);
+}
+
+/// A log event that fails the event check also fails the register check of its PCR; an extra
+/// firmware volume blob in PCR0 is the one declared blind spot: PCR0's blobs are not predicted.
+#[test]
+fn extra_events_fail_the_register_check_too() {
+    let real = kernel_smoke();
+    for pcr in [8, 12, 14] {
+        let mutated = mutate(&real.record, Mutation::ExtraIpl(pcr));
+        let report = run::judge_record(&real.prepared, "kernel-smoke", &mutated).unwrap();
+        let bad: Vec<&str> = report
+            .registers
+            .iter()
+            .filter(|r| !r.matches)
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(
+            bad,
+            [format!("pcr{pcr}:sha256"), format!("pcr{pcr}:sha384")]
+        );
+    }
+    let mutated = mutate(&real.record, Mutation::ExtraFirmwareBlob);
+    let report = run::judge_record(&real.prepared, "kernel-smoke", &mutated).unwrap();
+    assert_eq!(report.verdict, Verdict::Pass, "{:?}", report.reason);
+    assert!(report
+        .unpredicted_pcrs
+        .iter()
+        .any(|u| u.pcr == 0 && u.reason.contains("EV_EFI_PLATFORM_FIRMWARE_BLOB")));
 }
 
 /// Boot faults end in `error` with the reason, and leave no process behind.

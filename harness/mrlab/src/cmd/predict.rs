@@ -101,6 +101,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "scenario": scenario.name,
             "platform": args.platform,
             "registers": registers,
+            "unpredicted": prediction
+                .unpredicted
+                .iter()
+                .map(|u| json!({"pcr": u.pcr, "reason": u.reason}))
+                .collect::<Vec<_>>(),
             "events": events,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -130,12 +135,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!();
         if let Value::Object(map) = registers {
             for (name, value) in map {
-                println!(
-                    "{name:<6} {}",
-                    value
-                        .as_str()
-                        .unwrap_or("(not predicted: not every event is)")
-                );
+                let why = prediction
+                    .unpredicted
+                    .iter()
+                    .find(|u| name == format!("pcr{}", u.pcr))
+                    .map_or("(not predicted)".to_string(), |u| {
+                        format!("(not predicted: {})", u.reason)
+                    });
+                println!("{name:<6} {}", value.as_str().unwrap_or(&why));
             }
         }
     }

@@ -83,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 let out = run::run_file(&file, &cache, &opts).await;
                 let r = &out.report;
                 eprintln!(
-                    "[{}/{total}] {} {:?} ({:.1} s){}{}",
+                    "[{}/{total}] {} {:?} ({:.1} s){}{}{}",
                     i + 1,
                     r.name,
                     r.verdict,
@@ -91,6 +91,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     r.reason
                         .as_deref()
                         .map(|x| format!(": {x}"))
+                        .unwrap_or_default(),
+                    r.tdx_events
+                        .as_ref()
+                        .map(|t| format!("; TDX events: {}", t.summary()))
                         .unwrap_or_default(),
                     report::predictor_summary(r)
                 );

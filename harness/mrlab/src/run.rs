@@ -287,7 +287,7 @@ fn is_infrastructure(e: &qemu::boot::BootError) -> bool {
     use qemu::boot::BootError::*;
     matches!(
         e,
-        RunDir(_) | Spawn { .. } | Swtpm(_) | SwtpmDied { .. } | Qmp { .. }
+        RunDir(_) | Spawn { .. } | Swtpm(_) | SwtpmDied { .. } | VsockDaemon { .. } | Qmp { .. }
     )
 }
 

@@ -285,11 +285,15 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// No qemu or swtpm child of this test process is left.
+/// No qemu, swtpm or vsock daemon child of this test process is left.
 fn assert_no_children() {
     let me = std::process::id() as i32;
     for p in qemu::process::processes().expect("/proc") {
-        if p.ppid == me && (p.comm.starts_with("qemu") || p.comm.starts_with("swtpm")) {
+        if p.ppid == me
+            && (p.comm.starts_with("qemu")
+                || p.comm.starts_with("swtpm")
+                || p.comm.starts_with("vhost-device"))
+        {
             panic!("leftover child {} ({})", p.comm, p.pid);
         }
     }

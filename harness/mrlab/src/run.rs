@@ -223,9 +223,8 @@ fn backend_name(opts: &Options) -> &'static str {
     }
 }
 
-/// Judge a TD's serial output: its CCEL replayed against the quote's (or TDREPORT's) RTMRs,
-/// events aligned with the TD prediction, MRTD/RTMR0–2 compared; external predictors against
-/// the actual registers.
+/// Judge a TD's serial output with the TD judge ([`judge`]), then external predictors against
+/// the registers the TD reported.
 async fn judge_td(
     prepared: &Prepared,
     file: &str,
@@ -233,13 +232,11 @@ async fn judge_td(
     dir: &Path,
     predictors: &[crate::predictor::Predictor],
 ) -> Result<ScenarioReport, String> {
-    let record =
-        agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
-    save_evidence(dir, &record);
-    let td = crate::diagnose::TdEvidence::from_record(&record)?;
-    let order = prepared.resolved.quirks.mrtd_page_order;
-    let mut report = crate::diagnose::diagnose_td(prepared, file, &td, order)?;
+    let mut report = judge(prepared, file, serial, dir)?;
     if !predictors.is_empty() {
+        let record = agent::record::decode(serial)
+            .map_err(|e| format!("evidence record in serial.log: {e}"))?;
+        let td = crate::diagnose::TdEvidence::from_record(&record)?;
         let actual = crate::predictor::TdRegisters {
             mrtd: td.mrtd,
             rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
@@ -249,7 +246,7 @@ async fn judge_td(
         let rows = crate::predictor::check_all(
             predictors,
             prepared,
-            order,
+            prepared.resolved.quirks.mrtd_page_order,
             &actual,
             &label,
             &dir.join("predictors"),
@@ -292,7 +289,7 @@ fn is_infrastructure(e: &qemu::boot::BootError) -> bool {
 }
 
 /// Judge a guest's serial output against the prepared prediction: decode the evidence record,
-/// save it under `dir/evidence`, compare.
+/// save it under `dir/evidence`, compare ([`judge_record`]).
 pub fn judge(
     prepared: &Prepared,
     file: &str,
@@ -305,20 +302,33 @@ pub fn judge(
     judge_record(prepared, file, &record)
 }
 
-/// Judge an evidence record (decoded from a serial log, or read back from a results folder).
+/// Judge an evidence record (decoded from a serial log, or read back from a results folder) by
+/// the platform it was predicted for: a vTPM guest's TPM log, PCRs and fw_cfg blobs; a TD's
+/// CCEL and registers (quote, else TDREPORT), with the MRTD page order of the VM's QEMU.
 pub fn judge_record(
     prepared: &Prepared,
     file: &str,
     record: &agent::record::Record,
 ) -> Result<ScenarioReport, String> {
-    compare_vtpm(
-        &prepared.resolved.scenario,
-        file,
-        &prepared.resolved,
-        &prepared.prediction,
-        record,
-        &prepared.oracle,
-    )
+    match prepared.prediction.platform {
+        Platform::Vtpm => compare_vtpm(
+            &prepared.resolved.scenario,
+            file,
+            &prepared.resolved,
+            &prepared.prediction,
+            record,
+            &prepared.oracle,
+        ),
+        Platform::Tdx => {
+            let td = crate::diagnose::TdEvidence::from_record(record)?;
+            crate::diagnose::diagnose_td(
+                prepared,
+                file,
+                &td,
+                prepared.resolved.quirks.mrtd_page_order,
+            )
+        }
+    }
 }
 
 /// The prediction for this VM: oracle blobs and the kernel as QEMU hands it to the firmware.

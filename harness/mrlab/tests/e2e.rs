@@ -220,8 +220,10 @@ fn corrupt_or_missing_evidence_is_an_error() {
     assert_eq!(out.report.verdict, Verdict::Pass, "{:?}", out.report.reason);
     let dir = results("corrupt").join("kernel-smoke");
     let serial = std::fs::read(dir.join("serial.log")).expect("serial.log kept");
+    // The judge of the platform the guest ran on: a TD's record (MRLAB_BACKEND=tdx) goes to
+    // the TD judge, as in `mrlab run --backend tdx`.
     let Preparation::Ready(prepared) = rt
-        .block_on(run::prepare(&scenario, &cache(), measure::Platform::Vtpm))
+        .block_on(run::prepare(&scenario, &cache(), platform()))
         .unwrap()
     else {
         panic!("kernel-smoke cannot be skipped")

@@ -206,7 +206,7 @@ impl Vm {
         }
         match &self.vsock_host {
             VsockHost::Kernel if !vhost_vsock.exists() => Some(format!(
-                "vhost-vsock needs {}, absent on this host (ci/setup-host.sh installs the vhost-user daemon used instead)",
+                "vhost-vsock needs {}, absent on this host",
                 vhost_vsock.display()
             )),
             VsockHost::User { daemon } if !daemon.is_file() => Some(format!(
@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(
             vm.unsupported_reason_on(Path::new("/nonexistent/vsock"))
                 .as_deref(),
-            Some("vhost-vsock needs /nonexistent/vsock, absent on this host (ci/setup-host.sh installs the vhost-user daemon used instead)")
+            Some("vhost-vsock needs /nonexistent/vsock, absent on this host")
         );
         assert_eq!(vm.unsupported_reason_on(Path::new("/")), None);
 

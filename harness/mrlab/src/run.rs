@@ -100,35 +100,28 @@ pub struct Prepared {
     pub prediction: Prediction,
 }
 
-/// What `prepare` found: ready, or a reason this host cannot run the scenario.
-pub enum Preparation {
-    Ready(Box<Prepared>),
-    Skip(String),
-}
-
 /// Resolve, ask the oracle, predict for `platform` (a vTPM VM has a TPM device, which changes
-/// ACPI; a TD has none). No guest runs yet.
+/// ACPI; a TD has none). No guest runs, so a VM this host could not run (e.g. a TD's
+/// vhost-vsock without `/dev/vhost-vsock`) is still predicted: the oracle stands in for what it
+/// cannot start, and a prediction or an offline diagnosis needs no more.
 pub async fn prepare(
     scenario: &Scenario,
     cache: &images::Cache,
     platform: Platform,
-) -> Result<Preparation, String> {
+) -> Result<Box<Prepared>, String> {
     let resolved =
         resolve::resolve(scenario, cache, platform == Platform::Vtpm).map_err(|e| e.to_string())?;
-    if let Some(why) = resolved.vm.unsupported_reason() {
-        return Ok(Preparation::Skip(why));
-    }
     // The oracle: every fw_cfg file of this very VM, from the same QEMU binary.
     let oracle =
         qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved))
             .await
             .map_err(|e| format!("fw_cfg oracle: {e}"))?;
     let prediction = predict_for(&resolved, &oracle, platform)?;
-    Ok(Preparation::Ready(Box::new(Prepared {
+    Ok(Box::new(Prepared {
         resolved,
         oracle,
         prediction,
-    })))
+    }))
 }
 
 /// The chipset values the scenario's firmware programs before reading ACPI (its PCIEXBAR).
@@ -147,14 +140,12 @@ async fn run_inner(
     dir: &Path,
     started: Instant,
 ) -> Result<(ScenarioReport, Option<Prediction>), String> {
-    let prepared = match prepare(scenario, cache, opts.platform).await? {
-        Preparation::Ready(p) => p,
-        Preparation::Skip(why) => {
-            let mut r = ScenarioReport::error(&scenario.name, file, backend_name(opts), why, 0.0);
-            r.verdict = Verdict::Skip;
-            return Ok((r, None));
-        }
-    };
+    let prepared = prepare(scenario, cache, opts.platform).await?;
+    if let Some(why) = prepared.resolved.vm.unsupported_reason() {
+        let mut r = ScenarioReport::error(&scenario.name, file, backend_name(opts), why, 0.0);
+        r.verdict = Verdict::Skip;
+        return Ok((r, None));
+    }
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("{}: cannot create results folder: {e}", dir.display()))?;
 
@@ -684,6 +675,30 @@ fn event_rows(alignment: &Alignment, prediction: &Prediction, actual: &[Event]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Predicting (and so diagnosing offline) a dstack TD, whose layout has a vhost-vsock,
+    /// needs no `/dev/vhost-vsock`: only a boot does.
+    #[test]
+    fn a_td_with_vsock_is_predicted_where_it_could_not_boot() {
+        let root = images::workspace_root();
+        let scenario = Scenario::load(&root.join("scenarios/dstack-preset.toml")).unwrap();
+        let cache = images::Cache::open(&root).expect("image cache (run ci/setup-host.sh)");
+        let prepared = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(prepare(&scenario, &cache, Platform::Tdx))
+            .expect("a TD prediction");
+        assert_eq!(prepared.resolved.vm.vsock_host, qemu::VsockHost::Kernel);
+        assert_eq!(
+            prepared.resolved.vm.unsupported_reason().is_some(),
+            !Path::new(qemu::vm::VHOST_VSOCK_DEVICE).exists()
+        );
+        assert_eq!(prepared.prediction.platform, Platform::Tdx);
+        assert!(prepared
+            .prediction
+            .events
+            .iter()
+            .any(|e| e.label == "acpi:etc/acpi/tables"));
+    }
 
     #[test]
     fn tdx_host_problem_names_what_is_missing() {

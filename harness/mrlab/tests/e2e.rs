@@ -9,7 +9,7 @@
 
 use mrlab::compare::Outcome;
 use mrlab::report::{ScenarioReport, Verdict};
-use mrlab::run::{self, Options, Preparation};
+use mrlab::run::{self, Options};
 use mrlab::scenario::Scenario;
 use rstest::rstest;
 use serde::Serialize;
@@ -171,12 +171,9 @@ fn one_more_device_changes_the_acpi_tables() {
             .join("../../scenarios")
             .join(format!("{name}.toml"));
         let scenario = Scenario::load(&path).unwrap();
-        let Preparation::Ready(p) = rt
+        let p = rt
             .block_on(run::prepare(&scenario, &cache(), measure::Platform::Vtpm))
-            .unwrap()
-        else {
-            panic!("{name} cannot be skipped")
-        };
+            .unwrap();
         p.oracle
             .get("etc/acpi/tables")
             .cloned()
@@ -222,12 +219,9 @@ fn corrupt_or_missing_evidence_is_an_error() {
     let serial = std::fs::read(dir.join("serial.log")).expect("serial.log kept");
     // The judge of the platform the guest ran on: a TD's record (MRLAB_BACKEND=tdx) goes to
     // the TD judge, as in `mrlab run --backend tdx`.
-    let Preparation::Ready(prepared) = rt
+    let prepared = rt
         .block_on(run::prepare(&scenario, &cache(), platform()))
-        .unwrap()
-    else {
-        panic!("kernel-smoke cannot be skipped")
-    };
+        .unwrap();
     let judge = |bytes: &[u8]| run::judge(&prepared, "kernel-smoke", bytes, &dir.join("judge"));
     assert_eq!(
         judge(&serial).expect("the real serial log judges").verdict,

@@ -5,7 +5,7 @@ use measure::Platform;
 use mrlab::diagnose::{self, TdEvidence};
 use mrlab::predictor;
 use mrlab::report::{self, Verdict};
-use mrlab::run::{self, Preparation};
+use mrlab::run;
 use mrlab::scenario::Scenario;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -209,9 +209,6 @@ fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
     })
 }
 
-fn ready(p: Result<Preparation, String>) -> anyhow::Result<Box<run::Prepared>> {
-    match p.map_err(anyhow::Error::msg)? {
-        Preparation::Ready(p) => Ok(p),
-        Preparation::Skip(why) => anyhow::bail!("{why}"),
-    }
+fn ready(p: Result<Box<run::Prepared>, String>) -> anyhow::Result<Box<run::Prepared>> {
+    p.map_err(anyhow::Error::msg)
 }

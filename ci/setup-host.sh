@@ -28,3 +28,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 "$root/images/fetch.sh"
+# vhost-user vsock daemon for vsock scenarios on hosts without /dev/vhost-vsock.
+"$root/ci/install-vhost-device-vsock.sh"

@@ -396,13 +396,9 @@ pub async fn vs_builtin(
 ) -> Vec<PredictorReport> {
     const LABEL: &str = "builtin (vtpm-verified)";
     let order = PageOrder::SinglePass;
-    let td = match crate::run::prepare(scenario, cache, measure::Platform::Tdx).await {
-        Ok(crate::run::Preparation::Ready(p)) => {
-            builtin_registers(&p, order).map(|reference| (p, reference))
-        }
-        Ok(crate::run::Preparation::Skip(why)) => Err(why),
-        Err(e) => Err(e),
-    };
+    let td = crate::run::prepare(scenario, cache, measure::Platform::Tdx)
+        .await
+        .and_then(|p| builtin_registers(&p, order).map(|reference| (p, reference)));
     match td {
         Ok((td, reference)) => {
             check_all(

@@ -59,6 +59,17 @@ pub enum ResolveError {
     },
 }
 
+/// The version of rust-vmm's vhost-device-vsock that `ci/install-vhost-device-vsock.sh` installs.
+pub const VSOCK_DAEMON_VERSION: &str = "0.3.0";
+
+/// Where `ci/install-vhost-device-vsock.sh` puts the vhost-user vsock daemon.
+pub fn vsock_daemon(cache: &images::Cache) -> PathBuf {
+    cache
+        .root()
+        .join(format!("tools/vhost-device-vsock-{VSOCK_DAEMON_VERSION}"))
+        .join("bin/vhost-device-vsock")
+}
+
 /// Resolve a scenario for a VM with (`tpm`) or without a vTPM.
 pub fn resolve(
     scenario: &Scenario,
@@ -141,6 +152,13 @@ pub fn resolve(
     };
     let mut vm = qemu::vm::Vm::new(firmware, scenario.cpus, scenario.memory, boot);
     vm.tpm = tpm;
+    // A TD always uses the kernel's vhost-vsock; a vTPM VM falls back to the vhost-user daemon
+    // where the host has none.
+    if tpm && !Path::new(qemu::vm::VHOST_VSOCK_DEVICE).exists() {
+        vm.vsock_host = qemu::VsockHost::User {
+            daemon: vsock_daemon(cache),
+        };
+    }
     if scenario.preset == Some(crate::scenario::Preset::Dstack) {
         let preset = scenario.dstack.clone().unwrap_or_default();
         vm.machine = qemu::vm::DstackLayout::machine(false, None);
@@ -511,6 +529,36 @@ mod tests {
 
     fn scenario(text: &str) -> Scenario {
         Scenario::parse(text, Path::new("scenarios/x.toml")).expect("scenario")
+    }
+
+    #[test]
+    fn vtpm_vsock_falls_back_to_the_daemon_and_a_td_never_does() {
+        let cache = images::Cache::open(&images::workspace_root()).expect("lock");
+        let s = scenario("name = \"x\"\n[[devices]]\nkind = \"vhost-vsock\"\ncid = 3\n");
+        let vtpm = resolve(&s, &cache, true).expect("resolves").vm.vsock_host;
+        if Path::new(qemu::vm::VHOST_VSOCK_DEVICE).exists() {
+            assert_eq!(vtpm, qemu::VsockHost::Kernel);
+        } else {
+            assert_eq!(
+                vtpm,
+                qemu::VsockHost::User {
+                    daemon: vsock_daemon(&cache)
+                }
+            );
+        }
+        let td = resolve(&s, &cache, false).expect("resolves").vm.vsock_host;
+        assert_eq!(td, qemu::VsockHost::Kernel);
+    }
+
+    #[test]
+    fn vsock_daemon_is_where_the_install_script_puts_it() {
+        let script = std::fs::read_to_string(
+            images::workspace_root().join("ci/install-vhost-device-vsock.sh"),
+        )
+        .expect("install script");
+        assert!(script.contains(&format!("\nversion={VSOCK_DAEMON_VERSION}\n")));
+        assert!(script.contains("dest=\"$cache/tools/vhost-device-vsock-$version\""));
+        assert!(script.contains("--root \"$tmp\""));
     }
 
     #[test]

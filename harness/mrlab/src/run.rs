@@ -109,24 +109,17 @@ pub struct Prepared {
     pub td_events: Result<Vec<Event>, String>,
 }
 
-/// What `prepare` found: ready, or a reason this host cannot run the scenario.
-pub enum Preparation {
-    Ready(Box<Prepared>),
-    Skip(String),
-}
-
 /// Resolve, ask the oracle, predict for `platform` (a vTPM VM has a TPM device, which changes
-/// ACPI; a TD has none). No guest runs yet.
+/// ACPI; a TD has none). No guest runs, so a VM this host could not run (e.g. a TD's
+/// vhost-vsock without `/dev/vhost-vsock`) is still predicted: the oracle stands in for what it
+/// cannot start, and a prediction or an offline diagnosis needs no more.
 pub async fn prepare(
     scenario: &Scenario,
     cache: &images::Cache,
     platform: Platform,
-) -> Result<Preparation, String> {
+) -> Result<Box<Prepared>, String> {
     let resolved =
         resolve::resolve(scenario, cache, platform == Platform::Vtpm).map_err(|e| e.to_string())?;
-    if let Some(why) = resolved.vm.unsupported_reason() {
-        return Ok(Preparation::Skip(why));
-    }
     // The oracle: every fw_cfg file of this very VM, from the same QEMU binary.
     let oracle =
         qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved))
@@ -143,12 +136,12 @@ pub async fn prepare(
                 .collect()
         }),
     };
-    Ok(Preparation::Ready(Box::new(Prepared {
+    Ok(Box::new(Prepared {
         resolved,
         oracle,
         prediction,
         td_events,
-    })))
+    }))
 }
 
 /// The ACPI event of the blob the vTPM VM's TPM device adds (`etc/tpm/log`).
@@ -170,14 +163,12 @@ async fn run_inner(
     dir: &Path,
     started: Instant,
 ) -> Result<(ScenarioReport, Option<Prediction>), String> {
-    let prepared = match prepare(scenario, cache, opts.platform).await? {
-        Preparation::Ready(p) => p,
-        Preparation::Skip(why) => {
-            let mut r = ScenarioReport::error(&scenario.name, file, backend_name(opts), why, 0.0);
-            r.verdict = Verdict::Skip;
-            return Ok((r, None));
-        }
-    };
+    let prepared = prepare(scenario, cache, opts.platform).await?;
+    if let Some(why) = prepared.resolved.vm.unsupported_reason() {
+        let mut r = ScenarioReport::error(&scenario.name, file, backend_name(opts), why, 0.0);
+        r.verdict = Verdict::Skip;
+        return Ok((r, None));
+    }
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("{}: cannot create results folder: {e}", dir.display()))?;
 
@@ -246,9 +237,8 @@ fn backend_name(opts: &Options) -> &'static str {
     }
 }
 
-/// Judge a TD's serial output: its CCEL replayed against the quote's (or TDREPORT's) RTMRs,
-/// events aligned with the TD prediction, MRTD/RTMR0–2 compared; external predictors against
-/// the actual registers.
+/// Judge a TD's serial output with the TD judge ([`judge`]), then external predictors against
+/// the registers the TD reported.
 async fn judge_td(
     prepared: &Prepared,
     file: &str,
@@ -256,13 +246,11 @@ async fn judge_td(
     dir: &Path,
     predictors: &[crate::predictor::Predictor],
 ) -> Result<ScenarioReport, String> {
-    let record =
-        agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
-    save_evidence(dir, &record);
-    let td = crate::diagnose::TdEvidence::from_record(&record)?;
-    let order = prepared.resolved.quirks.mrtd_page_order;
-    let mut report = crate::diagnose::diagnose_td(prepared, file, &td, order)?;
+    let mut report = judge(prepared, file, serial, dir)?;
     if !predictors.is_empty() {
+        let record = agent::record::decode(serial)
+            .map_err(|e| format!("evidence record in serial.log: {e}"))?;
+        let td = crate::diagnose::TdEvidence::from_record(&record)?;
         let actual = crate::predictor::TdRegisters {
             mrtd: td.mrtd,
             rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
@@ -272,7 +260,7 @@ async fn judge_td(
         let rows = crate::predictor::check_all(
             predictors,
             prepared,
-            order,
+            prepared.resolved.quirks.mrtd_page_order,
             &actual,
             &label,
             &dir.join("predictors"),
@@ -310,12 +298,12 @@ fn is_infrastructure(e: &qemu::boot::BootError) -> bool {
     use qemu::boot::BootError::*;
     matches!(
         e,
-        RunDir(_) | Spawn { .. } | Swtpm(_) | SwtpmDied { .. } | Qmp { .. }
+        RunDir(_) | Spawn { .. } | Swtpm(_) | SwtpmDied { .. } | VsockDaemon { .. } | Qmp { .. }
     )
 }
 
 /// Judge a guest's serial output against the prepared prediction: decode the evidence record,
-/// save it under `dir/evidence`, compare.
+/// save it under `dir/evidence`, compare ([`judge_record`]).
 pub fn judge(
     prepared: &Prepared,
     file: &str,
@@ -328,13 +316,26 @@ pub fn judge(
     judge_record(prepared, file, &record)
 }
 
-/// Judge an evidence record (decoded from a serial log, or read back from a results folder).
+/// Judge an evidence record (decoded from a serial log, or read back from a results folder) by
+/// the platform it was predicted for: a vTPM guest's TPM log, PCRs and fw_cfg blobs; a TD's
+/// CCEL and registers (quote, else TDREPORT), with the MRTD page order of the VM's QEMU.
 pub fn judge_record(
     prepared: &Prepared,
     file: &str,
     record: &agent::record::Record,
 ) -> Result<ScenarioReport, String> {
-    compare_vtpm(prepared, file, record)
+    match prepared.prediction.platform {
+        Platform::Vtpm => compare_vtpm(prepared, file, record),
+        Platform::Tdx => {
+            let td = crate::diagnose::TdEvidence::from_record(record)?;
+            crate::diagnose::diagnose_td(
+                prepared,
+                file,
+                &td,
+                prepared.resolved.quirks.mrtd_page_order,
+            )
+        }
+    }
 }
 
 /// The prediction for this VM: oracle blobs and the kernel as QEMU hands it to the firmware.
@@ -812,6 +813,30 @@ fn event_rows(alignment: &Alignment, prediction: &Prediction, actual: &[Event]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Predicting (and so diagnosing offline) a dstack TD, whose layout has a vhost-vsock,
+    /// needs no `/dev/vhost-vsock`: only a boot does.
+    #[test]
+    fn a_td_with_vsock_is_predicted_where_it_could_not_boot() {
+        let root = images::workspace_root();
+        let scenario = Scenario::load(&root.join("scenarios/dstack-preset.toml")).unwrap();
+        let cache = images::Cache::open(&root).expect("image cache (run ci/setup-host.sh)");
+        let prepared = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(prepare(&scenario, &cache, Platform::Tdx))
+            .expect("a TD prediction");
+        assert_eq!(prepared.resolved.vm.vsock_host, qemu::VsockHost::Kernel);
+        assert_eq!(
+            prepared.resolved.vm.unsupported_reason().is_some(),
+            !Path::new(qemu::vm::VHOST_VSOCK_DEVICE).exists()
+        );
+        assert_eq!(prepared.prediction.platform, Platform::Tdx);
+        assert!(prepared
+            .prediction
+            .events
+            .iter()
+            .any(|e| e.label == "acpi:etc/acpi/tables"));
+    }
 
     #[test]
     fn tdx_host_problem_names_what_is_missing() {

@@ -121,7 +121,7 @@ fn diagnose_names_the_first_divergence_of_the_td_capture() {
     use measure::tdvf::PageOrder;
     use mrlab::diagnose::{diagnose_td, TdEvidence};
     use mrlab::report::Verdict;
-    use mrlab::run::{prepare, Preparation};
+    use mrlab::run::prepare;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dstack-td.toml");
@@ -133,12 +133,9 @@ fn diagnose_names_the_first_divergence_of_the_td_capture() {
     let scenario = mrlab::scenario::Scenario::load(&path).unwrap();
     let cache = images::Cache::open(&images::workspace_root()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let Preparation::Ready(prepared) = rt
+    let prepared = rt
         .block_on(prepare(&scenario, &cache, Platform::Tdx))
-        .unwrap()
-    else {
-        panic!("not skippable")
-    };
+        .unwrap();
     let doc = evidence::dstack::parse_document(&std::fs::read(CAPTURE).unwrap()).unwrap();
     let quote = evidence::quote::parse(&doc.quote).unwrap();
     let td = TdEvidence {
@@ -153,4 +150,50 @@ fn diagnose_names_the_first_divergence_of_the_td_capture() {
     assert_eq!(first.label.as_deref(), Some("cfv"), "{first:?}");
     assert!(report.events.matched >= 12, "{:?}", report.events);
     assert_eq!(report.registers.len(), 4);
+}
+
+/// `mrlab diagnose --evidence DIR` on a TD's results folder (a CCEL and a quote, laid out as
+/// `mrlab run --backend tdx` saves them; here the real GCE COS 113 capture) takes the TD judge:
+/// the quote's registers are the actual ones, and the COS boot diverges from kernel-smoke's
+/// prediction with a named event, not with a missing TPM log.
+#[test]
+fn diagnose_takes_a_td_results_folder_to_the_td_judge() {
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/tdx-ccel/go-tdx-guest-cos-113"
+    );
+    let results = tempfile::tempdir().unwrap();
+    let evidence = results.path().join("evidence");
+    for (from, to) in [
+        ("ccel_data.dat", "ccel/data"),
+        ("cos-113-tdx-quote.dat", "tdx/quote"),
+    ] {
+        let to = evidence.join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(format!("{fixtures}/{from}"), &to).unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mrlab"))
+        .args(["diagnose", "--json", "--scenario"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scenarios/kernel-smoke.toml"
+        ))
+        .arg("--evidence")
+        .arg(results.path())
+        .output()
+        .expect("run mrlab diagnose");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("diagnose printed no JSON ({e}): {stderr}"));
+    let report = &doc["scenarios"][0];
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(report["backend"], "tdx");
+    assert_eq!(report["verdict"], "fail", "{report}");
+    let reason = report["reason"].as_str().unwrap();
+    assert!(reason.starts_with("first divergence: "), "{reason}");
+    // expected.json of the fixture: the quote's RTMR0.
+    assert_eq!(
+        report["registers"][1]["actual"],
+        "3fa2f61f395b7f5feefb4ec2df61297f109ad8abcd6410c1b7df60f21f37b19297fc35e544039c7e1edece752afd17f6"
+    );
 }

@@ -1,7 +1,7 @@
 //! `Vm` → QEMU arguments per backend, and a shell script that re-runs a VM by hand.
 
 use crate::binary::QemuBinary;
-use crate::vm::{Boot, Device, Vm};
+use crate::vm::{Boot, Device, Vm, VsockHost};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,9 +23,11 @@ pub enum TdxFlavour {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// Any Linux: the VM plus a swtpm-backed tpm-tis when `Vm::tpm`.
+    /// Any Linux: the VM plus a swtpm-backed tpm-tis when `Vm::tpm`; a vsock device as
+    /// `Vm::vsock_host` says.
     Vtpm { accel: Accel },
-    /// A TD on a TDX host.
+    /// A TD on a TDX host; a vsock device is always the kernel's vhost-vsock (a TD's private
+    /// memory cannot be shared with a vhost-user daemon).
     Tdx { flavour: TdxFlavour },
     /// The fw_cfg oracle: TCG, paused before the first instruction (`-S`), driven over qtest.
     /// Accelerator-only objects are left out; a vhost-vsock device is replaced by a stand-in
@@ -67,6 +69,17 @@ impl RunDir {
     pub fn run_sh(&self) -> PathBuf {
         self.path.join("run.sh")
     }
+    /// The vhost-user socket of the `index`th vsock device, served by the daemon.
+    pub fn vsock_socket(&self, index: usize) -> PathBuf {
+        self.path.join(format!("vhost-user-vsock{index}.sock"))
+    }
+    /// Where the daemon listens for host-side connections to the `index`th vsock device.
+    pub fn vsock_uds(&self, index: usize) -> PathBuf {
+        self.path.join(format!("vsock{index}.uds"))
+    }
+    pub fn vsock_log(&self) -> PathBuf {
+        self.path.join("vhost-device-vsock.log")
+    }
 }
 
 fn path_str(path: &Path) -> String {
@@ -91,11 +104,44 @@ fn on_off(value: bool) -> &'static str {
     }
 }
 
-/// The oracle cannot open `/dev/vhost-vsock` (absent on most hosts, and needless for fw_cfg):
-/// a virtio-rng-pci takes its slot. Both are hotpluggable, non-display PCI endpoints, which is
-/// all QEMU's ACPI builder looks at for a root-bus slot.
+/// The vhost-user daemon serving the VM's vsock devices on `backend`, if one is needed.
+pub fn vsock_daemon<'a>(vm: &'a Vm, backend: &Backend) -> Option<&'a Path> {
+    match (&vm.vsock_host, backend) {
+        (VsockHost::User { daemon }, Backend::Vtpm { .. }) if vm.has_vsock() => Some(daemon),
+        _ => None,
+    }
+}
+
+/// The daemon's arguments: one `--vm` per vsock device, each with its guest CID, the socket
+/// QEMU connects to and the host-side Unix socket.
+pub fn vsock_daemon_args(vm: &Vm, run: &RunDir) -> Vec<String> {
+    let mut args = Vec::new();
+    let cids = vm.devices.iter().filter_map(|d| match d {
+        Device::Vsock { guest_cid } => Some(*guest_cid),
+        _ => None,
+    });
+    for (index, cid) in cids.enumerate() {
+        args.push("--vm".to_string());
+        args.push(format!(
+            "guest-cid={cid},socket={},uds-path={}",
+            path_str(&run.vsock_socket(index)),
+            path_str(&run.vsock_uds(index))
+        ));
+    }
+    args
+}
+
+/// The oracle cannot open `/dev/vhost-vsock` (absent on most hosts, and needless for fw_cfg)
+/// nor reach a vhost-user daemon: a virtio-rng-pci shaped like virtio-vsock takes its slot.
+/// Like `vhost-vsock-pci` and `vhost-user-vsock-pci` it is then modern-only (no legacy I/O
+/// BAR 0; a transitional virtio-rng-pci has one of 32 bytes) with 3 MSI-X vectors (2 by
+/// default): the same BARs, sizes and capabilities, read from QEMU in the test
+/// `oracle_stand_in_has_the_shape_of_a_real_virtio_vsock`. Only its identity differs (1af4:1044,
+/// class 0x00ff vs 1af4:1053, 0x0780), which QEMU's ACPI builder does not look at for a
+/// root-bus endpoint (`build_append_pci_bus_devices`: hotpluggability, bridges, VGA and ISA
+/// bridge classes).
 pub fn oracle_stand_in() -> &'static str {
-    "virtio-rng-pci"
+    "virtio-rng-pci,disable-legacy=on,vectors=3"
 }
 
 /// QEMU arguments (without the binary) for `vm` under `backend`, with sockets and logs in `run`.
@@ -149,15 +195,24 @@ pub fn argv(vm: &Vm, backend: &Backend, run: &RunDir) -> Vec<String> {
             machine += ",memory-backend=mem0";
         }
     }
-    if *backend == Backend::Oracle {
+    let vhost_user_vsock = vsock_daemon(vm, backend).is_some();
+    if *backend == Backend::Oracle || vhost_user_vsock {
         // The oracle never runs the guest: map its RAM without reserving it, so a 64 GiB VM can
-        // be asked about on a smaller host. The backend changes no fw_cfg content.
+        // be asked about on a smaller host. A vhost-user daemon maps guest RAM itself, so it
+        // must be a shared file. Neither changes fw_cfg content: without a NUMA node QEMU
+        // builds no SRAT.
         machine += ",memory-backend=mem0";
     }
     push(&["-machine", &machine]);
     if *backend == Backend::Oracle {
         let ram = format!(
             "memory-backend-ram,id=mem0,size={},reserve=off",
+            memory_arg(vm.memory)
+        );
+        push(&["-object", &ram]);
+    } else if vhost_user_vsock {
+        let ram = format!(
+            "memory-backend-memfd,id=mem0,size={},share=on",
             memory_arg(vm.memory)
         );
         push(&["-object", &ram]);
@@ -215,8 +270,19 @@ pub fn argv(vm: &Vm, backend: &Backend, run: &RunDir) -> Vec<String> {
         }
     }
 
+    let mut vsock_index = 0;
     for device in &vm.devices {
-        device_args(device, backend, &mut push);
+        if let (Device::Vsock { .. }, true) = (device, vhost_user_vsock) {
+            let chardev = format!(
+                "socket,id=vsock{vsock_index},path={}",
+                path_str(&run.vsock_socket(vsock_index))
+            );
+            let dev = format!("vhost-user-vsock-pci,chardev=vsock{vsock_index}");
+            push(&["-chardev", &chardev, "-device", &dev]);
+            vsock_index += 1;
+        } else {
+            device_args(device, backend, &mut push);
+        }
     }
 
     if vm.tpm {
@@ -352,6 +418,18 @@ pub fn run_sh(vm: &Vm, backend: &Backend, qemu: &QemuBinary) -> String {
         script += &line("swtpm", &swtpm_socket_args(&run));
         script += " &\n";
         script += "while [ ! -S \"${RUN}/swtpm.sock\" ]; do sleep 0.05; done\n";
+    }
+    if let Some(daemon) = vsock_daemon(vm, backend) {
+        // The daemon serves vhost-user vsock; it does not end with QEMU, so the script ends it.
+        script += &line(&path_str(daemon), &vsock_daemon_args(vm, &run));
+        script += " 2>\"${RUN}/vhost-device-vsock.log\" &\n";
+        script += "VSOCK_DAEMON=$!\ntrap 'kill \"$VSOCK_DAEMON\"' EXIT\n";
+        for index in 0..vm.vsock_count() {
+            script += &format!(
+                "while [ ! -S {} ]; do sleep 0.05; done\n",
+                sh_quote(&path_str(&run.vsock_socket(index)))
+            );
+        }
     }
     for (key, value) in &qemu.env {
         script += &format!("export {key}={}\n", sh_quote(&path_str(value)));
@@ -552,10 +630,70 @@ mod tests {
         assert!(args
             .windows(2)
             .any(|w| w == ["-qtest", "unix:/r/qtest.sock"]));
-        assert!(args.windows(2).any(|w| w == ["-device", "virtio-rng-pci"]));
+        assert!(args
+            .windows(2)
+            .any(|w| w == ["-device", "virtio-rng-pci,disable-legacy=on,vectors=3"]));
         assert!(!args
             .iter()
             .any(|a| a.contains("tdx") || a.contains("vhost-vsock") || a == "-qmp"));
+    }
+
+    #[test]
+    fn vhost_user_vsock_on_vtpm_shares_guest_ram_with_its_daemon() {
+        let mut vm = kernel_vm();
+        vm.devices = vec![Device::Vsock { guest_cid: 7 }];
+        vm.vsock_host = VsockHost::User {
+            daemon: "/t/vhost-device-vsock".into(),
+        };
+        let backend = Backend::Vtpm { accel: Accel::Tcg };
+        let run = RunDir::new("/r");
+        let args = argv(&vm, &backend, &run);
+        let after = |flag: &str| -> Vec<&str> {
+            args.windows(2)
+                .filter(|w| w[0] == flag)
+                .map(|w| w[1].as_str())
+                .collect()
+        };
+        assert_eq!(after("-machine"), ["q35,memory-backend=mem0"]);
+        assert_eq!(
+            after("-object"),
+            ["memory-backend-memfd,id=mem0,size=2048M,share=on"]
+        );
+        assert!(args.windows(4).any(|w| w
+            == [
+                "-chardev",
+                "socket,id=vsock0,path=/r/vhost-user-vsock0.sock",
+                "-device",
+                "vhost-user-vsock-pci,chardev=vsock0"
+            ]));
+        assert!(!args.iter().any(|a| a.contains("numa")));
+        assert_eq!(
+            vsock_daemon_args(&vm, &run),
+            [
+                "--vm",
+                "guest-cid=7,socket=/r/vhost-user-vsock0.sock,uds-path=/r/vsock0.uds"
+            ]
+        );
+        let script = run_sh(&vm, &backend, &QemuBinary::system());
+        assert!(script.contains(
+            "/t/vhost-device-vsock \\\n    --vm \\\n    \"guest-cid=7,socket=${RUN}/vhost-user-vsock0.sock,uds-path=${RUN}/vsock0.uds\" 2>\"${RUN}/vhost-device-vsock.log\" &\n"
+        ));
+        assert!(script.contains("while [ ! -S \"${RUN}/vhost-user-vsock0.sock\" ]"));
+
+        // A TD and the oracle never use the daemon.
+        let td = argv(
+            &vm,
+            &Backend::Tdx {
+                flavour: TdxFlavour::Upstream,
+            },
+            &run,
+        );
+        assert!(td.iter().any(|a| a == "vhost-vsock-pci,guest-cid=7"));
+        assert!(!td
+            .iter()
+            .any(|a| a.contains("vhost-user") || a.contains("memfd")));
+        assert_eq!(vsock_daemon(&vm, &Backend::Oracle), None);
+        assert!(!run_sh(&vm, &Backend::Oracle, &QemuBinary::system()).contains("vhost-device"));
     }
 
     #[test]

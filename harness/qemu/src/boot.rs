@@ -1,7 +1,7 @@
 //! Supervised boots: each VM in its own temp dir with its own sockets, QEMU and swtpm each in
 //! their own process group (killed whole on timeout, error or drop), QMP watching run states.
 
-use crate::argv::{argv, run_sh, Accel, Backend, RunDir};
+use crate::argv::{argv, run_sh, vsock_daemon, vsock_daemon_args, Accel, Backend, RunDir};
 use crate::binary::QemuBinary;
 use crate::process::{wait_for_socket, Group, SocketWait};
 use crate::vm::{Boot, Vm};
@@ -74,6 +74,8 @@ pub enum BootError {
     },
     #[error("swtpm died ({status}) while the guest was running; swtpm log: {log}")]
     SwtpmDied { status: String, log: String },
+    #[error("vhost-device-vsock {problem}; its log: {log}")]
+    VsockDaemon { problem: String, log: String },
     #[error("guest panicked (QMP run state {state}); serial tail: {serial_tail}")]
     GuestPanicked { state: String, serial_tail: String },
     #[error("QEMU stopped the guest with run state {state} (e.g. \"KVM internal error\"); stderr: {stderr}")]
@@ -142,6 +144,7 @@ async fn run(
     if vm.tpm && *backend != Backend::Oracle {
         swtpm = Some(crate::swtpm::start(&run, true, Duration::from_secs(10)).await?);
     }
+    let mut vsock = start_vsock_daemon(vm, backend, &run).await?;
     let mut command = opts.qemu_binary.tokio_command();
     command.args(argv(vm, backend, &run));
     let mut qemu = Group::spawn_command("qemu", command, &run.stderr_log()).map_err(|source| {
@@ -151,12 +154,25 @@ async fn run(
         }
     })?;
 
-    let supervised = supervise(&mut qemu, &mut swtpm, &run, opts, deadline, serial_done).await;
-    // Whatever QEMU left in its group goes; swtpm (--terminate) ends as QEMU's socket closes.
-    // Both are reaped here on every path, so an error leaves no process behind.
+    let supervised = supervise(
+        &mut qemu,
+        &mut swtpm,
+        &mut vsock,
+        &run,
+        opts,
+        deadline,
+        serial_done,
+    )
+    .await;
+    // Whatever QEMU left in its group goes; swtpm (--terminate) ends as QEMU's socket closes;
+    // the vsock daemon serves on until killed. All are reaped here on every path, so an error
+    // leaves no process behind.
     let _ = qemu.kill().await;
     if let Some(mut swtpm) = swtpm.take() {
         let _ = swtpm.wait_or_kill(Duration::from_secs(2)).await;
+    }
+    if let Some(mut vsock) = vsock.take() {
+        let _ = vsock.kill().await;
     }
     // Kept on failure too: a kept run dir is what one debugs a failed boot from.
     let temp = if opts.keep_dir {
@@ -177,10 +193,47 @@ async fn run(
     })
 }
 
-/// Watches a started QEMU to its end: its exit, QMP events and run states, swtpm, the deadline.
+/// Starts the vhost-user vsock daemon when the VM needs one, and waits for its sockets.
+async fn start_vsock_daemon(
+    vm: &Vm,
+    backend: &Backend,
+    run: &RunDir,
+) -> Result<Option<Group>, BootError> {
+    let Some(daemon) = vsock_daemon(vm, backend) else {
+        return Ok(None);
+    };
+    let args = vsock_daemon_args(vm, run);
+    let mut group =
+        Group::spawn("vhost-device-vsock", daemon, &args, &run.vsock_log()).map_err(|source| {
+            BootError::Spawn {
+                program: daemon.display().to_string(),
+                source,
+            }
+        })?;
+    for index in 0..vm.vsock_count() {
+        let socket = run.vsock_socket(index);
+        let problem = match wait_for_socket(&socket, &mut group, Duration::from_secs(10)).await {
+            Ok(()) => continue,
+            Err(SocketWait::Exited(status)) => format!("exited ({status}) before listening"),
+            Err(SocketWait::TimedOut) => {
+                format!("did not create {} within 10 s", socket.display())
+            }
+        };
+        let _ = group.kill().await;
+        return Err(BootError::VsockDaemon {
+            problem,
+            log: read_lossy(&run.vsock_log()),
+        });
+    }
+    Ok(Some(group))
+}
+
+/// Watches a started QEMU to its end: its exit, QMP events and run states, swtpm, the vsock
+/// daemon, the deadline.
 async fn supervise(
     qemu: &mut Group,
     swtpm: &mut Option<Group>,
+    vsock: &mut Option<Group>,
     run: &RunDir,
     opts: &BootOptions,
     deadline: tokio::time::Instant,
@@ -310,6 +363,12 @@ async fn supervise(
                 return Err(BootError::SwtpmDied {
                     status: describe(&status),
                     log: read_lossy(&run.swtpm_log()),
+                });
+            }
+            status = wait_optional(vsock) => {
+                return Err(BootError::VsockDaemon {
+                    problem: format!("died ({}) while the guest was running", describe(&status)),
+                    log: read_lossy(&run.vsock_log()),
                 });
             }
             _ = tick.tick(), if serial_done.is_some() => {

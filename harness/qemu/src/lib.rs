@@ -17,5 +17,5 @@ pub use boot::{boot, probe_kvm, probe_kvm_with, BootError, BootOptions, BootOutc
 pub use fwcfg::{dump_fw_cfg, FirmwarePci, OracleError};
 pub use vm::{
     Boot, Device, Disk, DiskFormat, DstackHostShare, DstackLayout, DstackRootfs, KernelIrqchip,
-    Machine, Share, Vm,
+    Machine, Share, Vm, VsockHost,
 };

@@ -8,6 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// The host kernel's vhost-vsock device node.
+pub const VHOST_VSOCK_DEVICE: &str = "/dev/vhost-vsock";
+
 /// q35 machine options. `None` leaves QEMU's default, which may differ between QEMU versions
 /// (e.g. `pic`); the prediction side resolves defaults through its quirks table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -98,7 +101,8 @@ pub enum Device {
         id: String,
         mac: Option<String>,
     },
-    /// vhost-vsock-pci; needs `/dev/vhost-vsock` on the host.
+    /// virtio-vsock: `vhost-vsock-pci`, or `vhost-user-vsock-pci` where the host backs it with
+    /// a vhost-user daemon ([`Vm::vsock_host`]); both present the same PCI function.
     Vsock {
         guest_cid: u32,
     },
@@ -140,6 +144,28 @@ pub struct Vm {
     pub serial: bool,
     /// A TPM 2.0 (tpm-tis backed by swtpm). It adds a TPM2 ACPI table and `etc/tpm/log`.
     pub tpm: bool,
+    /// How the host backs a [`Device::Vsock`] (the guest sees the same device either way).
+    pub vsock_host: VsockHost,
+}
+
+/// How the host backs a VM's virtio-vsock device.
+///
+/// `vhost-vsock-pci` (`hw/virtio/vhost-vsock-pci.c`) and `vhost-user-vsock-pci`
+/// (`hw/virtio/vhost-user-vsock-pci.c`) are the same PCI function: both are a virtio-pci proxy
+/// with vendor/device 1af4:1053 (`PCI_DEVICE_ID_VIRTIO_VSOCK`, modern-only: both call
+/// `virtio_pci_force_virtio_1`, vhost-vsock on machine types ≥ 5.1), class 0x0780
+/// (`PCI_CLASS_COMMUNICATION_OTHER`), 3 MSI-X vectors and the three vsock virtqueues; only the
+/// backend behind the queues differs. So what a vTPM run verifies with the vhost-user device
+/// (ACPI tables, BAR placement) holds for the TD's vhost-vsock.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum VsockHost {
+    /// The host kernel's vhost-vsock (`/dev/vhost-vsock`): `vhost-vsock-pci`.
+    #[default]
+    Kernel,
+    /// rust-vmm's `vhost-device-vsock` daemon at this path serves `vhost-user-vsock-pci`; guest
+    /// RAM then comes from a shared memfd backend (`-machine memory-backend=`), which the
+    /// daemon maps. No NUMA node is declared, so no SRAT appears.
+    User { daemon: PathBuf },
 }
 
 impl Vm {
@@ -154,26 +180,41 @@ impl Vm {
             devices: Vec::new(),
             serial: true,
             tpm: false,
+            vsock_host: VsockHost::Kernel,
         }
     }
 
     /// Why this host cannot instantiate the VM, if it cannot; the runner skips it visibly.
     pub fn unsupported_reason(&self) -> Option<String> {
-        self.unsupported_reason_on(Path::new("/dev/vhost-vsock"))
+        self.unsupported_reason_on(Path::new(VHOST_VSOCK_DEVICE))
+    }
+
+    pub fn vsock_count(&self) -> usize {
+        self.devices
+            .iter()
+            .filter(|d| matches!(d, Device::Vsock { .. }))
+            .count()
+    }
+
+    pub fn has_vsock(&self) -> bool {
+        self.vsock_count() > 0
     }
 
     fn unsupported_reason_on(&self, vhost_vsock: &Path) -> Option<String> {
-        let has_vsock = self
-            .devices
-            .iter()
-            .any(|d| matches!(d, Device::Vsock { .. }));
-        if has_vsock && !vhost_vsock.exists() {
-            return Some(format!(
+        if !self.has_vsock() {
+            return None;
+        }
+        match &self.vsock_host {
+            VsockHost::Kernel if !vhost_vsock.exists() => Some(format!(
                 "vhost-vsock needs {}, absent on this host",
                 vhost_vsock.display()
-            ));
+            )),
+            VsockHost::User { daemon } if !daemon.is_file() => Some(format!(
+                "vhost-user-vsock needs the vhost-device-vsock daemon, not found at {} (ci/setup-host.sh installs it)",
+                daemon.display()
+            )),
+            _ => None,
         }
-        None
     }
 }
 
@@ -290,6 +331,22 @@ mod tests {
             Some("vhost-vsock needs /nonexistent/vsock, absent on this host")
         );
         assert_eq!(vm.unsupported_reason_on(Path::new("/")), None);
+
+        vm.vsock_host = VsockHost::User {
+            daemon: "/nonexistent/vhost-device-vsock".into(),
+        };
+        assert_eq!(
+            vm.unsupported_reason_on(Path::new("/nonexistent/vsock"))
+                .as_deref(),
+            Some("vhost-user-vsock needs the vhost-device-vsock daemon, not found at /nonexistent/vhost-device-vsock (ci/setup-host.sh installs it)")
+        );
+        vm.vsock_host = VsockHost::User {
+            daemon: std::env::current_exe().expect("test binary"),
+        };
+        assert_eq!(
+            vm.unsupported_reason_on(Path::new("/nonexistent/vsock")),
+            None
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{kernel, ovmf};
-use qemu::{boot, Accel, Backend, Boot, BootError, BootOptions, Device, Vm};
+use common::{kernel, ovmf, vsock_daemon};
+use qemu::{boot, Accel, Backend, Boot, BootError, BootOptions, Device, Vm, VsockHost};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -47,7 +47,11 @@ fn options(root: &tempfile::TempDir, timeout: u64) -> BootOptions {
 fn assert_clean(root: &tempfile::TempDir) {
     let left: Vec<_> = children()
         .into_iter()
-        .filter(|(_, comm)| comm.starts_with("qemu") || comm.starts_with("swtpm"))
+        .filter(|(_, comm)| {
+            comm.starts_with("qemu")
+                || comm.starts_with("swtpm")
+                || comm.starts_with("vhost-device")
+        })
         .collect();
     assert!(left.is_empty(), "leftover processes: {left:?}");
     let dirs: Vec<_> = std::fs::read_dir(root.path())
@@ -210,6 +214,66 @@ async fn swtpm_dying_mid_boot_is_reported() {
     assert!(matches!(err, BootError::SwtpmDied { .. }), "{err}");
     assert!(
         err.to_string().starts_with("swtpm died (signal: 9"),
+        "{err}"
+    );
+    assert_clean(&root);
+}
+
+fn vsock_vm(daemon: std::path::PathBuf) -> Vm {
+    let mut vm = kernel_vm();
+    vm.devices.push(Device::Vsock { guest_cid: 3 });
+    vm.vsock_host = VsockHost::User { daemon };
+    vm
+}
+
+#[tokio::test]
+async fn vhost_user_vsock_boots_and_its_daemon_goes_with_the_vm() {
+    let _guard = SERIAL.lock().await;
+    let root = tempfile::tempdir().expect("root");
+    let outcome = boot(&vsock_vm(vsock_daemon()), &TCG, &options(&root, 90))
+        .await
+        .expect("boot with vhost-user-vsock");
+    let serial = String::from_utf8_lossy(&outcome.serial);
+    // Linux enumerates the virtio-vsock function (modern-only id 1af4:1053, class 0x0780).
+    assert!(
+        serial.contains("pci 0000:00:01.0: [1af4:1053] type 00 class 0x078000"),
+        "serial: {serial}"
+    );
+    drop(outcome);
+    assert_clean(&root);
+}
+
+#[tokio::test]
+async fn vsock_daemon_that_never_listens_is_reported() {
+    let _guard = SERIAL.lock().await;
+    let root = tempfile::tempdir().expect("root");
+    let err = boot(&vsock_vm("/bin/false".into()), &TCG, &options(&root, 30))
+        .await
+        .expect_err("a daemon that exits at once");
+    assert!(matches!(err, BootError::VsockDaemon { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("vhost-device-vsock exited (exit status: 1) before listening"),
+        "{err}"
+    );
+    assert_clean(&root);
+}
+
+#[tokio::test]
+async fn vsock_daemon_dying_mid_boot_is_reported() {
+    let _guard = SERIAL.lock().await;
+    let root = tempfile::tempdir().expect("root");
+    let opts = options(&root, 60);
+    let vm = vsock_vm(vsock_daemon());
+    let (result, ()) = tokio::join!(
+        boot(&vm, &TCG, &opts),
+        kill_child_after("vhost-device", Duration::from_secs(3)),
+    );
+    let err = result.expect_err("daemon killed");
+    assert!(matches!(err, BootError::VsockDaemon { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("vhost-device-vsock died (signal: 9"),
         "{err}"
     );
     assert_clean(&root);

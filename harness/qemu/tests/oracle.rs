@@ -1,8 +1,8 @@
-//! The fw_cfg oracle against stock QEMU (7.2 on the project's machines) and OVMF 2022.11.
+//! The fw_cfg oracle against the managed QEMU 7.2 and OVMF 2022.11.
 
 mod common;
 
-use common::{kernel, ovmf};
+use common::{kernel, ovmf, vsock_daemon};
 use qemu::{dump_fw_cfg, Boot, Device, FirmwarePci, Vm};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -187,4 +187,170 @@ async fn oracle_with_tpm_serves_tpm2_table() {
         "{:?}",
         files.keys().collect::<Vec<_>>()
     );
+}
+
+/// PCI configuration mechanism #1 (`0xcf8`/`0xcfc`), as firmware uses it.
+async fn config_read32(qtest: &mut qemu::qtest::Qtest, slot: u8, offset: u8) -> u32 {
+    let address = 0x8000_0000 | (u32::from(slot) << 11) | u32::from(offset & 0xfc);
+    qtest.outl(0xcf8, address).await.expect("outl");
+    qtest.inl(0xcfc).await.expect("inl")
+}
+
+async fn config_write32(qtest: &mut qemu::qtest::Qtest, slot: u8, offset: u8, value: u32) {
+    let address = 0x8000_0000 | (u32::from(slot) << 11) | u32::from(offset & 0xfc);
+    qtest.outl(0xcf8, address).await.expect("outl");
+    qtest.outl(0xcfc, value).await.expect("outl");
+}
+
+/// The identity of the function at `slot` (vendor:device, class, subsystem) and, separately,
+/// its shape as firmware and QEMU's ACPI builder see it: header type, interrupt pin, each BAR's
+/// kind and size (probed as firmware does), and the capability list with each virtio
+/// capability's (type, BAR, offset, length) and the MSI-X table size.
+async fn pci_function(qtest: &mut qemu::qtest::Qtest, slot: u8) -> (Vec<String>, Vec<String>) {
+    let id = config_read32(qtest, slot, 0x00).await;
+    let class = config_read32(qtest, slot, 0x08).await;
+    let subsystem = config_read32(qtest, slot, 0x2c).await;
+    let identity = vec![
+        format!("id {:04x}:{:04x}", id & 0xffff, id >> 16),
+        format!("class {:06x} rev {:02x}", class >> 8, class & 0xff),
+        format!(
+            "subsystem {:04x}:{:04x}",
+            subsystem & 0xffff,
+            subsystem >> 16
+        ),
+    ];
+    let mut shape = Vec::new();
+    let header = config_read32(qtest, slot, 0x0c).await;
+    let status = config_read32(qtest, slot, 0x04).await >> 16;
+    let interrupt = config_read32(qtest, slot, 0x3c).await;
+    shape.push(format!(
+        "header type {:02x}, status {status:04x}, interrupt pin {}",
+        (header >> 16) & 0xff,
+        (interrupt >> 8) & 0xff
+    ));
+    let mut bar = 0u8;
+    while bar < 6 {
+        let offset = 0x10 + 4 * bar;
+        let original = config_read32(qtest, slot, offset).await;
+        config_write32(qtest, slot, offset, u32::MAX).await;
+        let mask = config_read32(qtest, slot, offset).await;
+        config_write32(qtest, slot, offset, original).await;
+        if mask == 0 {
+            shape.push(format!("BAR {bar}: none"));
+            bar += 1;
+        } else if mask & 1 == 1 {
+            let size = (!(mask & !0x3)).wrapping_add(1) & 0xffff;
+            shape.push(format!("BAR {bar}: I/O {size:#x}"));
+            bar += 1;
+        } else if mask & 0x6 == 0x4 {
+            let high_offset = offset + 4;
+            let high_original = config_read32(qtest, slot, high_offset).await;
+            config_write32(qtest, slot, high_offset, u32::MAX).await;
+            let high = config_read32(qtest, slot, high_offset).await;
+            config_write32(qtest, slot, high_offset, high_original).await;
+            let size = (!(u64::from(mask & !0xf) | u64::from(high) << 32)).wrapping_add(1);
+            let prefetch = if mask & 0x8 != 0 { " prefetchable" } else { "" };
+            shape.push(format!("BAR {bar}: 64-bit{prefetch} memory {size:#x}"));
+            bar += 2;
+        } else {
+            let size = (!(mask & !0xf)).wrapping_add(1);
+            shape.push(format!("BAR {bar}: 32-bit memory {size:#x}"));
+            bar += 1;
+        }
+    }
+    let mut pointer = (config_read32(qtest, slot, 0x34).await & 0xfc) as u8;
+    while pointer != 0 {
+        let head = config_read32(qtest, slot, pointer).await;
+        let cap_id = head & 0xff;
+        match cap_id {
+            0x09 => {
+                let bar_field = config_read32(qtest, slot, pointer + 4).await;
+                let offset = config_read32(qtest, slot, pointer + 8).await;
+                let length = config_read32(qtest, slot, pointer + 12).await;
+                shape.push(format!(
+                    "virtio cap type {} in BAR {} at {offset:#x}, {length:#x} bytes",
+                    (head >> 24) & 0xff,
+                    bar_field & 0xff
+                ));
+            }
+            0x11 => shape.push(format!("MSI-X, {} vectors", ((head >> 16) & 0x7ff) + 1)),
+            other => shape.push(format!("capability {other:#04x}")),
+        }
+        pointer = ((head >> 8) & 0xfc) as u8;
+    }
+    (identity, shape)
+}
+
+/// The oracle's stand-in for vhost-vsock presents the same PCI function as the real device,
+/// but for its identity: vhost-user-vsock-pci (served by the vhost-device-vsock daemon) is read
+/// from QEMU, and it equals vhost-vsock-pci by QEMU's source (see `qemu::vm::VsockHost`).
+/// Only the identity differs, which QEMU's ACPI builder does not read for a root-bus endpoint
+/// (it looks at hotpluggability, bridges and VGA/ISA-bridge classes only).
+#[tokio::test]
+async fn oracle_stand_in_has_the_shape_of_a_real_virtio_vsock() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = qemu::RunDir::new(dir.path());
+    let daemon_socket = dir.path().join("vhost-user-vsock.sock");
+    let mut daemon = qemu::process::Group::spawn(
+        "vhost-device-vsock",
+        &vsock_daemon(),
+        &[
+            "--vm".into(),
+            format!(
+                "guest-cid=3,socket={},uds-path={}",
+                daemon_socket.display(),
+                dir.path().join("vsock.uds").display()
+            ),
+        ],
+        &dir.path().join("daemon.log"),
+    )
+    .expect("daemon");
+    qemu::process::wait_for_socket(
+        &daemon_socket,
+        &mut daemon,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .expect("daemon socket");
+    let listener = tokio::net::UnixListener::bind(run.qtest_socket()).expect("qtest socket");
+    let mut command = common::qemu().tokio_command();
+    command.args([
+        "-nodefaults",
+        "-display",
+        "none",
+        "-accel",
+        "tcg",
+        "-S",
+        "-machine",
+        "q35,memory-backend=mem0",
+        "-object",
+        "memory-backend-memfd,id=mem0,size=256M,share=on",
+        "-m",
+        "256M",
+        "-qtest",
+        &format!("unix:{}", run.qtest_socket().display()),
+        "-chardev",
+        &format!("socket,id=vsock0,path={}", daemon_socket.display()),
+        "-device",
+        "vhost-user-vsock-pci,chardev=vsock0,addr=01.0",
+        "-device",
+        &format!("{},addr=02.0", qemu::argv::oracle_stand_in()),
+    ]);
+    let mut qemu =
+        qemu::process::Group::spawn_command("qemu", command, &run.stderr_log()).expect("qemu");
+    let (stream, _) = listener.accept().await.expect("qtest connection");
+    let mut qtest = qemu::qtest::Qtest::new(stream);
+    let (vsock_identity, vsock_shape) = pci_function(&mut qtest, 1).await;
+    let (stand_in_identity, stand_in_shape) = pci_function(&mut qtest, 2).await;
+    drop(qtest);
+    let _ = qemu.kill().await;
+    let _ = daemon.kill().await;
+    eprintln!("vhost-user-vsock-pci: {vsock_identity:?} {vsock_shape:#?}");
+    eprintln!("stand-in: {stand_in_identity:?} {stand_in_shape:#?}");
+    // QEMU's source: PCI_VENDOR_ID_REDHAT_QUMRANET, modern-only virtio id 0x1040 + 19 (vsock),
+    // PCI_CLASS_COMMUNICATION_OTHER; Linux in the vTPM guest reports the same
+    // ("[1af4:1053] type 00 class 0x078000").
+    assert_eq!(vsock_identity[0], "id 1af4:1053");
+    assert_eq!(vsock_identity[1], "class 078000 rev 01");
+    assert_eq!(stand_in_shape, vsock_shape);
 }

@@ -254,6 +254,46 @@ fn mrtd_orders_differ_and_neither_matches_the_capture_firmware() {
     assert_ne!(mrtd(&tdvf, &image, PageOrder::SinglePass).unwrap(), seen[0]);
 }
 
+/// Positive ground truth: MRTD of each pinned OVMF in both page orders, as computed by an
+/// independent implementation, dstack-mr (Dstack-TEE/dstack `dstack/dstack-mr`, commit
+/// 312dc605ebaaf93372534ffb135ea011533d28e9, built from source outside this repository).
+/// Obtained with `dstack-mr measure --json --two-pass-add-pages {false,true} --memory 2G --cpu 1
+/// <dir>/metadata.json`, the metadata's `bios` naming the pinned `usr/share/ovmf/OVMF.fd`
+/// (MRTD depends on the firmware image and the page order only; its RTMR0 needed a
+/// `dstack-acpi-tables` on PATH, for which any tables do). The image digests pin which build
+/// the values are for.
+#[test]
+fn mrtd_of_pinned_ovmf_equals_dstack_mr() {
+    use sha2::Sha256;
+    let cases = [
+        (
+            "ovmf-2022.11",
+            "7b456907dd0786d415999e801a1ac4637b8ed4d7cf5378cfc6edbe5e574dd773",
+            "4c7206f0f483c524f12c366c711e9049030a8d47c471ee5aa9c4999a08de4057fb887fed0744d5631a212967fb231c47",
+            "acccbcc870a381adab0d3919d90a7f268ac3b0364771f202ed4bb4e892d045b33db3b32e6924cba830a724eed443f7e1",
+        ),
+        (
+            "ovmf-2025.02",
+            "14954040cc754ade0c625ac3470ea46d4c14318b5b1396de4ef77090203d76db",
+            "bdc6fb145880f06f30c8b346b8dce2a99d9351b56892df22f80fcf6574caa9f9c31df8e8576d53b4d0cd1c3f28910e11",
+            "456f07902150d008bb913c3e1e84e9297f735a6c83cd2a957a1f0a8bbedb06df188e3837ae48d32c73d473d097dc0db2",
+        ),
+    ];
+    for (id, image_sha256, single_pass, two_pass) in cases {
+        let image = ovmf(id);
+        assert_eq!(
+            hex::encode(Sha256::digest(&image)),
+            image_sha256,
+            "{id}: not the image measured"
+        );
+        let tdvf = Tdvf::parse(&image).unwrap();
+        let single = mrtd(&tdvf, &image, PageOrder::SinglePass).unwrap();
+        let two = mrtd(&tdvf, &image, PageOrder::TwoPass).unwrap();
+        assert_eq!(hex::encode(single), single_pass, "{id} single-pass");
+        assert_eq!(hex::encode(two), two_pass, "{id} two-pass");
+    }
+}
+
 // --- synthetic images ---------------------------------------------------------------------
 
 const SYNTH_LEN: usize = 0x4000;

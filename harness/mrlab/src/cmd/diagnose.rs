@@ -5,7 +5,7 @@ use measure::Platform;
 use mrlab::diagnose::{self, TdEvidence};
 use mrlab::predictor;
 use mrlab::report::{self, Verdict};
-use mrlab::run::{self, Preparation};
+use mrlab::run;
 use mrlab::scenario::Scenario;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +23,8 @@ pub struct Args {
     /// The scenario describing the VM the evidence came from.
     #[arg(long)]
     pub scenario: PathBuf,
-    /// A results folder (or its evidence/ folder) from `mrlab run` on the vtpm backend.
+    /// A results folder (or its evidence/ folder) from `mrlab run`: a vtpm one is judged as the
+    /// run judged it; a TD's (CCEL, quote or TDREPORT) like --event-log with its registers.
     #[arg(long, conflicts_with_all = ["event_log", "quote", "tdreport"])]
     pub evidence: Option<PathBuf>,
     /// A TD's event log: CCEL data, TCG2, or a dstack JSON document.
@@ -55,11 +56,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     predictor::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
     // Predictors work (inputs.json, dstack-mr's image folder) in a folder dropped at exit.
     let work = tempfile::tempdir()?;
-    let report = if let Some(dir) = &args.evidence {
+    // A results folder of a vTPM run is judged as the live run judged it; a TD's (a CCEL and no
+    // TPM log, from `mrlab run --backend tdx`) goes the TD way, like --event-log.
+    let evidence = match &args.evidence {
+        Some(dir) => Some((
+            dir,
+            diagnose::record_from_dir(dir).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
+    let from_td = |record: &agent::record::Record| {
+        record.get("ccel/data").is_some() && record.get("tpm/binary_bios_measurements").is_none()
+    };
+    let report = if let Some((_, record)) = evidence.as_ref().filter(|(_, r)| !from_td(r)) {
         let prepared = ready(rt.block_on(run::prepare(&scenario, &cache, Platform::Vtpm)))?;
-        let record = diagnose::record_from_dir(dir).map_err(anyhow::Error::msg)?;
-        let mut report =
-            run::judge_record(&prepared, &file, &record).map_err(anyhow::Error::msg)?;
+        let mut report = run::judge_record(&prepared, &file, record).map_err(anyhow::Error::msg)?;
         if !args.predictors.is_empty() {
             let rows = rt.block_on(predictor::vs_builtin(
                 &args.predictors,
@@ -71,50 +82,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         report
     } else {
-        let log_path = args.event_log.as_ref().ok_or_else(|| {
-            anyhow::anyhow!("give --evidence DIR, or --event-log F with --quote Q or --tdreport T")
-        })?;
-        let bytes =
-            std::fs::read(log_path).map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
-        let (log, quote_bytes) = if bytes.first() == Some(&b'{') {
-            let doc = evidence::dstack::parse_document(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
-            (
-                doc.event_log,
-                Some((doc.quote, format!("quote in {}", log_path.display()))),
-            )
-        } else {
-            let log = evidence::log::parse(&bytes, evidence::log::Format::Auto)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
-            (log, None)
-        };
-        let (mrtd, rtmrs, source) = match (&args.quote, &args.tdreport, quote_bytes) {
-            (Some(q), _, _) => {
-                let bytes =
-                    std::fs::read(q).map_err(|e| anyhow::anyhow!("{}: {e}", q.display()))?;
-                let quote = evidence::quote::parse(&bytes)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", q.display()))?;
-                (
-                    quote.body.mrtd,
-                    quote.body.rtmrs,
-                    format!("quote {}", q.display()),
-                )
+        let td = match &evidence {
+            Some((dir, record)) => {
+                let mut td = TdEvidence::from_record(record).map_err(anyhow::Error::msg)?;
+                td.source = format!("{} in {}", td.source, dir.display());
+                td
             }
-            (None, Some(t), _) => {
-                let bytes =
-                    std::fs::read(t).map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?;
-                let r = evidence::tdreport::parse(&bytes)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?;
-                (r.mrtd, r.rtmrs, format!("TDREPORT {}", t.display()))
-            }
-            (None, None, Some((q, source))) => {
-                let quote =
-                    evidence::quote::parse(&q).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
-                (quote.body.mrtd, quote.body.rtmrs, source)
-            }
-            (None, None, None) => {
-                anyhow::bail!("--event-log needs --quote or --tdreport (the TD's registers)")
-            }
+            None => td_evidence_from_files(&args)?,
         };
         let prepared = ready(rt.block_on(run::prepare(&scenario, &cache, Platform::Tdx)))?;
         let order = match args.mrtd_order.as_str() {
@@ -122,24 +96,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "single-pass" => PageOrder::SinglePass,
             _ => prepared.resolved.quirks.mrtd_page_order,
         };
-        let label = format!("actual ({source})");
-        let mut report = diagnose::diagnose_td(
-            &prepared,
-            &file,
-            &TdEvidence {
-                log,
-                mrtd,
-                rtmrs,
-                source,
-            },
-            order,
-        )
-        .map_err(anyhow::Error::msg)?;
+        let label = format!("actual ({})", td.source);
+        let mut report =
+            diagnose::diagnose_td(&prepared, &file, &td, order).map_err(anyhow::Error::msg)?;
         if !args.predictors.is_empty() {
             let actual = predictor::TdRegisters {
-                mrtd,
-                rtmr: [rtmrs[0], rtmrs[1], rtmrs[2]],
-                rtmr3: Some(rtmrs[3]),
+                mrtd: td.mrtd,
+                rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
+                rtmr3: Some(td.rtmrs[3]),
             };
             let rows = rt.block_on(predictor::check_all(
                 &args.predictors,
@@ -192,9 +156,59 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn ready(p: Result<Preparation, String>) -> anyhow::Result<Box<run::Prepared>> {
-    match p.map_err(anyhow::Error::msg)? {
-        Preparation::Ready(p) => Ok(p),
-        Preparation::Skip(why) => anyhow::bail!("{why}"),
-    }
+/// A TD's evidence from `--event-log` and `--quote`/`--tdreport` (a dstack JSON document
+/// carries its own quote).
+fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
+    let log_path = args.event_log.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("give --evidence DIR, or --event-log F with --quote Q or --tdreport T")
+    })?;
+    let bytes =
+        std::fs::read(log_path).map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
+    let (log, quote_bytes) = if bytes.first() == Some(&b'{') {
+        let doc = evidence::dstack::parse_document(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
+        (
+            doc.event_log,
+            Some((doc.quote, format!("quote in {}", log_path.display()))),
+        )
+    } else {
+        let log = evidence::log::parse(&bytes, evidence::log::Format::Auto)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
+        (log, None)
+    };
+    let (mrtd, rtmrs, source) = match (&args.quote, &args.tdreport, quote_bytes) {
+        (Some(q), _, _) => {
+            let bytes = std::fs::read(q).map_err(|e| anyhow::anyhow!("{}: {e}", q.display()))?;
+            let quote = evidence::quote::parse(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", q.display()))?;
+            (
+                quote.body.mrtd,
+                quote.body.rtmrs,
+                format!("quote {}", q.display()),
+            )
+        }
+        (None, Some(t), _) => {
+            let bytes = std::fs::read(t).map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?;
+            let r = evidence::tdreport::parse(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?;
+            (r.mrtd, r.rtmrs, format!("TDREPORT {}", t.display()))
+        }
+        (None, None, Some((q, source))) => {
+            let quote = evidence::quote::parse(&q).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+            (quote.body.mrtd, quote.body.rtmrs, source)
+        }
+        (None, None, None) => {
+            anyhow::bail!("--event-log needs --quote or --tdreport (the TD's registers)")
+        }
+    };
+    Ok(TdEvidence {
+        log,
+        mrtd,
+        rtmrs,
+        source,
+    })
+}
+
+fn ready(p: Result<Box<run::Prepared>, String>) -> anyhow::Result<Box<run::Prepared>> {
+    p.map_err(anyhow::Error::msg)
 }

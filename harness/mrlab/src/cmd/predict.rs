@@ -2,7 +2,7 @@
 
 use measure::tdvf::PageOrder;
 use measure::Platform;
-use mrlab::run::{self, Preparation};
+use mrlab::run;
 use mrlab::scenario::Scenario;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -38,13 +38,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::load(&args.scenario)?;
     let cache = images::Cache::open(&images::workspace_root())?;
     let rt = tokio::runtime::Runtime::new()?;
-    let prepared = match rt
+    let prepared = rt
         .block_on(run::prepare(&scenario, &cache, platform))
-        .map_err(anyhow::Error::msg)?
-    {
-        Preparation::Ready(p) => p,
-        Preparation::Skip(why) => anyhow::bail!("{}: {why}", args.scenario.display()),
-    };
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
     let prediction = &prepared.prediction;
     let registers = match platform {
         Platform::Tdx => {

@@ -27,3 +27,18 @@ pub fn kernel() -> PathBuf {
         .unwrap_or_else(|e| panic!("{e}"))
         .vmlinuz
 }
+
+/// The vhost-user vsock daemon `ci/install-vhost-device-vsock.sh` installs; a missing one fails
+/// the test, saying so.
+pub fn vsock_daemon() -> PathBuf {
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.cache/tools/vhost-device-vsock-0.3.0/bin/vhost-device-vsock"
+    ));
+    assert!(
+        path.exists(),
+        "{} is missing: run ci/install-vhost-device-vsock.sh",
+        path.display()
+    );
+    path
+}

@@ -373,8 +373,12 @@ mod tests {
     use super::*;
 
     /// Debian ipxe-qemu's ROM, which QEMU 7.2 finds for `virtio-net-pci` (default romfile
-    /// `efi-virtio.rom`, searched in /usr/lib/ipxe/qemu among QEMU's data dirs).
-    const VIRTIO_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
+    /// `efi-virtio.rom`, searched in /usr/lib/ipxe/qemu among QEMU's data dirs): the copy in
+    /// the managed `qemu-7.2` root (images/fetch.sh), the same on every host.
+    const VIRTIO_ROM: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../.cache/roots/qemu-7.2/usr/lib/ipxe/qemu/efi-virtio.rom"
+    );
     /// The EV_EFI_BOOT_SERVICES_DRIVER event OVMF 2022.11 logged on a vTPM for that ROM on a
     /// virtio-net-pci NIC ("PciRoot(0x0)/Pci(0x1,0x0)/Offset(0x12800,0x3cdff)", 0x2a5c8 bytes).
     const VIRTIO_DRIVER_SHA384: &str = "023467d65d283e7acfb49cb91434c6675149b105536ff84f088efa68fce7a73a59c972a98b2e32a230723534e88ae07a";
@@ -386,9 +390,8 @@ mod tests {
     const COMPRESSED_ROM: &[u8] = include_bytes!("optionrom/testdata/virtio-efirom-ec.rom");
 
     fn virtio_rom() -> Vec<u8> {
-        std::fs::read(VIRTIO_ROM).unwrap_or_else(|e| {
-            panic!("{VIRTIO_ROM}: {e} (install Debian package ipxe-qemu, which QEMU uses)")
-        })
+        std::fs::read(VIRTIO_ROM)
+            .unwrap_or_else(|e| panic!("{VIRTIO_ROM}: {e} (run images/fetch.sh)"))
     }
 
     fn sha384_hex(bytes: &[u8]) -> String {

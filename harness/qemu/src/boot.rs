@@ -417,10 +417,6 @@ fn check_run_state(state: &qmp::RunState, run: &RunDir) -> Result<(), BootError>
 
 /// Whether KVM works here, by a probe boot (not by `/dev/kvm`, which exists on hosts where a
 /// KVM guest stops at once with "KVM internal error"): OVMF under KVM must reach BDS.
-pub async fn probe_kvm() -> bool {
-    probe_kvm_with(&QemuBinary::system(), Path::new("/usr/share/ovmf/OVMF.fd")).await
-}
-
 pub async fn probe_kvm_with(qemu_binary: &QemuBinary, firmware: &Path) -> bool {
     let vm = Vm::new(firmware, 1, 256 << 20, Boot::Disk);
     let mut opts = BootOptions::new(Duration::from_secs(15));

@@ -13,7 +13,7 @@ pub mod vm;
 
 pub use argv::{argv, run_sh, Accel, Backend, RunDir, TdxFlavour};
 pub use binary::{Loader, QemuBinary};
-pub use boot::{boot, probe_kvm, probe_kvm_with, BootError, BootOptions, BootOutcome};
+pub use boot::{boot, probe_kvm_with, BootError, BootOptions, BootOutcome};
 pub use fwcfg::{dump_fw_cfg, FirmwarePci, OracleError};
 pub use vm::{
     Boot, Device, Disk, DiskFormat, DstackHostShare, DstackLayout, DstackRootfs, KernelIrqchip,

@@ -4,6 +4,8 @@
 # user would run them. Not part of every CI run (it downloads a whole system); run it by hand:
 #
 #   sudo ci/portability.sh [SUITE]        # SUITE: trixie (default), bookworm, …
+#   REUSE_ROOT=1 sudo ci/portability.sh   # keep the root of an earlier run (its installed
+#                                         # packages), fresh clone, second command only
 #
 # The host's Rust toolchain is lent read-only (rustup cannot be fetched here); crates, Debian
 # packages and everything else are fetched inside the root. Output: the log of both commands
@@ -22,6 +24,10 @@ rustc=$(rustc --print sysroot)
 
 mounts=()
 cleanup() {
+  # Whatever still runs inside the root (an interrupted cargo, a QEMU) goes first.
+  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$target" ] && kill -9 "$pid" 2>/dev/null
+  done
   for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -l "${mounts[i]}" 2>/dev/null || true; done
 }
 trap cleanup EXIT
@@ -32,11 +38,18 @@ bind() { # bind SRC DEST [ro]
   return 0
 }
 
-rm -rf "$target"; mkdir -p "$target"
-echo "portability: debootstrap $suite into $target" >&2
-debootstrap --variant=minbase --include=git,ca-certificates "$suite" "$target" \
-  http://deb.debian.org/debian >"$work/$suite.debootstrap.log" 2>&1 ||
-  { tail -20 "$work/$suite.debootstrap.log" >&2; exit 1; }
+reuse=${REUSE_ROOT:-0}
+if [ "$reuse" = 1 ] && [ -x "$target/usr/bin/git" ]; then
+  echo "portability: reusing the root in $target (fresh clone, second command only)" >&2
+  rm -rf "$target/root/mrlab" "$target/root/.cargo"
+else
+  reuse=0
+  rm -rf "$target"; mkdir -p "$target"
+  echo "portability: debootstrap $suite into $target" >&2
+  debootstrap --variant=minbase --include=git,ca-certificates "$suite" "$target" \
+    http://deb.debian.org/debian >"$work/$suite.debootstrap.log" 2>&1 ||
+    { tail -20 "$work/$suite.debootstrap.log" >&2; exit 1; }
+fi
 cp /etc/resolv.conf "$target/etc/resolv.conf"
 # The host's own trust anchors come along (a host behind a TLS-inspecting proxy reaches
 # crates.io only with them); the root's packages are otherwise its own.
@@ -66,7 +79,11 @@ run() { # run NAME COMMAND
 . "$target/etc/os-release"
 echo "host: $PRETTY_NAME (debootstrap $suite, $(date -u +%Y-%m-%d)); rust $(rustc --version | cut -d' ' -f2)" | tee "$summary" >&2
 status=0
-run "first command" 'ci/setup-host.sh && cargo run --release -p mrlab -- run scenarios/' || status=1
+if [ "$reuse" = 1 ]; then
+  run "setup" 'ci/setup-host.sh' || status=1
+else
+  run "first command" 'ci/setup-host.sh && cargo run --release -p mrlab -- run scenarios/' || status=1
+fi
 run "second command" 'cargo test --workspace --locked' || status=1
 grep -h "^test result" "$log" | awk '{p+=$4; f+=$6} END {print "cargo test: " p " passed, " f " failed"}' | tee -a "$summary" >&2
 # Nothing outside the clone was read: no shared/ exists in the root to read.

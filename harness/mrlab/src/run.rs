@@ -122,7 +122,7 @@ pub async fn prepare(
     let oracle =
         qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved))
             .await
-            .map_err(|e| format!("fw_cfg oracle: {e}"))?;
+            .map_err(|e| e.to_string())?;
     let prediction = predict_for(&resolved, &oracle, platform)?;
     Ok(Preparation::Ready(Box::new(Prepared {
         resolved,
@@ -158,14 +158,15 @@ async fn run_inner(
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("{}: cannot create results folder: {e}", dir.display()))?;
 
-    // Boot. The run dir lives in the results folder and is kept, so a failed boot leaves its
-    // serial log, QEMU stderr and run.sh behind for a human.
+    // Boot. The run dir (sockets, swtpm state) is a short private dir under the system temp
+    // dir, removed on every path; its logs and run.sh land in the results folder, a failed
+    // boot's too, for a human.
     let resolved = &prepared.resolved;
     let options = qemu::boot::BootOptions {
         timeout: Duration::from_secs(scenario.timeout_s),
-        keep_dir: true,
+        save_logs_to: Some(dir.to_path_buf()),
         qemu_binary: resolved.qemu_binary.clone(),
-        temp_root: Some(dir.to_path_buf()),
+        temp_root: None,
     };
     let quirks = &resolved.quirks;
     let backend = match opts.platform {
@@ -189,15 +190,8 @@ async fn run_inner(
         other => other,
     }
     .map_err(|e| format!("boot: {e}"))?;
-    for (from, to) in [
-        (boot.run_dir.serial_log(), "serial.log"),
-        (boot.run_dir.run_sh(), "run.sh"),
-        (boot.run_dir.stderr_log(), "qemu.stderr"),
-    ] {
-        let _ = std::fs::copy(from, dir.join(to));
-    }
     let serial = boot.serial.clone();
-    let _ = std::fs::remove_dir_all(&boot.run_dir.path);
+    drop(boot);
 
     let mut report = match opts.platform {
         Platform::Vtpm => {

@@ -1,9 +1,115 @@
-//! Child processes in their own process group, killed as a whole on drop.
+//! Child processes in their own process group, killed as a whole on drop, and the private
+//! temp dirs of a run; both listed in one registry so an interrupted mrlab can end them all
+//! ([`terminate_all`]).
+//!
+//! Every child is started with `PR_SET_PDEATHSIG` = SIGKILL, so a SIGKILLed mrlab (no handler
+//! runs) still takes its QEMUs and swtpms along. The signal fires when the *thread* that forked
+//! the child exits: children are spawned from tokio worker threads or the main thread, which
+//! live as long as the runtime, i.e. as long as a run.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
+
+/// Live process groups and temp dirs of this process, and whether it is shutting down.
+struct Registry {
+    groups: BTreeSet<i32>,
+    dirs: BTreeSet<PathBuf>,
+    terminating: bool,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    groups: BTreeSet::new(),
+    dirs: BTreeSet::new(),
+    terminating: false,
+});
+
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    // A panic elsewhere while holding the lock leaves the sets intact: keep using them.
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn shutting_down() -> std::io::Error {
+    std::io::Error::other("mrlab is shutting down (interrupted)")
+}
+
+/// Ends every registered process group (SIGKILL) and removes every registered temp dir, and
+/// refuses new ones from then on: what mrlab does on SIGINT/SIGTERM before it writes the
+/// reports of what finished. Returns how many groups and dirs it ended.
+pub fn terminate_all() -> (usize, usize) {
+    let mut registry = registry();
+    registry.terminating = true;
+    for &pgid in &registry.groups {
+        // SAFETY: kill(2) with a negative pid signals that process group; it touches no memory.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+    for dir in &registry.dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let ended = (registry.groups.len(), registry.dirs.len());
+    registry.groups.clear();
+    registry.dirs.clear();
+    ended
+}
+
+/// Makes `command`'s child die with this process: SIGKILL on the death of the forking thread
+/// (`PR_SET_PDEATHSIG`), or at once when this process already died between fork and exec.
+pub fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (prctl, getppid); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("parent exited before exec"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A private temp dir (`<root or $TMPDIR>/<prefix>XXXXXX`), registered so [`terminate_all`]
+/// removes it; removed on drop.
+#[derive(Debug)]
+pub struct PrivateDir {
+    dir: tempfile::TempDir,
+}
+
+impl PrivateDir {
+    pub fn new(prefix: &str, root: Option<&Path>) -> std::io::Result<PrivateDir> {
+        let mut registry = registry();
+        if registry.terminating {
+            return Err(shutting_down());
+        }
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(prefix);
+        let dir = match root {
+            Some(root) => builder.tempdir_in(root),
+            None => builder.tempdir(),
+        }?;
+        registry.dirs.insert(dir.path().to_path_buf());
+        Ok(PrivateDir { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        // The TempDir field removes the dir right after.
+        registry().dirs.remove(self.dir.path());
+    }
+}
 
 /// A spawned program leading its own process group. Dropping it SIGKILLs the group, so a
 /// cancelled or failed boot leaves no QEMU or swtpm behind; [`Group::kill`] also reaps it.
@@ -38,6 +144,12 @@ impl Group {
             .create(true)
             .append(true)
             .open(log)?;
+        die_with_parent(&mut command);
+        // Spawned and registered under the lock, so terminate_all cannot miss a group.
+        let mut registry = registry();
+        if registry.terminating {
+            return Err(shutting_down());
+        }
         let child = command
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -49,6 +161,7 @@ impl Group {
             std::io::Error::other(format!("{name} exited before its pid was read"))
         })?;
         let pgid = i32::try_from(pid).map_err(std::io::Error::other)?;
+        registry.groups.insert(pgid);
         Ok(Group {
             name,
             child,
@@ -108,6 +221,7 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         self.signal_group();
+        registry().groups.remove(&self.pgid);
     }
 }
 

@@ -5,6 +5,7 @@ use mrlab::run::{self, Options};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
@@ -70,42 +71,50 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     let rt = tokio::runtime::Runtime::new()?;
     let total = files.len();
-    let reports = rt.block_on(async {
-        let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
-        let mut handles = Vec::new();
-        for (i, file) in files.into_iter().enumerate() {
-            let (sem, cache, opts) = (sem.clone(), cache.clone(), opts.clone());
-            // Take the slot before spawning, so scenarios start in the order given.
-            let permit = sem.acquire_owned().await;
-            handles.push(tokio::spawn(async move {
-                let _permit = permit;
-                eprintln!("[{}/{total}] {} …", i + 1, file.display());
-                let out = run::run_file(&file, &cache, &opts).await;
-                let r = &out.report;
-                eprintln!(
-                    "[{}/{total}] {} {:?} ({:.1} s){}{}",
-                    i + 1,
-                    r.name,
-                    r.verdict,
-                    r.duration_s,
-                    r.reason
-                        .as_deref()
-                        .map(|x| format!(": {x}"))
-                        .unwrap_or_default(),
-                    report::predictor_summary(r)
-                );
-                out.report
-            }));
-        }
-        let mut reports = Vec::new();
-        for h in handles {
-            match h.await {
-                Ok(r) => reports.push(r),
-                Err(e) => eprintln!("mrlab: a scenario task failed: {e}"),
-            }
-        }
-        reports
-    });
+    // Each task puts its report in its slot; on SIGINT/SIGTERM the finished slots are reported
+    // and the others become `error: interrupted`.
+    let slots: Arc<std::sync::Mutex<Vec<Option<report::ScenarioReport>>>> =
+        Arc::new(std::sync::Mutex::new(vec![None; total]));
+    let interrupted = rt.block_on(async {
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let all = run_all(&files, jobs, &cache, &opts, &slots);
+        anyhow::Ok(tokio::select! {
+            () = all => None,
+            _ = sigint.recv() => Some(Interrupt::Int),
+            _ = sigterm.recv() => Some(Interrupt::Term),
+        })
+    })?;
+    if let Some(signal) = interrupted {
+        // Kill every QEMU/swtpm group and remove the run's temp dirs first, then stop the
+        // tasks; what finished before the signal is still reported below.
+        qemu::process::terminate_all();
+        rt.shutdown_timeout(std::time::Duration::from_millis(500));
+        eprintln!("mrlab: interrupted by {}: stopped every VM", signal.name());
+    }
+    let backend = if platform == measure::Platform::Tdx {
+        "tdx"
+    } else {
+        "vtpm"
+    };
+    let reports: Vec<report::ScenarioReport> = slots
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .zip(&files)
+        .map(|(slot, file)| {
+            slot.clone().unwrap_or_else(|| {
+                let why = match interrupted {
+                    Some(signal) => format!("interrupted by {} before it finished", signal.name()),
+                    None => "the scenario's task failed".into(),
+                };
+                let name = file
+                    .file_stem()
+                    .map_or(file.display().to_string(), |s| s.to_string_lossy().into());
+                report::ScenarioReport::error(&name, &file.display().to_string(), backend, why, 0.0)
+            })
+        })
+        .collect();
     let summary = report::markdown(&reports);
     println!("{summary}");
     write_opt(&args.json_report, &report::json(&reports))?;
@@ -117,13 +126,76 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "{passed} passed, {} failed, {skipped} skipped",
         reports.len() - passed - skipped
     );
-    Ok(
-        if passed + skipped == reports.len() && reports.len() == total {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        },
-    )
+    Ok(match interrupted {
+        Some(signal) => ExitCode::from(signal.exit_code()),
+        None if passed + skipped == reports.len() => ExitCode::SUCCESS,
+        None => ExitCode::FAILURE,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Interrupt {
+    Int,
+    Term,
+}
+
+impl Interrupt {
+    fn name(self) -> &'static str {
+        match self {
+            Interrupt::Int => "SIGINT",
+            Interrupt::Term => "SIGTERM",
+        }
+    }
+
+    /// The shell's 128 + signal number.
+    fn exit_code(self) -> u8 {
+        match self {
+            Interrupt::Int => 130,
+            Interrupt::Term => 143,
+        }
+    }
+}
+
+/// Runs every scenario, `jobs` at a time in the order given, each report into its slot.
+async fn run_all(
+    files: &[PathBuf],
+    jobs: usize,
+    cache: &Arc<images::Cache>,
+    opts: &Arc<Options>,
+    slots: &Arc<std::sync::Mutex<Vec<Option<report::ScenarioReport>>>>,
+) {
+    let total = files.len();
+    let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
+    let mut handles = Vec::new();
+    for (i, file) in files.iter().cloned().enumerate() {
+        let (sem, cache, opts, slots) = (sem.clone(), cache.clone(), opts.clone(), slots.clone());
+        // Take the slot before spawning, so scenarios start in the order given.
+        let permit = sem.acquire_owned().await;
+        handles.push(tokio::spawn(async move {
+            let _permit = permit;
+            eprintln!("[{}/{total}] {} …", i + 1, file.display());
+            let out = run::run_file(&file, &cache, &opts).await;
+            let r = &out.report;
+            eprintln!(
+                "[{}/{total}] {} {:?} ({:.1} s){}{}",
+                i + 1,
+                r.name,
+                r.verdict,
+                r.duration_s,
+                r.reason
+                    .as_deref()
+                    .map(|x| format!(": {x}"))
+                    .unwrap_or_default(),
+                report::predictor_summary(r)
+            );
+            slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(out.report);
+        }));
+    }
+    for h in handles {
+        if let Err(e) = h.await {
+            eprintln!("mrlab: a scenario task failed: {e}");
+        }
+    }
 }
 
 fn write_opt(path: &Option<PathBuf>, text: &str) -> anyhow::Result<()> {

@@ -71,7 +71,11 @@ pub async fn run_scenario(
 ) -> Outcomes {
     let started = Instant::now();
     let dir = opts.results.join(&scenario.name);
-    let result = run_inner(scenario, file, cache, opts, &dir, started).await;
+    // A fresh folder: nothing of an earlier run may sit beside this run's report.
+    let result = match empty_folder(&dir) {
+        Ok(()) => run_inner(scenario, file, cache, opts, &dir, started).await,
+        Err(e) => Err(e),
+    };
     let (mut report, prediction) = match result {
         Ok(ok) => ok,
         Err(reason) => (
@@ -80,17 +84,34 @@ pub async fn run_scenario(
         ),
     };
     report.duration_s = started.elapsed().as_secs_f64();
-    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| {
-        std::fs::write(
-            dir.join("report.json"),
-            crate::report::json(std::slice::from_ref(&report)),
-        )
-    }) {
-        report
-            .notes
-            .push(format!("{}: cannot write report.json: {e}", dir.display()));
+    let path = dir.join("report.json");
+    if let Err(e) = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, crate::report::json(std::slice::from_ref(&report))))
+    {
+        // A result that cannot be written is no result: whatever the verdict was, it is an error.
+        if let Some(was) = report.reason.take() {
+            report.notes.push(format!("before the write failed: {was}"));
+        }
+        report.verdict = Verdict::Error;
+        report.reason = Some(format!("{}: cannot write the report: {e}", path.display()));
     }
     Outcomes { report, prediction }
+}
+
+/// Removes `dir` with what an earlier run left in it, and makes it again, empty.
+fn empty_folder(dir: &Path) -> Result<(), String> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(format!(
+                "{}: cannot empty the results folder: {e}",
+                dir.display()
+            ))
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("{}: cannot create the results folder: {e}", dir.display()))
 }
 
 /// A scenario ready to boot: its VM, the oracle's fw_cfg dump and the prediction.
@@ -155,9 +176,6 @@ async fn run_inner(
             return Ok((r, None));
         }
     };
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("{}: cannot create results folder: {e}", dir.display()))?;
-
     // Boot. The run dir (sockets, swtpm state) is a short private dir under the system temp
     // dir, removed on every path; its logs and run.sh land in the results folder, a failed
     // boot's too, for a human.
@@ -229,7 +247,7 @@ async fn judge_td(
 ) -> Result<ScenarioReport, String> {
     let record =
         agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
-    save_evidence(dir, &record);
+    save_evidence(dir, &record)?;
     let td = crate::diagnose::TdEvidence::from_record(&record)?;
     let order = prepared.resolved.quirks.mrtd_page_order;
     let mut report = crate::diagnose::diagnose_td(prepared, file, &td, order)?;
@@ -295,7 +313,7 @@ pub fn judge(
 ) -> Result<ScenarioReport, String> {
     let record =
         agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
-    save_evidence(dir, &record);
+    save_evidence(dir, &record)?;
     judge_record(prepared, file, &record)
 }
 
@@ -419,15 +437,31 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn save_evidence(dir: &Path, record: &agent::record::Record) {
+/// Writes each evidence entry to `dir/evidence/<name>`. The names come from the guest: one that
+/// is not a plain relative path (absolute, `..`, `.`) is refused, not written.
+fn save_evidence(dir: &Path, record: &agent::record::Record) -> Result<(), String> {
+    use std::path::Component;
     let base = dir.join("evidence");
     for (name, data) in &record.entries {
-        let path = base.join(name);
-        if let Some(parent) = path.parent() {
-            let _ = std::fs::create_dir_all(parent);
+        let relative = Path::new(name);
+        if name.is_empty()
+            || !relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(format!(
+                "evidence record: entry name {name:?} is not a plain relative path"
+            ));
         }
-        let _ = std::fs::write(path, data);
+        let path = base.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("{}: cannot save evidence: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, data)
+            .map_err(|e| format!("{}: cannot save evidence: {e}", path.display()))?;
     }
+    Ok(())
 }
 
 /// PCR values as the guest's sysfs gave them (`tpm/pcr-<bank>/<n>`, hex text).

@@ -92,9 +92,44 @@ fn read_lossy(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The last ~600 characters of the serial log, for error messages.
+/// `text` without terminal escape sequences (CSI `ESC [ … final`, and two-byte `ESC x`) and
+/// without other control characters but newline and tab: a guest's console output, fit for an
+/// error message, a terminal and a report.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                // CSI: parameter and intermediate bytes, then one final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL or ST (ESC \\).
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The last ~600 characters of the serial log, printable, for error messages.
 fn serial_tail(run: &RunDir) -> String {
-    let text = read_lossy(&run.serial_log());
+    let text = printable(&read_lossy(&run.serial_log()));
     let start = text
         .char_indices()
         .rev()
@@ -382,4 +417,15 @@ pub async fn probe_kvm_with(qemu_binary: &QemuBinary, firmware: &Path) -> bool {
     let reached_bds = |serial: &[u8]| serial.windows(6).any(|w| w == b"BdsDxe");
     let backend = Backend::Vtpm { accel: Accel::Kvm };
     run(&vm, &backend, &opts, Some(&reached_bds)).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn serial_text_loses_escapes_and_control_characters() {
+        let console = "\u{1b}[2J\u{1b}[01;01H\u{1b}[=3hBdsDxe: loading\r\n\u{1b}]0;title\u{7}ok\u{0}\tdone\u{1b}c";
+        assert_eq!(printable(console), "BdsDxe: loading\nok\tdone");
+    }
 }

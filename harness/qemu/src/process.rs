@@ -76,7 +76,23 @@ pub fn die_with_parent(command: &mut Command) {
     }
 }
 
-/// A private temp dir (`<root or $TMPDIR>/<prefix>XXXXXX`), registered so [`terminate_all`]
+/// The longest temp root used for run dirs: a socket path (`<root>/mrlab-vm-XXXXXX/swtpm.sock`)
+/// must fit `sun_path`, 108 bytes.
+const MAX_TEMP_ROOT: usize = 64;
+
+/// `$TMPDIR` when socket paths under it fit and it has no comma (swtpm's `key=value,…`
+/// options have no escape for one), else `/tmp`.
+pub fn short_temp_root() -> PathBuf {
+    let root = std::env::temp_dir();
+    let text = root.to_string_lossy();
+    if text.len() <= MAX_TEMP_ROOT && !text.contains(',') {
+        root
+    } else {
+        PathBuf::from("/tmp")
+    }
+}
+
+/// A private temp dir (`<root or a short temp root>/<prefix>XXXXXX`), registered so [`terminate_all`]
 /// removes it; removed on drop.
 #[derive(Debug)]
 pub struct PrivateDir {
@@ -93,7 +109,7 @@ impl PrivateDir {
         builder.prefix(prefix);
         let dir = match root {
             Some(root) => builder.tempdir_in(root),
-            None => builder.tempdir(),
+            None => builder.tempdir_in(short_temp_root()),
         }?;
         registry.dirs.insert(dir.path().to_path_buf());
         Ok(PrivateDir { dir })

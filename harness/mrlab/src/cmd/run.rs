@@ -70,11 +70,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         predictors: args.predictors.clone(),
     });
     let rt = tokio::runtime::Runtime::new()?;
-    let total = files.len();
     // Each task puts its report in its slot; on SIGINT/SIGTERM the finished slots are reported
     // and the others become `error: interrupted`.
+    let backend = if platform == measure::Platform::Tdx {
+        "tdx"
+    } else {
+        "vtpm"
+    };
     let slots: Arc<std::sync::Mutex<Vec<Option<report::ScenarioReport>>>> =
-        Arc::new(std::sync::Mutex::new(vec![None; total]));
+        Arc::new(std::sync::Mutex::new(duplicate_names(&files, backend)));
     let interrupted = rt.block_on(async {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
@@ -92,11 +96,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         rt.shutdown_timeout(std::time::Duration::from_millis(500));
         eprintln!("mrlab: interrupted by {}: stopped every VM", signal.name());
     }
-    let backend = if platform == measure::Platform::Tdx {
-        "tdx"
-    } else {
-        "vtpm"
-    };
     let reports: Vec<report::ScenarioReport> = slots
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -156,6 +155,36 @@ impl Interrupt {
     }
 }
 
+/// One slot per file: `None` to run it, or an error report for a scenario whose name an
+/// earlier file already uses (the name is its results folder, so one would clobber the other).
+fn duplicate_names(files: &[PathBuf], backend: &str) -> Vec<Option<report::ScenarioReport>> {
+    let mut seen: std::collections::HashMap<String, &Path> = std::collections::HashMap::new();
+    files
+        .iter()
+        .map(|file| {
+            // A file that does not load is reported by its own run.
+            let name = mrlab::scenario::Scenario::load(file).ok()?.name;
+            match seen.get(&name) {
+                Some(first) => Some(report::ScenarioReport::error(
+                    &name,
+                    &file.display().to_string(),
+                    backend,
+                    format!(
+                        "name `{name}` is already used by {} in this run: names must be unique \
+                         (each names its results folder)",
+                        first.display()
+                    ),
+                    0.0,
+                )),
+                None => {
+                    seen.insert(name, file);
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
 /// Runs every scenario, `jobs` at a time in the order given, each report into its slot.
 async fn run_all(
     files: &[PathBuf],
@@ -168,6 +197,9 @@ async fn run_all(
     let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
     let mut handles = Vec::new();
     for (i, file) in files.iter().cloned().enumerate() {
+        if slots.lock().unwrap_or_else(|e| e.into_inner())[i].is_some() {
+            continue;
+        }
         let (sem, cache, opts, slots) = (sem.clone(), cache.clone(), opts.clone(), slots.clone());
         // Take the slot before spawning, so scenarios start in the order given.
         let permit = sem.acquire_owned().await;

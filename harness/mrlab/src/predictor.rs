@@ -204,7 +204,7 @@ pub fn builtin_registers(
     order: PageOrder,
 ) -> Result<TdRegisters, String> {
     let path = &prepared.resolved.vm.firmware;
-    let firmware = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let firmware = crate::input::read(path, crate::input::FIRMWARE)?;
     let parsed = tdvf::Tdvf::parse(&firmware).map_err(|e| format!("{}: {e}", path.display()))?;
     let mrtd = tdvf::mrtd(&parsed, &firmware, order).map_err(|e| e.to_string())?;
     let regs = Registers::fold(&prepared.prediction.events);

@@ -5,6 +5,7 @@
 //! on drop.
 
 use crate::compare::{self, Alignment, Outcome};
+use crate::input::{read, DISK, IMAGE};
 use crate::report::{Divergence, EventRow, RegisterRow, ScenarioReport, Verdict};
 use crate::resolve::{self, Resolved};
 use crate::scenario::Scenario;
@@ -339,12 +340,12 @@ pub fn predict_for(
     oracle: &BTreeMap<String, Vec<u8>>,
     platform: Platform,
 ) -> Result<Prediction, String> {
-    let firmware = read(&resolved.vm.firmware)?;
+    let firmware = crate::input::read(&resolved.vm.firmware, crate::input::FIRMWARE)?;
     let acpi_blobs = measure::acpi::measured_blobs(oracle);
     let roms: Vec<(String, Vec<u8>)> = resolved
         .option_roms
         .iter()
-        .map(|(label, path)| read(path).map(|bytes| (label.clone(), bytes)))
+        .map(|(label, path)| read(path, IMAGE).map(|bytes| (label.clone(), bytes)))
         .collect::<Result<_, _>>()?;
     let option_roms: Vec<(String, &[u8])> = roms
         .iter()
@@ -371,7 +372,7 @@ pub fn predict_for(
             _,
         ) => {
             let kernel = kernel_as_measured(resolved, oracle)?;
-            let initrd = initrd.as_deref().map(read).transpose()?;
+            let initrd = initrd.as_deref().map(|p| read(p, DISK)).transpose()?;
             predict(Boot::Kernel(KernelBoot {
                 kernel: &kernel,
                 initrd: initrd.as_deref(),
@@ -379,9 +380,9 @@ pub fn predict_for(
             }))
         }
         (qemu::vm::Boot::Disk, Some(uki)) => {
-            let disk = read(&uki.disk)?;
-            let bootloader = read(&uki.bootloader)?;
-            let image = read(&uki.uki)?;
+            let disk = read(&uki.disk, DISK)?;
+            let bootloader = read(&uki.bootloader, IMAGE)?;
+            let image = read(&uki.uki, IMAGE)?;
             predict(Boot::Uki(UkiBoot {
                 disk: &disk,
                 block_size: 512,
@@ -431,10 +432,6 @@ fn kernel_as_measured(
         Some(kernel) if resolved.quirks.kernel_measured_unpatched() => Ok(kernel.clone()),
         _ => qemu::fwcfg::kernel_as_loaded(oracle).map_err(|e| format!("fw_cfg oracle: {e}")),
     }
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Writes each evidence entry to `dir/evidence/<name>`. The names come from the guest: one that

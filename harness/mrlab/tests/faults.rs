@@ -202,3 +202,69 @@ fn a_comma_and_a_long_path_in_results_still_boot() {
         assert!(folder.join(file).is_file(), "{file}");
     }
 }
+
+#[test]
+fn a_file_that_is_no_uefi_firmware_is_refused_before_booting() {
+    let work = tempfile::tempdir().unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let random: Vec<u8> = (0..2 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(work.path().join("random.fd"), random).unwrap();
+    for (firmware, says) in [
+        ("random.fd", "holds no EFI firmware volume"),
+        ("/dev/null", "not a regular file"),
+        ("/tmp", "is a directory"),
+    ] {
+        let path = work.path().join("s.toml");
+        std::fs::write(&path, format!("name = \"s\"\nfirmware = \"{firmware}\"\n")).unwrap();
+        let started = std::time::Instant::now();
+        let report = run_file(&path, &work.path().join("results"));
+        assert_eq!(report.verdict, Verdict::Error);
+        let reason = report.reason.unwrap_or_default();
+        assert!(
+            reason.contains("key `firmware`") && reason.contains(says),
+            "{firmware}: {reason}"
+        );
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "{firmware}: refused only after a boot"
+        );
+    }
+}
+
+#[test]
+fn endless_inputs_are_refused_by_size() {
+    for args in [
+        &["replay", "/dev/zero"][..],
+        &["quote", "/dev/zero"],
+        &["firmware", "/dev/zero"],
+        &["pe", "/dev/zero"],
+        &[
+            "diagnose",
+            "--scenario",
+            "kernel-smoke.toml",
+            "--event-log",
+            "/dev/zero",
+            "--quote",
+            "/dev/zero",
+        ],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_mrlab"))
+            .args(args)
+            .current_dir(scenario("."))
+            .output()
+            .expect("mrlab");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("/dev/zero: larger than"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -75,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             anyhow::anyhow!("give --evidence DIR, or --event-log F with --quote Q or --tdreport T")
         })?;
         let bytes =
-            std::fs::read(log_path).map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
+            mrlab::input::read(log_path, mrlab::input::EVENT_LOG).map_err(anyhow::Error::msg)?;
         let (log, quote_bytes) = if bytes.first() == Some(&b'{') {
             let doc = evidence::dstack::parse_document(&bytes)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
@@ -91,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (mrtd, rtmrs, source) = match (&args.quote, &args.tdreport, quote_bytes) {
             (Some(q), _, _) => {
                 let bytes =
-                    std::fs::read(q).map_err(|e| anyhow::anyhow!("{}: {e}", q.display()))?;
+                    mrlab::input::read(q, mrlab::input::QUOTE).map_err(anyhow::Error::msg)?;
                 let quote = evidence::quote::parse(&bytes)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", q.display()))?;
                 (
@@ -102,7 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             (None, Some(t), _) => {
                 let bytes =
-                    std::fs::read(t).map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?;
+                    mrlab::input::read(t, mrlab::input::QUOTE).map_err(anyhow::Error::msg)?;
                 let r = evidence::tdreport::parse(&bytes)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?;
                 (r.mrtd, r.rtmrs, format!("TDREPORT {}", t.display()))

@@ -225,6 +225,7 @@ async fn run_inner(
         Platform::Tdx => judge_td(&prepared, file, &serial, dir, &opts.predictors).await?,
     };
     report.notes.extend(retried);
+    report.notes.extend(cmdline_truncated(&serial));
     report.duration_s = started.elapsed().as_secs_f64();
     Ok((report, Some(prepared.prediction)))
 }
@@ -293,6 +294,26 @@ pub fn tdx_host_problem(root: &Path) -> Option<String> {
             param.display()
         )),
     }
+}
+
+/// A warning when the guest's serial log shows the Linux EFI stub cutting the command line (it
+/// prints "Command line is too long" and boots with the cut one): the measured LoadOptions
+/// still hold the whole line, so the run can pass while the kernel saw less.
+pub fn cmdline_truncated(serial: &[u8]) -> Option<String> {
+    const STUB_SAYS: &[u8] = b"Command line is too long";
+    let at = serial
+        .windows(STUB_SAYS.len())
+        .position(|w| w == STUB_SAYS)?;
+    let line_end = serial[at..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(serial.len(), |n| at + n);
+    let line = qemu::boot::printable(&String::from_utf8_lossy(&serial[at..line_end]));
+    Some(format!(
+        "warning: the kernel's EFI stub truncated the command line (serial.log: \"{}\"); the \
+         measurement holds the whole line, the kernel ran with less",
+        line.trim()
+    ))
 }
 
 /// Failures of the host side, not of the guest: worth one retry.
@@ -699,6 +720,21 @@ fn event_rows(alignment: &Alignment, prediction: &Prediction, actual: &[Event]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_truncated_command_line_is_a_warning() {
+        assert_eq!(cmdline_truncated(b"EFI stub: Loaded initrd\r\n"), None);
+        let serial =
+            b"EFI stub: WARNING: Command line is too long: truncated to 2047 bytes\r\nLinux";
+        assert_eq!(
+            cmdline_truncated(serial).as_deref(),
+            Some(
+                "warning: the kernel's EFI stub truncated the command line (serial.log: \"Command \
+                 line is too long: truncated to 2047 bytes\"); the measurement holds the whole \
+                 line, the kernel ran with less"
+            )
+        );
+    }
 
     #[test]
     fn tdx_host_problem_names_what_is_missing() {

@@ -268,3 +268,33 @@ fn endless_inputs_are_refused_by_size() {
         );
     }
 }
+
+#[test]
+fn a_command_line_the_efi_stub_truncates_is_warned_about() {
+    // QEMU accepts the line (shorter than the 6.1 kernel's 2047-byte limit); OVMF appends
+    // " initrd=initrd", and the EFI stub cuts the result.
+    let work = tempfile::tempdir().unwrap();
+    let mut cmdline = String::from("console=ttyS0 mrlab.pad=");
+    cmdline.push_str(&"x".repeat(2040 - cmdline.len()));
+    let path = work.path().join("long.toml");
+    let text = std::fs::read_to_string(scenario("kernel-smoke.toml"))
+        .unwrap()
+        .replace(
+            "cmdline = \"console=ttyS0\"",
+            &format!("cmdline = \"{cmdline}\""),
+        )
+        .replace("name = \"kernel-smoke\"", "name = \"long-cmdline\"");
+    std::fs::write(&path, text).unwrap();
+    let report = run_file(&path, &work.path().join("results"));
+    let warning = report
+        .notes
+        .iter()
+        .find(|n| n.starts_with("warning: the kernel's EFI stub truncated the command line"));
+    assert!(
+        warning.is_some(),
+        "{:?} {:?} {:?}",
+        report.verdict,
+        report.reason,
+        report.notes
+    );
+}

@@ -119,6 +119,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     write_opt(&args.json_report, &report::json(&reports))?;
     write_opt(&args.junit, &report::junit(&reports))?;
     write_opt(&args.markdown, &summary)?;
+    // A pass that needed a retry, or that warns, says so beside the count, not only in JSON.
+    for r in &reports {
+        for note in r.notes.iter().filter(|n| is_shown_note(n)) {
+            eprintln!("{} {:?}: {note}", r.name, r.verdict);
+        }
+    }
     let passed = report::count(&reports, Verdict::Pass);
     let skipped = report::count(&reports, Verdict::Skip);
     eprintln!(
@@ -153,6 +159,11 @@ impl Interrupt {
             Interrupt::Term => 143,
         }
     }
+}
+
+/// Notes a person must see in the terminal: a retry that may hide a flaky host, a warning.
+fn is_shown_note(note: &str) -> bool {
+    note.starts_with("retried") || note.starts_with("warning:")
 }
 
 /// One slot per file: `None` to run it, or an error report for a scenario whose name an
@@ -220,6 +231,9 @@ async fn run_all(
                     .unwrap_or_default(),
                 report::predictor_summary(r)
             );
+            for note in r.notes.iter().filter(|n| is_shown_note(n)) {
+                eprintln!("    {note}");
+            }
             slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(out.report);
         }));
     }

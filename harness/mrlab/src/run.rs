@@ -722,6 +722,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn evidence_names_from_the_guest_cannot_leave_the_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("scenario");
+        for bad in ["../x", "/abs", "a/../../x", "./x", ""] {
+            let mut record = agent::record::Record::default();
+            record.push("tpm/ok", "fine");
+            record.push(bad, "escaped");
+            let e = save_evidence(&dir, &record).unwrap_err();
+            assert_eq!(
+                e,
+                format!("evidence record: entry name {bad:?} is not a plain relative path")
+            );
+        }
+        // Only the good entries of the first record, inside the folder, were written.
+        assert_eq!(
+            std::fs::read_to_string(dir.join("evidence/tpm/ok")).unwrap(),
+            "fine"
+        );
+        assert!(!root.path().join("x").exists());
+    }
+
+    #[test]
     fn a_truncated_command_line_is_a_warning() {
         assert_eq!(cmdline_truncated(b"EFI stub: Loaded initrd\r\n"), None);
         let serial =

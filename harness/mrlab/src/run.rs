@@ -79,6 +79,17 @@ pub async fn run_scenario(
     };
     let (mut report, prediction) = match result {
         Ok(ok) => ok,
+        // Its QEMU was killed because mrlab was signalled: say so, not what the kill caused.
+        Err(reason) if qemu::process::terminating() => (
+            ScenarioReport::error(
+                &scenario.name,
+                file,
+                backend_name(opts),
+                format!("interrupted (mrlab was signalled) before it finished; then: {reason}"),
+                0.0,
+            ),
+            None,
+        ),
         Err(reason) => (
             ScenarioReport::error(&scenario.name, file, backend_name(opts), reason, 0.0),
             None,

@@ -5,7 +5,9 @@
 //! Every child is started with `PR_SET_PDEATHSIG` = SIGKILL, so a SIGKILLed mrlab (no handler
 //! runs) still takes its QEMUs and swtpms along. The signal fires when the *thread* that forked
 //! the child exits: children are spawned from tokio worker threads or the main thread, which
-//! live as long as the runtime, i.e. as long as a run.
+//! live as long as the runtime, i.e. as long as a run. The temp dirs of a SIGKILLed process
+//! are removed by its guardian ([`start_guardian`], [`guard`]): a small child that is told
+//! every registration over a pipe and cleans up what is left when the pipe closes.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,13 +21,104 @@ struct Registry {
     groups: BTreeSet<i32>,
     dirs: BTreeSet<PathBuf>,
     terminating: bool,
+    /// The guardian's stdin, when one runs: every change above is written to it.
+    guardian: Option<std::process::ChildStdin>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     groups: BTreeSet::new(),
     dirs: BTreeSet::new(),
     terminating: false,
+    guardian: None,
 });
+
+/// One registry change as a guardian line: `+g PGID`, `-g PGID`, `+d HEXPATH`, `-d HEXPATH`
+/// (paths hex-encoded, so any byte in them survives the line format).
+enum Change<'a> {
+    AddGroup(i32),
+    RemoveGroup(i32),
+    AddDir(&'a Path),
+    RemoveDir(&'a Path),
+}
+
+impl Registry {
+    fn tell(&mut self, change: Change) {
+        use std::io::Write;
+        use std::os::unix::ffi::OsStrExt;
+        let hex = |p: &Path| {
+            p.as_os_str()
+                .as_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let line = match change {
+            Change::AddGroup(g) => format!("+g {g}\n"),
+            Change::RemoveGroup(g) => format!("-g {g}\n"),
+            Change::AddDir(d) => format!("+d {}\n", hex(d)),
+            Change::RemoveDir(d) => format!("-d {}\n", hex(d)),
+        };
+        if let Some(guardian) = &mut self.guardian {
+            // A guardian that died cannot be helped; the run goes on without it.
+            if guardian.write_all(line.as_bytes()).is_err() {
+                self.guardian = None;
+            }
+        }
+    }
+}
+
+/// Starts `command` (which must run [`guard`]) as this process's guardian, in its own process
+/// group so a terminal's Ctrl-C reaches only mrlab, which then cleans up itself.
+pub fn start_guardian(mut command: std::process::Command) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    registry().guardian = child.stdin;
+    Ok(())
+}
+
+/// The guardian's work: follow the registry changes on `input` until it closes (the process
+/// that started the guardian is gone, however it ended), then kill the groups and remove the
+/// dirs that are still registered.
+pub fn guard(input: impl std::io::BufRead) {
+    let mut groups = BTreeSet::new();
+    let mut dirs = BTreeSet::new();
+    let unhex = |hex: &str| -> Option<PathBuf> {
+        use std::os::unix::ffi::OsStringExt;
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+    };
+    for line in input.lines() {
+        let Ok(line) = line else { break };
+        match line.split_once(' ') {
+            Some(("+g", pgid)) => groups.extend(pgid.parse::<i32>().ok()),
+            Some(("-g", pgid)) => {
+                pgid.parse::<i32>().ok().map(|g| groups.remove(&g));
+            }
+            Some(("+d", hex)) => dirs.extend(unhex(hex)),
+            Some(("-d", hex)) => {
+                unhex(hex).map(|d| dirs.remove(&d));
+            }
+            _ => {}
+        }
+    }
+    for pgid in groups {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is touched.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
     // A panic elsewhere while holding the lock leaves the sets intact: keep using them.
@@ -52,9 +145,18 @@ pub fn terminate_all() -> (usize, usize) {
         let _ = std::fs::remove_dir_all(dir);
     }
     let ended = (registry.groups.len(), registry.dirs.len());
-    registry.groups.clear();
-    registry.dirs.clear();
+    for pgid in std::mem::take(&mut registry.groups) {
+        registry.tell(Change::RemoveGroup(pgid));
+    }
+    for dir in std::mem::take(&mut registry.dirs) {
+        registry.tell(Change::RemoveDir(&dir));
+    }
     ended
+}
+
+/// Whether [`terminate_all`] ran: a process that ends now was killed by it.
+pub fn terminating() -> bool {
+    registry().terminating
 }
 
 /// Makes `command`'s child die with this process: SIGKILL on the death of the forking thread
@@ -112,6 +214,7 @@ impl PrivateDir {
             None => builder.tempdir_in(short_temp_root()),
         }?;
         registry.dirs.insert(dir.path().to_path_buf());
+        registry.tell(Change::AddDir(dir.path()));
         Ok(PrivateDir { dir })
     }
 
@@ -123,7 +226,10 @@ impl PrivateDir {
 impl Drop for PrivateDir {
     fn drop(&mut self) {
         // The TempDir field removes the dir right after.
-        registry().dirs.remove(self.dir.path());
+        let mut registry = registry();
+        if registry.dirs.remove(self.dir.path()) {
+            registry.tell(Change::RemoveDir(self.dir.path()));
+        }
     }
 }
 
@@ -178,6 +284,7 @@ impl Group {
         })?;
         let pgid = i32::try_from(pid).map_err(std::io::Error::other)?;
         registry.groups.insert(pgid);
+        registry.tell(Change::AddGroup(pgid));
         Ok(Group {
             name,
             child,
@@ -237,7 +344,10 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         self.signal_group();
-        registry().groups.remove(&self.pgid);
+        let mut registry = registry();
+        if registry.groups.remove(&self.pgid) {
+            registry.tell(Change::RemoveGroup(self.pgid));
+        }
     }
 }
 
@@ -337,6 +447,30 @@ mod tests {
             })
         );
         assert_eq!(ProcStat::parse("4242 (cut"), None);
+    }
+
+    #[test]
+    fn the_guardian_removes_what_is_still_registered_when_its_input_ends() {
+        let root = tempfile::tempdir().unwrap();
+        let (kept, gone) = (root.path().join("a,\nb"), root.path().join("c"));
+        std::fs::create_dir(&kept).unwrap();
+        std::fs::create_dir(&gone).unwrap();
+        let hex = |p: &Path| {
+            use std::os::unix::ffi::OsStrExt;
+            p.as_os_str()
+                .as_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let input = format!(
+            "+d {}\n+d {}\n-d {}\nnonsense\n+g x\n",
+            hex(&gone),
+            hex(&kept),
+            hex(&kept)
+        );
+        guard(input.as_bytes());
+        assert!(kept.exists() && !gone.exists());
     }
 
     #[test]

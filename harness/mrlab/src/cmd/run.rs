@@ -69,6 +69,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         accel: qemu::argv::Accel::Tcg,
         predictors: args.predictors.clone(),
     });
+    // A SIGKILLed mrlab runs no handler: its guardian removes the temp dirs then.
+    let mut guardian = std::process::Command::new(std::env::current_exe()?);
+    guardian.arg("guard");
+    if let Err(e) = qemu::process::start_guardian(guardian) {
+        eprintln!("mrlab: warning: no guardian ({e}): a SIGKILL would leave temp dirs behind");
+    }
     let rt = tokio::runtime::Runtime::new()?;
     // Each task puts its report in its slot; on SIGINT/SIGTERM the finished slots are reported
     // and the others become `error: interrupted`.
@@ -89,6 +95,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = sigterm.recv() => Some(Interrupt::Term),
         })
     })?;
+    // What finished before a signal; a scenario that ends after it (its QEMU killed below)
+    // did not finish.
+    let finished = slots.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(signal) = interrupted {
         // Kill every QEMU/swtpm group and remove the run's temp dirs first, then stop the
         // tasks; what finished before the signal is still reported below.
@@ -96,9 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         rt.shutdown_timeout(std::time::Duration::from_millis(500));
         eprintln!("mrlab: interrupted by {}: stopped every VM", signal.name());
     }
-    let reports: Vec<report::ScenarioReport> = slots
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    let reports: Vec<report::ScenarioReport> = finished
         .iter()
         .zip(&files)
         .map(|(slot, file)| {

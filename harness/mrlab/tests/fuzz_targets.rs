@@ -171,6 +171,23 @@ fn fixtures(kind: &str, keep: impl Fn(&str) -> bool) -> Vec<Vec<u8>> {
     files.iter().map(|f| std::fs::read(f).unwrap()).collect()
 }
 
+/// Inputs that once crashed a target (`harness/<crate>/fuzz/regressions/<target>/`, saved from
+/// cargo-fuzz artifacts): each stays a seed, so the crash cannot come back unnoticed.
+fn regressions(krate: &str, target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(krate)
+        .join("fuzz/regressions")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("regressions")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+}
+
 /// Event data of every event in the TPM log fixtures.
 fn event_data() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -286,7 +303,9 @@ fn quote() {
 
 #[test]
 fn quote_verify() {
-    campaign("quote_verify", evidence_targets::quote_verify, quotes());
+    let mut seeds = quotes();
+    seeds.extend(regressions("evidence", "quote_verify"));
+    campaign("quote_verify", evidence_targets::quote_verify, seeds);
 }
 
 #[test]

@@ -12,18 +12,35 @@ fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Which QEMU to wait for before signalling: the boot's (QMP) or the oracle's (qtest).
+/// What to wait for before signalling: the boot's QEMU (QMP), the oracle's (qtest), or an
+/// external predictor that runs after the boot and never ends by itself.
 #[derive(Clone, Copy)]
 enum Phase {
     Boot,
     Oracle,
+    Predictor,
 }
+
+/// The `--predictor` command of [`Phase::Predictor`] (`sh -c 'sleep 600; : "$@"'`: the
+/// inputs.json argument goes to `:`).
+const SLOW_PREDICTOR: &str = "sleep 600; :";
 
 impl Phase {
     fn marker(self) -> &'static str {
         match self {
             Phase::Boot => "-qmp",
             Phase::Oracle => "-qtest",
+            Phase::Predictor => "sleep 600",
+        }
+    }
+
+    /// Whether a child's command line is this phase's process. A child forked but not yet
+    /// exec'd shows mrlab's own argv, which holds the predictor command: that one must start
+    /// the line.
+    fn matches(self, cmdline: &str) -> bool {
+        match self {
+            Phase::Predictor => cmdline.starts_with(self.marker()),
+            _ => cmdline.contains(self.marker()),
         }
     }
 }
@@ -81,6 +98,10 @@ fn start(scenarios: &[PathBuf], phase: Phase) -> Run {
         .arg(work.path().join("report.json"))
         .arg("--junit")
         .arg(work.path().join("junit.xml"))
+        .args(match phase {
+            Phase::Predictor => vec!["--predictor".to_string(), format!("slow={SLOW_PREDICTOR}")],
+            _ => Vec::new(),
+        })
         .env("TMPDIR", tmp.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -91,9 +112,10 @@ fn start(scenarios: &[PathBuf], phase: Phase) -> Run {
     let pid = run.child.id() as i32;
     let start = Instant::now();
     loop {
+        // Children only: mrlab's own argv holds the predictor command.
         if tree(pid)
             .iter()
-            .any(|&p| cmdline(p).contains(phase.marker()))
+            .any(|&p| p != pid && phase.matches(&cmdline(p)))
         {
             return run;
         }
@@ -205,6 +227,12 @@ fn sigint_mid_oracle_ends_the_oracle_and_removes_its_temp_dir() {
 fn sigterm_mid_oracle_ends_the_oracle_and_removes_its_temp_dir() {
     let mut run = start(&[scenario("kernel-smoke.toml")], Phase::Oracle);
     assert_clean_exit(&mut run, libc::SIGTERM, 143);
+}
+
+#[test]
+fn sigint_during_an_external_predictor_ends_it() {
+    let mut run = start(&[scenario("kernel-smoke.toml")], Phase::Predictor);
+    assert_clean_exit(&mut run, libc::SIGINT, 130);
 }
 
 #[test]

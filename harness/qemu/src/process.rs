@@ -266,6 +266,13 @@ impl Group {
             .create(true)
             .append(true)
             .open(log)?;
+        command.stdout(log_file.try_clone()?).stderr(log_file);
+        Group::spawn_prepared(name, command)
+    }
+
+    /// Spawns a command whose stdout and stderr the caller has set, with stdin closed, in its
+    /// own process group, registered for [`terminate_all`] and dying with this process.
+    pub fn spawn_prepared(name: &'static str, mut command: Command) -> std::io::Result<Group> {
         die_with_parent(&mut command);
         // Spawned and registered under the lock, so terminate_all cannot miss a group.
         let mut registry = registry();
@@ -274,8 +281,6 @@ impl Group {
         }
         let child = command
             .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
             .process_group(0)
             .kill_on_drop(true)
             .spawn()?;

@@ -24,8 +24,13 @@ seed() { # seed TARGET_DIR FILE…: copy the files that exist into the corpus
     done
 }
 
-run() { # run CRATE TARGET
-    (cd "harness/$1/fuzz" && cargo +nightly fuzz run "$2" "corpus/$2" -- -max_total_time="$seconds")
+run() { # run CRATE TARGET; inputs that once crashed it (regressions/TARGET) go first
+    (
+        cd "harness/$1/fuzz"
+        mkdir -p "corpus/$2"
+        if [ -d "regressions/$2" ]; then cp regressions/"$2"/* "corpus/$2/"; fi
+        cargo +nightly fuzz run "$2" "corpus/$2" -- -max_total_time="$seconds"
+    )
 }
 
 cd harness/evidence/fuzz

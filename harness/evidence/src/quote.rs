@@ -426,7 +426,17 @@ pub fn verify(bytes: &[u8]) -> Result<SignatureCheck> {
         .pck_chain_pem
         .strip_suffix(&[0])
         .unwrap_or(sig.pck_chain_pem);
-    let chain = Certificate::load_pem_chain(pem).unwrap_or_default();
+    // x509-cert 0.2's load_pem_chain strips trailing line ends and then computes `len - 1`,
+    // which underflows (a panic where overflow checks are on) when nothing else is left.
+    let text_len = pem
+        .iter()
+        .rposition(|b| !matches!(b, b'\r' | b'\n'))
+        .map_or(0, |last| last + 1);
+    let chain = if text_len == 0 {
+        Vec::new()
+    } else {
+        Certificate::load_pem_chain(pem).unwrap_or_default()
+    };
     let qe_report_signature_valid = chain
         .first()
         .and_then(certificate_key)

@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha384};
 
 pub const SIZE: usize = 1024;
+/// REPORTMACSTRUCT.REPORTTYPE.TYPE of a TDX report (TDX Module ABI, REPORTTYPE).
+const TDX_REPORT_TYPE: u8 = 0x81;
 const TEE_TCB_INFO: std::ops::Range<usize> = 256..495;
 const TDINFO: std::ops::Range<usize> = 512..1024;
 
@@ -57,6 +59,15 @@ pub fn parse(bytes: &[u8]) -> Result<TdReport> {
     let mut r = Reader::new(bytes);
     let report_type = r.u8("report type")?;
     let report_subtype = r.u8("report subtype")?;
+    // REPORTTYPE.TYPE 0x81 is TDX (0x00 would be SGX); SUBTYPE is 0 for a TDREPORT.
+    if (report_type, report_subtype) != (TDX_REPORT_TYPE, 0) {
+        return Err(Error::WrongFormat {
+            expected: "TDREPORT",
+            reason: format!(
+                "report type {report_type:#04x}, subtype {report_subtype:#04x}: a TDREPORT has type 0x81, subtype 0"
+            ),
+        });
+    }
     let report_version = r.u8("report version")?;
     r.bytes(13, "reserved")?;
     let cpusvn = r.array("cpusvn")?;
@@ -141,5 +152,22 @@ impl TdReport {
             "tee_tcb_info_hash_valid": self.tee_tcb_info_hash_valid,
             "tee_info_hash_valid": self.tee_info_hash_valid,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_1024_bytes_are_not_a_tdreport() {
+        let e = parse(&[0u8; SIZE]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "not a TDREPORT: report type 0x00, subtype 0x00: a TDREPORT has type 0x81, subtype 0"
+        );
+        let mut typed = [0u8; SIZE];
+        typed[0] = 0x81;
+        assert!(parse(&typed).is_ok());
     }
 }

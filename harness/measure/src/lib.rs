@@ -7,6 +7,7 @@ pub mod acpi;
 pub mod cpio;
 pub mod devpath;
 pub mod event;
+pub mod firmware;
 pub mod gpt;
 pub mod optionrom;
 pub mod pe;

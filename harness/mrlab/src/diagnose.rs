@@ -43,7 +43,7 @@ pub fn record_from_dir(dir: &Path) -> Result<agent::record::Record, String> {
             .expect("below base")
             .to_string_lossy()
             .into_owned();
-        let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let data = crate::input::read(&path, crate::input::EVIDENCE)?;
         record.push(name, data);
     }
     if record.get("tpm/binary_bios_measurements").is_none() && record.get("ccel/data").is_none() {

@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod diagnose;
+pub mod input;
 pub mod predictor;
 pub mod report;
 pub mod resolve;

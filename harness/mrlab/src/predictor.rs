@@ -50,7 +50,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -204,7 +203,7 @@ pub fn builtin_registers(
     order: PageOrder,
 ) -> Result<TdRegisters, String> {
     let path = &prepared.resolved.vm.firmware;
-    let firmware = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let firmware = crate::input::read(path, crate::input::FIRMWARE)?;
     let parsed = tdvf::Tdvf::parse(&firmware).map_err(|e| format!("{}: {e}", path.display()))?;
     let mrtd = tdvf::mrtd(&parsed, &firmware, order).map_err(|e| e.to_string())?;
     let regs = Registers::fold(&prepared.prediction.events);
@@ -557,34 +556,24 @@ async fn run_capture(
 ) -> Result<Vec<u8>, String> {
     let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
     let open = |p: &Path| std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()));
-    let mut child = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(argv)
         .envs(env.iter().copied())
         .current_dir(dir)
-        .stdin(Stdio::null())
         .stdout(open(&out_path)?)
-        .stderr(open(&err_path)?)
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
+        .stderr(open(&err_path)?);
+    // A group registered like QEMU's: killed whole after the leader exits, on timeout, and
+    // when mrlab is interrupted.
+    let mut group = qemu::process::Group::spawn_prepared("predictor", command)
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
-    let pgid = child.id().and_then(|pid| i32::try_from(pid).ok());
-    let kill_group = || {
-        if let Some(pgid) = pgid {
-            // SAFETY: kill(2) with a negative pid signals that process group; no memory is touched.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
-    };
-    let status = match tokio::time::timeout(TIMEOUT, child.wait()).await {
+    let status = match tokio::time::timeout(TIMEOUT, group.wait()).await {
         Ok(status) => {
-            kill_group();
+            let _ = group.kill().await;
             status.map_err(|e| format!("waiting for {}: {e}", program.display()))?
         }
         Err(_) => {
-            kill_group();
-            let _ = child.wait().await;
+            let _ = group.kill().await;
             return Err(format!("timed out after {} s", TIMEOUT.as_secs()));
         }
     };

@@ -364,8 +364,17 @@ pub fn junit(reports: &[ScenarioReport]) -> String {
     out
 }
 
+/// Escapes `text` for an XML attribute or text node. Control characters other than tab and
+/// newline cannot appear in XML 1.0 at all, not even escaped: each becomes U+FFFD.
 fn xml(text: &str) -> String {
-    text.replace('&', "&amp;")
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' => c,
+            c if (c as u32) < 0x20 || c == '\u{7f}' => '\u{fffd}',
+            c => c,
+        })
+        .collect::<String>()
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
@@ -416,5 +425,21 @@ mod tests {
         assert!(x.contains("errors=\"1\""), "{x}");
         assert!(x.contains("name=\"a&lt;b\""), "{x}");
         assert!(x.contains("qemu said &quot;no&quot; &amp; died"), "{x}");
+    }
+
+    #[test]
+    fn junit_holds_no_control_characters() {
+        let r = ScenarioReport::error(
+            "a",
+            "a.toml",
+            "vtpm",
+            "tail: \u{1b}[31mred\u{0}".into(),
+            0.0,
+        );
+        let x = junit(&[r]);
+        assert!(x.contains("tail: \u{fffd}[31mred\u{fffd}"), "{x}");
+        assert!(!x
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\t')));
     }
 }

@@ -95,6 +95,13 @@ pub fn resolve(
         let version = package_version(cache, &scenario.firmware);
         (path, version)
     };
+    // Refused here, not by a boot that would run to its timeout.
+    crate::input::read(&firmware, crate::input::FIRMWARE)
+        .and_then(|image| {
+            measure::firmware::check_uefi_image(&image)
+                .map_err(|e| format!("{}: {e}", firmware.display()))
+        })
+        .map_err(|m| key_err("firmware", m))?;
     let (kernel, kernel_id) = if looks_like_path(&scenario.kernel) {
         (
             existing(&scenario.dir, &scenario.kernel).map_err(|m| key_err("kernel", m))?,
@@ -476,10 +483,17 @@ fn looks_like_path(value: &str) -> bool {
 /// A file named in a scenario, relative to the scenario's folder unless absolute.
 fn existing(base: &Path, path: &str) -> Result<PathBuf, String> {
     let p = base.join(path);
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!("{}: no such file", p.display()))
+    match std::fs::metadata(&p) {
+        Ok(m) if m.is_file() => Ok(p),
+        Ok(m) if m.is_dir() => Err(format!("{}: is a directory, not a file", p.display())),
+        Ok(_) => Err(format!(
+            "{}: not a regular file (a device, socket or pipe)",
+            p.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("{}: no such file", p.display()))
+        }
+        Err(e) => Err(format!("{}: {e}", p.display())),
     }
 }
 

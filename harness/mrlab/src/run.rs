@@ -5,6 +5,7 @@
 //! on drop.
 
 use crate::compare::{self, Alignment, Outcome};
+use crate::input::{read, DISK, IMAGE};
 use crate::report::{
     Divergence, EventRow, NotCheckable, RegisterRow, ScenarioReport, TdxEvents, UnpredictedPcr,
     Verdict,
@@ -75,26 +76,58 @@ pub async fn run_scenario(
 ) -> Outcomes {
     let started = Instant::now();
     let dir = opts.results.join(&scenario.name);
-    let result = run_inner(scenario, file, cache, opts, &dir, started).await;
+    // A fresh folder: nothing of an earlier run may sit beside this run's report.
+    let result = match empty_folder(&dir) {
+        Ok(()) => run_inner(scenario, file, cache, opts, &dir, started).await,
+        Err(e) => Err(e),
+    };
     let (mut report, prediction) = match result {
         Ok(ok) => ok,
+        // Its QEMU was killed because mrlab was signalled: say so, not what the kill caused.
+        Err(reason) if qemu::process::terminating() => (
+            ScenarioReport::error(
+                &scenario.name,
+                file,
+                backend_name(opts),
+                format!("interrupted (mrlab was signalled) before it finished; then: {reason}"),
+                0.0,
+            ),
+            None,
+        ),
         Err(reason) => (
             ScenarioReport::error(&scenario.name, file, backend_name(opts), reason, 0.0),
             None,
         ),
     };
     report.duration_s = started.elapsed().as_secs_f64();
-    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| {
-        std::fs::write(
-            dir.join("report.json"),
-            crate::report::json(std::slice::from_ref(&report)),
-        )
-    }) {
-        report
-            .notes
-            .push(format!("{}: cannot write report.json: {e}", dir.display()));
+    let path = dir.join("report.json");
+    if let Err(e) = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, crate::report::json(std::slice::from_ref(&report))))
+    {
+        // A result that cannot be written is no result: whatever the verdict was, it is an error.
+        if let Some(was) = report.reason.take() {
+            report.notes.push(format!("before the write failed: {was}"));
+        }
+        report.verdict = Verdict::Error;
+        report.reason = Some(format!("{}: cannot write the report: {e}", path.display()));
     }
     Outcomes { report, prediction }
+}
+
+/// Removes `dir` with what an earlier run left in it, and makes it again, empty.
+fn empty_folder(dir: &Path) -> Result<(), String> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(format!(
+                "{}: cannot empty the results folder: {e}",
+                dir.display()
+            ))
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("{}: cannot create the results folder: {e}", dir.display()))
 }
 
 /// A scenario ready to boot: its VM, the oracle's fw_cfg dump and the prediction.
@@ -124,7 +157,7 @@ pub async fn prepare(
     let oracle =
         qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved))
             .await
-            .map_err(|e| format!("fw_cfg oracle: {e}"))?;
+            .map_err(|e| e.to_string())?;
     let prediction = predict_for(&resolved, &oracle, platform)?;
     let td_events = match platform {
         Platform::Tdx => Ok(prediction.events.clone()),
@@ -172,14 +205,15 @@ async fn run_inner(
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("{}: cannot create results folder: {e}", dir.display()))?;
 
-    // Boot. The run dir lives in the results folder and is kept, so a failed boot leaves its
-    // serial log, QEMU stderr and run.sh behind for a human.
+    // Boot. The run dir (sockets, swtpm state) is a short private dir under the system temp
+    // dir, removed on every path; its logs and run.sh land in the results folder, a failed
+    // boot's too, for a human.
     let resolved = &prepared.resolved;
     let options = qemu::boot::BootOptions {
         timeout: Duration::from_secs(scenario.timeout_s),
-        keep_dir: true,
+        save_logs_to: Some(dir.to_path_buf()),
         qemu_binary: resolved.qemu_binary.clone(),
-        temp_root: Some(dir.to_path_buf()),
+        temp_root: None,
     };
     let quirks = &resolved.quirks;
     let backend = match opts.platform {
@@ -203,15 +237,8 @@ async fn run_inner(
         other => other,
     }
     .map_err(|e| format!("boot: {e}"))?;
-    for (from, to) in [
-        (boot.run_dir.serial_log(), "serial.log"),
-        (boot.run_dir.run_sh(), "run.sh"),
-        (boot.run_dir.stderr_log(), "qemu.stderr"),
-    ] {
-        let _ = std::fs::copy(from, dir.join(to));
-    }
     let serial = boot.serial.clone();
-    let _ = std::fs::remove_dir_all(&boot.run_dir.path);
+    drop(boot);
 
     let mut report = match opts.platform {
         Platform::Vtpm => {
@@ -226,6 +253,7 @@ async fn run_inner(
         Platform::Tdx => judge_td(&prepared, file, &serial, dir, &opts.predictors).await?,
     };
     report.notes.extend(retried);
+    report.notes.extend(cmdline_truncated(&serial));
     report.duration_s = started.elapsed().as_secs_f64();
     Ok((report, Some(prepared.prediction)))
 }
@@ -293,6 +321,26 @@ pub fn tdx_host_problem(root: &Path) -> Option<String> {
     }
 }
 
+/// A warning when the guest's serial log shows the Linux EFI stub cutting the command line (it
+/// prints "Command line is too long" and boots with the cut one): the measured LoadOptions
+/// still hold the whole line, so the run can pass while the kernel saw less.
+pub fn cmdline_truncated(serial: &[u8]) -> Option<String> {
+    const STUB_SAYS: &[u8] = b"Command line is too long";
+    let at = serial
+        .windows(STUB_SAYS.len())
+        .position(|w| w == STUB_SAYS)?;
+    let line_end = serial[at..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(serial.len(), |n| at + n);
+    let line = qemu::boot::printable(&String::from_utf8_lossy(&serial[at..line_end]));
+    Some(format!(
+        "warning: the kernel's EFI stub truncated the command line (serial.log: \"{}\"); the \
+         measurement holds the whole line, the kernel ran with less",
+        line.trim()
+    ))
+}
+
 /// Failures of the host side, not of the guest: worth one retry.
 fn is_infrastructure(e: &qemu::boot::BootError) -> bool {
     use qemu::boot::BootError::*;
@@ -312,7 +360,7 @@ pub fn judge(
 ) -> Result<ScenarioReport, String> {
     let record =
         agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
-    save_evidence(dir, &record);
+    save_evidence(dir, &record)?;
     judge_record(prepared, file, &record)
 }
 
@@ -344,12 +392,12 @@ pub fn predict_for(
     oracle: &BTreeMap<String, Vec<u8>>,
     platform: Platform,
 ) -> Result<Prediction, String> {
-    let firmware = read(&resolved.vm.firmware)?;
+    let firmware = crate::input::read(&resolved.vm.firmware, crate::input::FIRMWARE)?;
     let acpi_blobs = measure::acpi::measured_blobs(oracle);
     let roms: Vec<(String, Vec<u8>)> = resolved
         .option_roms
         .iter()
-        .map(|(label, path)| read(path).map(|bytes| (label.clone(), bytes)))
+        .map(|(label, path)| read(path, IMAGE).map(|bytes| (label.clone(), bytes)))
         .collect::<Result<_, _>>()?;
     let option_roms: Vec<(String, &[u8])> = roms
         .iter()
@@ -376,7 +424,7 @@ pub fn predict_for(
             _,
         ) => {
             let kernel = kernel_as_measured(resolved, oracle)?;
-            let initrd = initrd.as_deref().map(read).transpose()?;
+            let initrd = initrd.as_deref().map(|p| read(p, DISK)).transpose()?;
             predict(Boot::Kernel(KernelBoot {
                 kernel: &kernel,
                 initrd: initrd.as_deref(),
@@ -384,9 +432,9 @@ pub fn predict_for(
             }))
         }
         (qemu::vm::Boot::Disk, Some(uki)) => {
-            let disk = read(&uki.disk)?;
-            let bootloader = read(&uki.bootloader)?;
-            let image = read(&uki.uki)?;
+            let disk = read(&uki.disk, DISK)?;
+            let bootloader = read(&uki.bootloader, IMAGE)?;
+            let image = read(&uki.uki, IMAGE)?;
             predict(Boot::Uki(UkiBoot {
                 disk: &disk,
                 block_size: 512,
@@ -438,19 +486,31 @@ fn kernel_as_measured(
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn save_evidence(dir: &Path, record: &agent::record::Record) {
+/// Writes each evidence entry to `dir/evidence/<name>`. The names come from the guest: one that
+/// is not a plain relative path (absolute, `..`, `.`) is refused, not written.
+fn save_evidence(dir: &Path, record: &agent::record::Record) -> Result<(), String> {
+    use std::path::Component;
     let base = dir.join("evidence");
     for (name, data) in &record.entries {
-        let path = base.join(name);
-        if let Some(parent) = path.parent() {
-            let _ = std::fs::create_dir_all(parent);
+        let relative = Path::new(name);
+        if name.is_empty()
+            || !relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(format!(
+                "evidence record: entry name {name:?} is not a plain relative path"
+            ));
         }
-        let _ = std::fs::write(path, data);
+        let path = base.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("{}: cannot save evidence: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, data)
+            .map_err(|e| format!("{}: cannot save evidence: {e}", path.display()))?;
     }
+    Ok(())
 }
 
 /// PCR values as the guest's sysfs gave them (`tpm/pcr-<bank>/<n>`, hex text).
@@ -836,6 +896,43 @@ mod tests {
             .events
             .iter()
             .any(|e| e.label == "acpi:etc/acpi/tables"));
+    }
+
+    #[test]
+    fn evidence_names_from_the_guest_cannot_leave_the_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("scenario");
+        for bad in ["../x", "/abs", "a/../../x", "./x", ""] {
+            let mut record = agent::record::Record::default();
+            record.push("tpm/ok", "fine");
+            record.push(bad, "escaped");
+            let e = save_evidence(&dir, &record).unwrap_err();
+            assert_eq!(
+                e,
+                format!("evidence record: entry name {bad:?} is not a plain relative path")
+            );
+        }
+        // Only the good entries of the first record, inside the folder, were written.
+        assert_eq!(
+            std::fs::read_to_string(dir.join("evidence/tpm/ok")).unwrap(),
+            "fine"
+        );
+        assert!(!root.path().join("x").exists());
+    }
+
+    #[test]
+    fn a_truncated_command_line_is_a_warning() {
+        assert_eq!(cmdline_truncated(b"EFI stub: Loaded initrd\r\n"), None);
+        let serial =
+            b"EFI stub: WARNING: Command line is too long: truncated to 2047 bytes\r\nLinux";
+        assert_eq!(
+            cmdline_truncated(serial).as_deref(),
+            Some(
+                "warning: the kernel's EFI stub truncated the command line (serial.log: \"Command \
+                 line is too long: truncated to 2047 bytes\"); the measurement holds the whole \
+                 line, the kernel ran with less"
+            )
+        );
     }
 
     #[test]

@@ -241,8 +241,8 @@ impl Scenario {
             key,
             message: message.to_owned(),
         };
-        if scenario.name.trim().is_empty() {
-            return Err(invalid("name", "must not be empty"));
+        if let Err(why) = check_name(&scenario.name) {
+            return Err(invalid("name", &why));
         }
         if !(1..=512).contains(&scenario.cpus) {
             return Err(invalid("cpus", "must be between 1 and 512"));
@@ -250,8 +250,31 @@ impl Scenario {
         if scenario.memory < (128 << 20) {
             return Err(invalid("memory", "must be at least 128M"));
         }
-        if scenario.timeout_s == 0 {
-            return Err(invalid("timeout_s", "must be positive"));
+        if scenario.memory > MAX_MEMORY {
+            return Err(invalid("memory", "must be at most 4T"));
+        }
+        if !(1..=MAX_TIMEOUT_S).contains(&scenario.timeout_s) {
+            return Err(invalid(
+                "timeout_s",
+                &format!("must be between 1 and {MAX_TIMEOUT_S} (a day)"),
+            ));
+        }
+        // QEMU gets the command line as one argv string, which cannot hold a NUL.
+        if scenario.cmdline.contains('\0') {
+            return Err(invalid("cmdline", "contains a NUL byte"));
+        }
+        if scenario
+            .predict
+            .cmdline
+            .as_deref()
+            .is_some_and(|c| c.contains('\0'))
+        {
+            return Err(invalid("predict.cmdline", "contains a NUL byte"));
+        }
+        for device in &scenario.devices {
+            if let Device::Virtfs { tag } = device {
+                check_mount_tag(tag).map_err(|why| invalid("devices", &why))?;
+            }
         }
         match scenario.preset {
             Some(Preset::Dstack) => {
@@ -273,6 +296,51 @@ impl Scenario {
         scenario.dir = path.parent().map(Path::to_owned).unwrap_or_default();
         Ok(scenario)
     }
+}
+
+/// The most memory a scenario may give its VM (QEMU's q35 takes more, no host here has it).
+const MAX_MEMORY: u64 = 4 << 40;
+/// The longest boot timeout, in seconds: a day.
+const MAX_TIMEOUT_S: u64 = 86_400;
+
+/// The longest scenario name: it names a folder, and a file name has at most 255 bytes.
+const MAX_NAME_LEN: usize = 128;
+
+/// A scenario's name names its results folder, its JUnit test case and its snapshot: letters,
+/// digits, `.`, `_` and `-` only, not starting with `.` (so no `.`, `..` or hidden folder).
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("is longer than {MAX_NAME_LEN} bytes"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{name:?} has {bad:?}: use letters, digits, '.', '_' and '-' (it names the results folder)"
+        ));
+    }
+    if name.starts_with('.') {
+        return Err(format!(
+            "{name:?} starts with '.': it names the results folder"
+        ));
+    }
+    Ok(())
+}
+
+/// A virtfs `tag` goes into QEMU's `-virtfs …,mount_tag=TAG,…`: letters, digits, `.`, `_` and
+/// `-` only, so it can never end the value and add an option (`t,path=/` would share `/`).
+fn check_mount_tag(tag: &str) -> Result<(), String> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if tag.is_empty() || !tag.chars().all(safe) {
+        return Err(format!(
+            "virtfs tag {tag:?}: use letters, digits, '.', '_' and '-' (it is a QEMU option value)"
+        ));
+    }
+    Ok(())
 }
 
 /// Parse `2G`, `2048M`, `2.75G`, `512K` or a plain byte count.
@@ -298,6 +366,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             ))
         }
     };
+    let too_big = || format!("`{text}`: more than 2^64 bytes");
+    // Whole numbers exactly; a fraction (2.75G) through f64, which is exact for such sizes.
+    if let Ok(whole) = number.trim().parse::<u64>() {
+        return whole.checked_mul(1u64 << shift).ok_or_else(too_big);
+    }
     let value: f64 = number
         .trim()
         .parse()
@@ -306,20 +379,33 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     if !(bytes.is_finite() && bytes >= 0.0 && bytes.fract() == 0.0) {
         return Err(format!("`{text}`: not a whole number of bytes"));
     }
+    // 2^64 as f64; `as u64` would saturate at u64::MAX.
+    if bytes >= 18_446_744_073_709_551_616.0 {
+        return Err(too_big());
+    }
     Ok(bytes as u64)
 }
 
+/// A size is a string (`"2G"`) or a byte count; anything else (a negative number, a float, a
+/// table) is refused naming what was expected.
 fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Text(String),
-        Bytes(u64),
+    struct SizeVisitor;
+    impl serde::de::Visitor<'_> for SizeVisitor {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a size such as \"2G\" or \"2048M\", or a whole number of bytes")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("{v}: a size cannot be negative")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+            parse_size(v).map_err(E::custom)
+        }
     }
-    match Raw::deserialize(d)? {
-        Raw::Bytes(b) => Ok(b),
-        Raw::Text(t) => parse_size(&t).map_err(serde::de::Error::custom),
-    }
+    d.deserialize_any(SizeVisitor)
 }
 
 fn de_opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -410,6 +496,79 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("floppy"), "{e}");
+    }
+
+    #[test]
+    fn names_that_would_leave_or_clobber_the_results_folder_are_refused() {
+        for bad in [
+            "../../x",
+            "/abs",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "a\\b",
+            "tab\tname",
+            "nul\u{0}",
+            "esc\u{1b}[31m",
+            "sp ace",
+            "",
+        ] {
+            let text = format!("name = {}", toml::Value::String(bad.into()));
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains("key `name`"), "{bad:?}: {e}");
+        }
+        let long = "n".repeat(129);
+        assert!(parse(&format!("name = \"{long}\"")).is_err());
+        for good in ["kernel-smoke", "qemu10.0_x", "A1"] {
+            assert_eq!(parse(&format!("name = \"{good}\"")).unwrap().name, good);
+        }
+    }
+
+    #[test]
+    fn virtfs_tags_that_could_add_a_qemu_option_are_refused() {
+        for bad in ["t,path=/", "t=x", "", "a b"] {
+            let text = format!(
+                "name = \"a\"\n[[devices]]\nkind = \"virtfs\"\ntag = {}",
+                toml::Value::String(bad.into())
+            );
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains("key `devices`: virtfs tag"), "{bad:?}: {e}");
+        }
+        assert!(parse("name = \"a\"\n[[devices]]\nkind = \"virtfs\"\ntag = \"share_1\"").is_ok());
+    }
+
+    #[test]
+    fn sizes_and_timeouts_out_of_range_are_clear_errors() {
+        let e = parse("name = \"a\"\ncmdline = \"console=ttyS0\\u0000x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `cmdline`: contains a NUL byte"), "{e}");
+        let e = parse("name = \"a\"\nmemory = -1").unwrap_err().to_string();
+        assert!(e.contains("-1: a size cannot be negative"), "{e}");
+        let e = parse("name = \"a\"\nmemory = 1.5").unwrap_err().to_string();
+        assert!(e.contains("a size such as"), "{e}");
+        let e = parse("name = \"a\"\nmemory = \"16777216T\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than 2^64 bytes"), "{e}");
+        let e = parse("name = \"a\"\nmemory = \"8T\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be at most 4T"), "{e}");
+        let e = parse("name = \"a\"\ntimeout_s = 9223372036854775807")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`timeout_s`: must be between 1 and 86400"),
+            "{e}"
+        );
+        assert_eq!(parse_size("9007199254740993"), Ok(9_007_199_254_740_993));
+        assert_eq!(parse_size("2.75G"), Ok(2_952_790_016));
+        assert_eq!(
+            parse("name = \"a\"\nmemory = 2147483648").unwrap().memory,
+            2 << 30
+        );
     }
 
     #[test]

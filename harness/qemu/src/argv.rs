@@ -86,6 +86,12 @@ fn path_str(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// A path as the value of a QEMU `key=value,…` option: QemuOpts reads `,,` as one comma, so a
+/// comma in the path cannot end the value and start an option of its own.
+fn opt_path(path: &Path) -> String {
+    path_str(path).replace(',', ",,")
+}
+
 /// `-m` value: MiB when whole, bytes otherwise.
 fn memory_arg(bytes: u64) -> String {
     const MIB: u64 = 1 << 20;
@@ -255,17 +261,17 @@ pub fn argv(vm: &Vm, backend: &Backend, run: &RunDir) -> Vec<String> {
     }
 
     if vm.serial {
-        let chardev = format!("file,id=serial0,path={}", path_str(&run.serial_log()));
+        let chardev = format!("file,id=serial0,path={}", opt_path(&run.serial_log()));
         push(&["-chardev", &chardev, "-serial", "chardev:serial0"]);
     }
     match backend {
         Backend::Oracle => {
             // libqtest's arrangement: the harness listens, QEMU connects as a client.
-            let qtest = format!("unix:{}", path_str(&run.qtest_socket()));
+            let qtest = format!("unix:{}", opt_path(&run.qtest_socket()));
             push(&["-qtest", &qtest]);
         }
         _ => {
-            let qmp = format!("unix:{},server=on,wait=off", path_str(&run.qmp_socket()));
+            let qmp = format!("unix:{},server=on,wait=off", opt_path(&run.qmp_socket()));
             push(&["-qmp", &qmp]);
         }
     }
@@ -286,7 +292,7 @@ pub fn argv(vm: &Vm, backend: &Backend, run: &RunDir) -> Vec<String> {
     }
 
     if vm.tpm {
-        let chardev = format!("socket,id=chrtpm,path={}", path_str(&run.swtpm_socket()));
+        let chardev = format!("socket,id=chrtpm,path={}", opt_path(&run.swtpm_socket()));
         push(&["-chardev", &chardev]);
         push(&["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"]);
         push(&["-device", "tpm-tis,tpmdev=tpm0"]);
@@ -299,7 +305,7 @@ fn device_args(device: &Device, backend: &Backend, push: &mut impl FnMut(&[&str]
         Device::Disk(disk) => {
             let mut drive = format!(
                 "file={},if=none,id={},format={}",
-                path_str(&disk.file),
+                opt_path(&disk.file),
                 disk.id,
                 disk.format.as_str()
             );
@@ -329,7 +335,7 @@ fn device_args(device: &Device, backend: &Backend, push: &mut impl FnMut(&[&str]
         Device::Share(share) => {
             let virtfs = format!(
                 "local,path={},mount_tag={},readonly={},security_model={},id={}",
-                path_str(&share.path),
+                opt_path(&share.path),
                 share.mount_tag,
                 on_off(share.readonly),
                 share.security_model,
@@ -694,6 +700,36 @@ mod tests {
             .any(|a| a.contains("vhost-user") || a.contains("memfd")));
         assert_eq!(vsock_daemon(&vm, &Backend::Oracle), None);
         assert!(!run_sh(&vm, &Backend::Oracle, &QemuBinary::system()).contains("vhost-device"));
+    }
+
+    #[test]
+    fn commas_in_paths_are_doubled_in_option_values() {
+        let mut vm = kernel_vm();
+        vm.devices.push(Device::Share(crate::vm::Share {
+            id: "fs0".into(),
+            path: "/s/a,path=/".into(),
+            mount_tag: "t".into(),
+            readonly: true,
+            security_model: "none".into(),
+        }));
+        if let Device::Disk(disk) = &mut vm.devices[0] {
+            disk.file = "/d/x,file=/etc/passwd".into();
+        }
+        let args = argv(
+            &vm,
+            &Backend::Vtpm { accel: Accel::Tcg },
+            &RunDir::new("/r,s"),
+        );
+        let has = |a: &str| args.iter().any(|x| x == a);
+        assert!(has(
+            "file=/d/x,,file=/etc/passwd,if=none,id=hd1,format=qcow2"
+        ));
+        assert!(has(
+            "local,path=/s/a,,path=/,mount_tag=t,readonly=on,security_model=none,id=fs0"
+        ));
+        assert!(has("file,id=serial0,path=/r,,s/serial.log"));
+        assert!(has("unix:/r,,s/qmp.sock,server=on,wait=off"));
+        assert!(has("socket,id=chrtpm,path=/r,,s/swtpm.sock"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::argv::{argv, run_sh, vsock_daemon, vsock_daemon_args, Accel, Backend, RunDir};
 use crate::binary::QemuBinary;
-use crate::process::{wait_for_socket, Group, SocketWait};
+use crate::process::{wait_for_socket, Group, PrivateDir, SocketWait};
 use crate::vm::{Boot, Vm};
 use futures::StreamExt;
 use qapi::qmp;
@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 pub struct BootOptions {
     /// Wall-clock limit for the whole boot, from spawning QEMU to its exit.
     pub timeout: Duration,
-    /// Keep the run dir (serial, stderr, run.sh, swtpm state) after the outcome is dropped.
-    pub keep_dir: bool,
+    /// Where `serial.log`, `qemu.stderr` and `run.sh` are copied when the boot ends, on success
+    /// and failure alike (the run dir itself, with its sockets, is always removed).
+    pub save_logs_to: Option<PathBuf>,
     pub qemu_binary: QemuBinary,
-    /// Where run dirs are made; the system temp dir when `None`.
+    /// Where run dirs are made; the system temp dir when `None`. Unix socket paths are limited
+    /// to 108 bytes, so the root should be short.
     pub temp_root: Option<PathBuf>,
 }
 
@@ -26,7 +28,7 @@ impl BootOptions {
     pub fn new(timeout: Duration) -> BootOptions {
         BootOptions {
             timeout,
-            keep_dir: false,
+            save_logs_to: None,
             qemu_binary: QemuBinary::system(),
             temp_root: None,
         }
@@ -37,7 +39,7 @@ impl BootOptions {
 #[derive(Debug)]
 pub struct BootOutcome {
     /// Holds the sockets, `serial.log`, `qemu.stderr` and `run.sh`; removed when the outcome
-    /// is dropped unless `keep_dir`.
+    /// is dropped.
     pub run_dir: RunDir,
     pub serial: Vec<u8>,
     pub exit_status: ExitStatus,
@@ -45,7 +47,7 @@ pub struct BootOutcome {
     /// The guest asked for a reset (QMP SHUTDOWN with reason guest-reset, e.g. after a panic
     /// with `panic=-1`) rather than a power-off.
     pub guest_reset: bool,
-    _temp: Option<tempfile::TempDir>,
+    _temp: PrivateDir,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +84,8 @@ pub enum BootError {
     InternalError { state: String, stderr: String },
     #[error("QMP on {socket}: {message}")]
     Qmp { socket: String, message: String },
+    #[error("cannot save the boot's logs: {0}")]
+    SaveLogs(String),
 }
 
 fn read_lossy(path: &Path) -> String {
@@ -90,9 +94,44 @@ fn read_lossy(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The last ~600 characters of the serial log, for error messages.
+/// `text` without terminal escape sequences (CSI `ESC [ … final`, and two-byte `ESC x`) and
+/// without other control characters but newline and tab: a guest's console output, fit for an
+/// error message, a terminal and a report.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                // CSI: parameter and intermediate bytes, then one final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL or ST (ESC \\).
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The last ~600 characters of the serial log, printable, for error messages.
 fn serial_tail(run: &RunDir) -> String {
-    let text = read_lossy(&run.serial_log());
+    let text = printable(&read_lossy(&run.serial_log()));
     let start = text
         .char_indices()
         .rev()
@@ -127,13 +166,8 @@ async fn run(
     opts: &BootOptions,
     serial_done: Option<SerialDone<'_>>,
 ) -> Result<BootOutcome, BootError> {
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("mrlab-vm-");
-    let temp = match &opts.temp_root {
-        Some(root) => builder.tempdir_in(root),
-        None => builder.tempdir(),
-    }
-    .map_err(BootError::RunDir)?;
+    let temp =
+        PrivateDir::new("mrlab-vm-", opts.temp_root.as_deref()).map_err(BootError::RunDir)?;
     let run = RunDir::new(temp.path());
     std::fs::write(run.run_sh(), run_sh(vm, backend, &opts.qemu_binary))
         .map_err(BootError::RunDir)?;
@@ -174,14 +208,13 @@ async fn run(
     if let Some(mut vsock) = vsock.take() {
         let _ = vsock.kill().await;
     }
-    // Kept on failure too: a kept run dir is what one debugs a failed boot from.
-    let temp = if opts.keep_dir {
-        let _ = temp.keep();
-        None
-    } else {
-        Some(temp)
+    // Saved on failure too: the logs are what one debugs a failed boot from.
+    let saved = match &opts.save_logs_to {
+        Some(to) => save_logs(&run, to),
+        None => Ok(()),
     };
     let (exit_status, guest_reset) = supervised?;
+    saved.map_err(BootError::SaveLogs)?;
     let serial = std::fs::read(run.serial_log()).unwrap_or_default();
     Ok(BootOutcome {
         run_dir: run,
@@ -226,6 +259,26 @@ async fn start_vsock_daemon(
         });
     }
     Ok(Some(group))
+}
+
+/// Copies the logs and `run.sh` of `run` into `to`; a file the boot never made is skipped.
+fn save_logs(run: &RunDir, to: &Path) -> Result<(), String> {
+    for from in [
+        run.serial_log(),
+        run.stderr_log(),
+        run.vsock_log(),
+        run.run_sh(),
+    ] {
+        let Some(name) = from.file_name() else {
+            continue;
+        };
+        if !from.exists() {
+            continue;
+        }
+        let dest = to.join(name);
+        std::fs::copy(&from, &dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    }
+    Ok(())
 }
 
 /// Watches a started QEMU to its end: its exit, QMP events and run states, swtpm, the vsock
@@ -424,4 +477,15 @@ pub async fn probe_kvm_with(qemu_binary: &QemuBinary, firmware: &Path) -> bool {
     let reached_bds = |serial: &[u8]| serial.windows(6).any(|w| w == b"BdsDxe");
     let backend = Backend::Vtpm { accel: Accel::Kvm };
     run(&vm, &backend, &opts, Some(&reached_bds)).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn serial_text_loses_escapes_and_control_characters() {
+        let console = "\u{1b}[2J\u{1b}[01;01H\u{1b}[=3hBdsDxe: loading\r\n\u{1b}]0;title\u{7}ok\u{0}\tdone\u{1b}c";
+        assert_eq!(printable(console), "BdsDxe: loading\nok\tdone");
+    }
 }

@@ -510,10 +510,8 @@ pub async fn dump_fw_cfg(
             needed,
         });
     }
-    let dir = tempfile::Builder::new()
-        .prefix("mrlab-fwcfg-")
-        .tempdir()
-        .map_err(OracleError::TempDir)?;
+    let dir =
+        crate::process::PrivateDir::new("mrlab-fwcfg-", None).map_err(OracleError::TempDir)?;
     let run = RunDir::new(dir.path());
     let listener = tokio::net::UnixListener::bind(run.qtest_socket()).map_err(|source| {
         OracleError::Listen {

@@ -34,7 +34,9 @@ pub async fn start(run: &RunDir, setup: bool, timeout: Duration) -> Result<Group
         source,
     })?;
     if setup {
-        let output = tokio::process::Command::new("swtpm_setup")
+        let mut command = tokio::process::Command::new("swtpm_setup");
+        crate::process::die_with_parent(&mut command);
+        let output = command
             .args(swtpm_setup_args(run))
             .kill_on_drop(true)
             .output()

@@ -1,9 +1,5 @@
-//! TDX quotes v4/v5.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
+#[path = "../targets.rs"]
+mod targets;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(q) = evidence::quote::parse(data) {
-        let _ = q.to_json();
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::quote(data));

@@ -163,7 +163,7 @@ fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
         anyhow::anyhow!("give --evidence DIR, or --event-log F with --quote Q or --tdreport T")
     })?;
     let bytes =
-        std::fs::read(log_path).map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
+        mrlab::input::read(log_path, mrlab::input::EVENT_LOG).map_err(anyhow::Error::msg)?;
     let (log, quote_bytes) = if bytes.first() == Some(&b'{') {
         let doc = evidence::dstack::parse_document(&bytes)
             .map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
@@ -178,7 +178,7 @@ fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
     };
     let (mrtd, rtmrs, source) = match (&args.quote, &args.tdreport, quote_bytes) {
         (Some(q), _, _) => {
-            let bytes = std::fs::read(q).map_err(|e| anyhow::anyhow!("{}: {e}", q.display()))?;
+            let bytes = mrlab::input::read(q, mrlab::input::QUOTE).map_err(anyhow::Error::msg)?;
             let quote = evidence::quote::parse(&bytes)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", q.display()))?;
             (
@@ -188,7 +188,7 @@ fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
             )
         }
         (None, Some(t), _) => {
-            let bytes = std::fs::read(t).map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?;
+            let bytes = mrlab::input::read(t, mrlab::input::QUOTE).map_err(anyhow::Error::msg)?;
             let r = evidence::tdreport::parse(&bytes)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?;
             (r.mrtd, r.rtmrs, format!("TDREPORT {}", t.display()))

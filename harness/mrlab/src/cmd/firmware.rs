@@ -52,7 +52,8 @@ fn sha384_hex(event: &measure::Event) -> String {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let path = args.file.display();
-    let image = std::fs::read(&args.file).with_context(|| format!("{path}: cannot read"))?;
+    let image =
+        mrlab::input::read(&args.file, mrlab::input::FIRMWARE).map_err(anyhow::Error::msg)?;
     let f = facts(&image, args.memory).with_context(|| path.to_string())?;
     let cfv = &f.cfv_section;
 

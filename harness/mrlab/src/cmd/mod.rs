@@ -42,6 +42,10 @@ pub enum Command {
     Images(images::Args),
     /// Decode a TDX quote (v4/v5) or a 1024-byte TDREPORT.
     Quote(quote::Args),
+    /// Internal: the guardian `mrlab run` starts; removes the run's temp dirs and process groups
+    /// left when mrlab dies without cleaning up (SIGKILL).
+    #[command(hide = true)]
+    Guard,
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -55,5 +59,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Diagnose(a) => diagnose::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Fwcfg(a) => fwcfg::run(a),
+        Command::Guard => {
+            qemu::process::guard(std::io::stdin().lock());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -23,7 +23,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bytes =
-        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+        mrlab::input::read(&args.file, mrlab::input::EVENT_LOG).map_err(anyhow::Error::msg)?;
     let log = evidence::log::parse(&bytes, args.format).with_context(|| {
         format!(
             "{}: parsing as {} event log",

@@ -5,6 +5,7 @@ use mrlab::run::{self, Options};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
@@ -68,66 +69,190 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         accel: qemu::argv::Accel::Tcg,
         predictors: args.predictors.clone(),
     });
+    // A SIGKILLed mrlab runs no handler: its guardian removes the temp dirs then.
+    let mut guardian = std::process::Command::new(std::env::current_exe()?);
+    guardian.arg("guard");
+    if let Err(e) = qemu::process::start_guardian(guardian) {
+        eprintln!("mrlab: warning: no guardian ({e}): a SIGKILL would leave temp dirs behind");
+    }
     let rt = tokio::runtime::Runtime::new()?;
-    let total = files.len();
-    let reports = rt.block_on(async {
-        let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
-        let mut handles = Vec::new();
-        for (i, file) in files.into_iter().enumerate() {
-            let (sem, cache, opts) = (sem.clone(), cache.clone(), opts.clone());
-            // Take the slot before spawning, so scenarios start in the order given.
-            let permit = sem.acquire_owned().await;
-            handles.push(tokio::spawn(async move {
-                let _permit = permit;
-                eprintln!("[{}/{total}] {} …", i + 1, file.display());
-                let out = run::run_file(&file, &cache, &opts).await;
-                let r = &out.report;
-                eprintln!(
-                    "[{}/{total}] {} {:?} ({:.1} s){}{}{}",
-                    i + 1,
-                    r.name,
-                    r.verdict,
-                    r.duration_s,
-                    r.reason
-                        .as_deref()
-                        .map(|x| format!(": {x}"))
-                        .unwrap_or_default(),
-                    r.tdx_events
-                        .as_ref()
-                        .map(|t| format!("; TDX events: {}", t.summary()))
-                        .unwrap_or_default(),
-                    report::predictor_summary(r)
-                );
-                out.report
-            }));
-        }
-        let mut reports = Vec::new();
-        for h in handles {
-            match h.await {
-                Ok(r) => reports.push(r),
-                Err(e) => eprintln!("mrlab: a scenario task failed: {e}"),
-            }
-        }
-        reports
-    });
+    // Each task puts its report in its slot; on SIGINT/SIGTERM the finished slots are reported
+    // and the others become `error: interrupted`.
+    let backend = if platform == measure::Platform::Tdx {
+        "tdx"
+    } else {
+        "vtpm"
+    };
+    let slots: Arc<std::sync::Mutex<Vec<Option<report::ScenarioReport>>>> =
+        Arc::new(std::sync::Mutex::new(duplicate_names(&files, backend)));
+    let interrupted = rt.block_on(async {
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let all = run_all(&files, jobs, &cache, &opts, &slots);
+        anyhow::Ok(tokio::select! {
+            () = all => None,
+            _ = sigint.recv() => Some(Interrupt::Int),
+            _ = sigterm.recv() => Some(Interrupt::Term),
+        })
+    })?;
+    // What finished before a signal; a scenario that ends after it (its QEMU killed below)
+    // did not finish.
+    let finished = slots.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(signal) = interrupted {
+        // Kill every QEMU/swtpm group and remove the run's temp dirs first, then stop the
+        // tasks; what finished before the signal is still reported below.
+        qemu::process::terminate_all();
+        rt.shutdown_timeout(std::time::Duration::from_millis(500));
+        eprintln!("mrlab: interrupted by {}: stopped every VM", signal.name());
+    }
+    let reports: Vec<report::ScenarioReport> = finished
+        .iter()
+        .zip(&files)
+        .map(|(slot, file)| {
+            slot.clone().unwrap_or_else(|| {
+                let why = match interrupted {
+                    Some(signal) => format!("interrupted by {} before it finished", signal.name()),
+                    None => "the scenario's task failed".into(),
+                };
+                let name = file
+                    .file_stem()
+                    .map_or(file.display().to_string(), |s| s.to_string_lossy().into());
+                report::ScenarioReport::error(&name, &file.display().to_string(), backend, why, 0.0)
+            })
+        })
+        .collect();
     let summary = report::markdown(&reports);
     println!("{summary}");
     write_opt(&args.json_report, &report::json(&reports))?;
     write_opt(&args.junit, &report::junit(&reports))?;
     write_opt(&args.markdown, &summary)?;
+    // A pass that needed a retry, or that warns, says so beside the count, not only in JSON.
+    for r in &reports {
+        for note in r.notes.iter().filter(|n| is_shown_note(n)) {
+            eprintln!("{} {:?}: {note}", r.name, r.verdict);
+        }
+    }
     let passed = report::count(&reports, Verdict::Pass);
     let skipped = report::count(&reports, Verdict::Skip);
     eprintln!(
         "{passed} passed, {} failed, {skipped} skipped",
         reports.len() - passed - skipped
     );
-    Ok(
-        if passed + skipped == reports.len() && reports.len() == total {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        },
-    )
+    Ok(match interrupted {
+        Some(signal) => ExitCode::from(signal.exit_code()),
+        None if passed + skipped == reports.len() => ExitCode::SUCCESS,
+        None => ExitCode::FAILURE,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Interrupt {
+    Int,
+    Term,
+}
+
+impl Interrupt {
+    fn name(self) -> &'static str {
+        match self {
+            Interrupt::Int => "SIGINT",
+            Interrupt::Term => "SIGTERM",
+        }
+    }
+
+    /// The shell's 128 + signal number.
+    fn exit_code(self) -> u8 {
+        match self {
+            Interrupt::Int => 130,
+            Interrupt::Term => 143,
+        }
+    }
+}
+
+/// Notes a person must see in the terminal: a retry that may hide a flaky host, a warning.
+fn is_shown_note(note: &str) -> bool {
+    note.starts_with("retried") || note.starts_with("warning:")
+}
+
+/// One slot per file: `None` to run it, or an error report for a scenario whose name an
+/// earlier file already uses (the name is its results folder, so one would clobber the other).
+fn duplicate_names(files: &[PathBuf], backend: &str) -> Vec<Option<report::ScenarioReport>> {
+    let mut seen: std::collections::HashMap<String, &Path> = std::collections::HashMap::new();
+    files
+        .iter()
+        .map(|file| {
+            // A file that does not load is reported by its own run.
+            let name = mrlab::scenario::Scenario::load(file).ok()?.name;
+            match seen.get(&name) {
+                Some(first) => Some(report::ScenarioReport::error(
+                    &name,
+                    &file.display().to_string(),
+                    backend,
+                    format!(
+                        "name `{name}` is already used by {} in this run: names must be unique \
+                         (each names its results folder)",
+                        first.display()
+                    ),
+                    0.0,
+                )),
+                None => {
+                    seen.insert(name, file);
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Runs every scenario, `jobs` at a time in the order given, each report into its slot.
+async fn run_all(
+    files: &[PathBuf],
+    jobs: usize,
+    cache: &Arc<images::Cache>,
+    opts: &Arc<Options>,
+    slots: &Arc<std::sync::Mutex<Vec<Option<report::ScenarioReport>>>>,
+) {
+    let total = files.len();
+    let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
+    let mut handles = Vec::new();
+    for (i, file) in files.iter().cloned().enumerate() {
+        if slots.lock().unwrap_or_else(|e| e.into_inner())[i].is_some() {
+            continue;
+        }
+        let (sem, cache, opts, slots) = (sem.clone(), cache.clone(), opts.clone(), slots.clone());
+        // Take the slot before spawning, so scenarios start in the order given.
+        let permit = sem.acquire_owned().await;
+        handles.push(tokio::spawn(async move {
+            let _permit = permit;
+            eprintln!("[{}/{total}] {} …", i + 1, file.display());
+            let out = run::run_file(&file, &cache, &opts).await;
+            let r = &out.report;
+            eprintln!(
+                "[{}/{total}] {} {:?} ({:.1} s){}{}{}",
+                i + 1,
+                r.name,
+                r.verdict,
+                r.duration_s,
+                r.reason
+                    .as_deref()
+                    .map(|x| format!(": {x}"))
+                    .unwrap_or_default(),
+                r.tdx_events
+                    .as_ref()
+                    .map(|t| format!("; TDX events: {}", t.summary()))
+                    .unwrap_or_default(),
+                report::predictor_summary(r)
+            );
+            for note in r.notes.iter().filter(|n| is_shown_note(n)) {
+                eprintln!("    {note}");
+            }
+            slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(out.report);
+        }));
+    }
+    for h in handles {
+        if let Err(e) = h.await {
+            eprintln!("mrlab: a scenario task failed: {e}");
+        }
+    }
 }
 
 fn write_opt(path: &Option<PathBuf>, text: &str) -> anyhow::Result<()> {

@@ -1,0 +1,87 @@
+//! Input files read whole, each kind with a size cap: `/dev/zero`, a device or a huge file is
+//! one error naming the file, never a read that eats memory. A directory or a missing file is
+//! named as such.
+
+use std::io::Read;
+use std::path::Path;
+
+/// What a file is read as, and the most bytes such a file may have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kind {
+    pub what: &'static str,
+    pub max: u64,
+}
+
+const MIB: u64 = 1 << 20;
+
+/// OVMF builds are 2–4 MiB; QEMU maps `-bios` below 4 GiB, and flash images stay far under this.
+pub const FIRMWARE: Kind = Kind {
+    what: "firmware image",
+    max: 64 * MIB,
+};
+/// Kernels, PE images, UKIs and option ROMs.
+pub const IMAGE: Kind = Kind {
+    what: "kernel or PE image",
+    max: 256 * MIB,
+};
+/// Initrds and the ESP disk images a prediction reads whole.
+pub const DISK: Kind = Kind {
+    what: "initrd or disk image",
+    max: 2048 * MIB,
+};
+/// TPM event logs, CCELs (the ACPI area is at most a few MiB) and dstack JSON logs.
+pub const EVENT_LOG: Kind = Kind {
+    what: "event log",
+    max: 64 * MIB,
+};
+/// One file of a results folder's `evidence/` (logs, PCRs, fw_cfg blobs, reports).
+pub const EVIDENCE: Kind = Kind {
+    what: "evidence file",
+    max: 64 * MIB,
+};
+/// A quote is a few KiB with its certificate chain; a TDREPORT is 1024 bytes.
+pub const QUOTE: Kind = Kind {
+    what: "quote or TDREPORT",
+    max: MIB,
+};
+
+/// Reads `path` as `kind`: at most `kind.max` bytes, or an error naming the file.
+pub fn read(path: &Path, kind: Kind) -> Result<Vec<u8>, String> {
+    let name = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{name}: {e}"))?;
+    if meta.is_dir() {
+        return Err(format!("{name}: is a directory, not a {}", kind.what));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("{name}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(kind.max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{name}: {e}"))?;
+    if bytes.len() as u64 > kind.max {
+        return Err(format!(
+            "{name}: larger than {} MiB, the most a {} may be",
+            kind.max / MIB,
+            kind.what
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endless_devices_directories_and_missing_files_are_named_errors() {
+        let e = read(Path::new("/dev/zero"), QUOTE).unwrap_err();
+        assert_eq!(
+            e,
+            "/dev/zero: larger than 1 MiB, the most a quote or TDREPORT may be"
+        );
+        let e = read(Path::new("/"), FIRMWARE).unwrap_err();
+        assert_eq!(e, "/: is a directory, not a firmware image");
+        let e = read(Path::new("/no/such/file"), EVENT_LOG).unwrap_err();
+        assert!(e.starts_with("/no/such/file: No such file"), "{e}");
+        assert_eq!(read(Path::new("/dev/null"), EVENT_LOG), Ok(Vec::new()));
+    }
+}

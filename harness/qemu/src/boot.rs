@@ -406,11 +406,18 @@ async fn supervise(
                 }
             },
             status = wait_optional(swtpm) => {
-                // With --terminate swtpm also ends when a finishing QEMU closes its socket,
-                // which can be seen first: a QEMU exiting cleanly right after is no failure.
-                if let Ok(Ok(qemu_status)) = tokio::time::timeout(Duration::from_secs(3), qemu.wait()).await {
-                    if qemu_status.success() {
-                        break qemu_status;
+                // With --terminate swtpm also ends (by itself, not by a signal) when a finishing
+                // QEMU closes its socket, which can be seen first: a QEMU exiting cleanly right
+                // after is no failure. A signalled swtpm died, however QEMU ends after it.
+                let signalled = match &status {
+                    Ok(s) => std::os::unix::process::ExitStatusExt::signal(s).is_some(),
+                    Err(_) => true,
+                };
+                if !signalled {
+                    if let Ok(Ok(qemu_status)) = tokio::time::timeout(Duration::from_secs(3), qemu.wait()).await {
+                        if qemu_status.success() {
+                            break qemu_status;
+                        }
                     }
                 }
                 return Err(BootError::SwtpmDied {

@@ -29,7 +29,15 @@ run() { # run CRATE TARGET; inputs that once crashed it (regressions/TARGET) go 
         cd "harness/$1/fuzz"
         mkdir -p "corpus/$2"
         if [ -d "regressions/$2" ]; then cp regressions/"$2"/* "corpus/$2/"; fi
-        cargo +nightly fuzz run "$2" "corpus/$2" -- -max_total_time="$seconds"
+        # libFuzzer prints a line per coverage change: keep that in a log, show it on a crash.
+        log="$PWD/artifacts/$2.log"
+        mkdir -p artifacts
+        if ! cargo +nightly fuzz run "$2" "corpus/$2" -- -max_total_time="$seconds" >"$log" 2>&1; then
+            tail -n 60 "$log"
+            echo "fuzz: $1/$2 failed; full output in harness/$1/fuzz/artifacts/$2.log" >&2
+            exit 1
+        fi
+        echo "fuzz: $1/$2: $(grep -o 'Done [0-9]* runs in [0-9]* second(s)' "$log" | tail -1)"
     )
 }
 

@@ -258,7 +258,8 @@ async fn run_inner(
     Ok((report, Some(prepared.prediction)))
 }
 
-fn backend_name(opts: &Options) -> &'static str {
+/// The report's `backend` for a run on `opts.platform`.
+pub fn backend_name(opts: &Options) -> &'static str {
     match opts.platform {
         Platform::Vtpm => "vtpm",
         Platform::Tdx => "tdx",

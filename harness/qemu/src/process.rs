@@ -44,19 +44,11 @@ enum Change<'a> {
 impl Registry {
     fn tell(&mut self, change: Change) {
         use std::io::Write;
-        use std::os::unix::ffi::OsStrExt;
-        let hex = |p: &Path| {
-            p.as_os_str()
-                .as_bytes()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        };
         let line = match change {
             Change::AddGroup(g) => format!("+g {g}\n"),
             Change::RemoveGroup(g) => format!("-g {g}\n"),
-            Change::AddDir(d) => format!("+d {}\n", hex(d)),
-            Change::RemoveDir(d) => format!("-d {}\n", hex(d)),
+            Change::AddDir(d) => format!("+d {}\n", hex_path(d)),
+            Change::RemoveDir(d) => format!("-d {}\n", hex_path(d)),
         };
         if let Some(guardian) = &mut self.guardian {
             // A guardian that died cannot be helped; the run goes on without it.
@@ -65,6 +57,16 @@ impl Registry {
             }
         }
     }
+}
+
+/// A path as the guardian line format carries it: every byte as two hex digits.
+fn hex_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Starts `command` (which must run [`guard`]) as this process's guardian, in its own process
@@ -460,19 +462,11 @@ mod tests {
         let (kept, gone) = (root.path().join("a,\nb"), root.path().join("c"));
         std::fs::create_dir(&kept).unwrap();
         std::fs::create_dir(&gone).unwrap();
-        let hex = |p: &Path| {
-            use std::os::unix::ffi::OsStrExt;
-            p.as_os_str()
-                .as_bytes()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        };
         let input = format!(
             "+d {}\n+d {}\n-d {}\nnonsense\n+g x\n",
-            hex(&gone),
-            hex(&kept),
-            hex(&kept)
+            hex_path(&gone),
+            hex_path(&kept),
+            hex_path(&kept)
         );
         guard(input.as_bytes());
         assert!(kept.exists() && !gone.exists());

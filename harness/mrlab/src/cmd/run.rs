@@ -78,11 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     // Each task puts its report in its slot; on SIGINT/SIGTERM the finished slots are reported
     // and the others become `error: interrupted`.
-    let backend = if platform == measure::Platform::Tdx {
-        "tdx"
-    } else {
-        "vtpm"
-    };
+    let backend = run::backend_name(&opts);
     let slots: Arc<std::sync::Mutex<Vec<Option<report::ScenarioReport>>>> =
         Arc::new(std::sync::Mutex::new(duplicate_names(&files, backend)));
     let interrupted = rt.block_on(async {

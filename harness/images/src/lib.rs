@@ -209,19 +209,23 @@ impl Cache {
             })
     }
 
-    /// The extracted package `<root>/debs/<id>/`, checked against the lock.
-    ///
-    /// Packages are looked up in `<repo>/.cache/debs` when `root` has none, so a fresh build
-    /// cache can reuse the fetched packages.
+    /// `<root>/<kind>/<id>`, or `<repo>/.cache/<kind>/<id>` when `root` has none, so a fresh
+    /// build cache can reuse what images/fetch.sh extracted.
+    fn extracted(&self, kind: &str, id: &str) -> PathBuf {
+        let dir = self.root.join(kind).join(id);
+        let shared = self.repo.join(".cache").join(kind).join(id);
+        if !dir.exists() && shared.exists() {
+            shared
+        } else {
+            dir
+        }
+    }
+
+    /// The extracted package `<root>/debs/<id>/` (see [`Cache::extracted`]), checked against
+    /// the lock.
     pub fn package(&self, id: &str) -> Result<PathBuf, Error> {
         let expected = &self.locked(id)?.sha256;
-        let mut dir = self.root.join("debs").join(id);
-        if !dir.exists() {
-            let shared = self.repo.join(".cache/debs").join(id);
-            if shared.exists() {
-                dir = shared;
-            }
-        }
+        let dir = self.extracted("debs", id);
         check_stamp(id, &dir, expected)?;
         Ok(dir)
     }
@@ -279,13 +283,7 @@ impl Cache {
                     id: id.to_owned(),
                     lock: self.repo.join("images/packages.lock"),
                 })?;
-        let mut dir = self.root.join("roots").join(id);
-        if !dir.exists() {
-            let shared = self.repo.join(".cache/roots").join(id);
-            if shared.exists() {
-                dir = shared;
-            }
-        }
+        let dir = self.extracted("roots", id);
         check_stamp(id, &dir, &locked.stamp())?;
         Ok(dir)
     }

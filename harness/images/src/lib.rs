@@ -221,8 +221,8 @@ impl Cache {
         }
     }
 
-    /// The extracted package `<root>/debs/<id>/` (see [`Cache::extracted`]), checked against
-    /// the lock.
+    /// The extracted package `<root>/debs/<id>/` (else the checkout's `.cache/debs/<id>/`),
+    /// checked against the lock.
     pub fn package(&self, id: &str) -> Result<PathBuf, Error> {
         let expected = &self.locked(id)?.sha256;
         let dir = self.extracted("debs", id);

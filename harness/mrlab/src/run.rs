@@ -387,6 +387,9 @@ pub fn judge_record(
     }
 }
 
+/// QEMU's SMBIOS structures in fw_cfg, which OVMF installs (and, from 2025.05, measures).
+const SMBIOS_TABLES: &str = "etc/smbios/smbios-tables";
+
 /// The prediction for this VM: oracle blobs and the kernel as QEMU hands it to the firmware.
 pub fn predict_for(
     resolved: &Resolved,
@@ -413,6 +416,8 @@ pub fn predict_for(
             memory: resolved.vm.memory,
             acpi_blobs: acpi_blobs.clone(),
             option_roms: option_roms.clone(),
+            smbios_tables: oracle.get(SMBIOS_TABLES).map(Vec::as_slice),
+            firmware_strings: resolved.firmware_strings.as_ref(),
             boot,
         };
         predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))

@@ -6,6 +6,7 @@
 pub mod acpi;
 pub mod cpio;
 pub mod devpath;
+pub mod diff;
 pub mod event;
 pub mod firmware;
 pub mod gpt;

@@ -188,6 +188,7 @@ pub fn resolve(
     vm.machine.hpet = m.hpet.or(vm.machine.hpet);
     vm.machine.pic = m.pic.or(vm.machine.pic);
     vm.machine.acpi_pci_hotplug_with_bridge_support = m.acpi_pci_hotplug;
+    vm.machine.phys_bits = m.phys_bits;
     if let Some(size) = &m.pci_hole64_size {
         let bytes =
             crate::scenario::parse_size(size).map_err(|e| key_err("machine.pci_hole64_size", e))?;

@@ -158,6 +158,15 @@ pub async fn prepare(
         qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved))
             .await
             .map_err(|e| e.to_string())?;
+    prepared_from(resolved, oracle, platform)
+}
+
+/// The prediction of a resolved VM from its fw_cfg files (the oracle's, or a snapshot's).
+pub fn prepared_from(
+    resolved: Resolved,
+    oracle: BTreeMap<String, Vec<u8>>,
+    platform: Platform,
+) -> Result<Box<Prepared>, String> {
     let prediction = predict_for(&resolved, &oracle, platform)?;
     let td_events = match platform {
         Platform::Tdx => Ok(prediction.events.clone()),

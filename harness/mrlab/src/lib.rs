@@ -9,3 +9,4 @@ pub mod report;
 pub mod resolve;
 pub mod run;
 pub mod scenario;
+pub mod schedule;

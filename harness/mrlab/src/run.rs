@@ -153,21 +153,25 @@ pub async fn prepare(
 ) -> Result<Box<Prepared>, String> {
     let resolved =
         resolve::resolve(scenario, cache, platform == Platform::Vtpm).map_err(|e| e.to_string())?;
-    // The oracle: every fw_cfg file of this very VM, from the same QEMU binary.
+    // The oracle: every fw_cfg file of this very VM, from the same QEMU binary. The initrd is
+    // hashed meanwhile, once for both predictions below.
     let oracle =
-        qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved))
-            .await
-            .map_err(|e| e.to_string())?;
-    let prediction = predict_for(&resolved, &oracle, platform)?;
+        qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved));
+    let (oracle, initrd) = tokio::join!(oracle, initrd_digests(&resolved));
+    let oracle = oracle.map_err(|e| e.to_string())?;
+    let initrd = initrd?;
+    let prediction = predict_for(&resolved, &oracle, initrd.as_ref(), platform)?;
     let td_events = match platform {
         Platform::Tdx => Ok(prediction.events.clone()),
         // The vTPM VM's TPM device adds the `etc/tpm/log` ACPI blob, which a TD does not have.
-        Platform::Vtpm => predict_for(&resolved, &oracle, Platform::Tdx).map(|p| {
-            p.events
-                .into_iter()
-                .filter(|e| e.label != TPM_LOG_ACPI_EVENT)
-                .collect()
-        }),
+        Platform::Vtpm => {
+            predict_for(&resolved, &oracle, initrd.as_ref(), Platform::Tdx).map(|p| {
+                p.events
+                    .into_iter()
+                    .filter(|e| e.label != TPM_LOG_ACPI_EVENT)
+                    .collect()
+            })
+        }
     };
     Ok(Box::new(Prepared {
         resolved,
@@ -387,10 +391,27 @@ pub fn judge_record(
     }
 }
 
-/// The prediction for this VM: oracle blobs and the kernel as QEMU hands it to the firmware.
+/// The digests of a `-kernel` boot's initrd, read and hashed on a blocking thread so that it
+/// overlaps the fw_cfg oracle's QEMU.
+async fn initrd_digests(resolved: &Resolved) -> Result<Option<measure::Digests>, String> {
+    let qemu::vm::Boot::Kernel {
+        initrd: Some(path), ..
+    } = &resolved.vm.boot
+    else {
+        return Ok(None);
+    };
+    let path = path.clone();
+    tokio::task::spawn_blocking(move || read(&path, DISK).map(|b| Some(measure::Digests::of(&b))))
+        .await
+        .map_err(|e| format!("hashing the initrd: {e}"))?
+}
+
+/// The prediction for this VM: oracle blobs, the kernel as QEMU hands it to the firmware, and
+/// the initrd's digests ([`initrd_digests`]) for a `-kernel` boot.
 pub fn predict_for(
     resolved: &Resolved,
     oracle: &BTreeMap<String, Vec<u8>>,
+    initrd: Option<&measure::Digests>,
     platform: Platform,
 ) -> Result<Prediction, String> {
     let firmware = crate::input::read(&resolved.vm.firmware, crate::input::FIRMWARE)?;
@@ -418,17 +439,11 @@ pub fn predict_for(
         predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
     };
     match (&resolved.vm.boot, &resolved.uki) {
-        (
-            qemu::vm::Boot::Kernel {
-                initrd, cmdline, ..
-            },
-            _,
-        ) => {
+        (qemu::vm::Boot::Kernel { cmdline, .. }, _) => {
             let kernel = kernel_as_measured(resolved, oracle)?;
-            let initrd = initrd.as_deref().map(|p| read(p, DISK)).transpose()?;
             predict(Boot::Kernel(KernelBoot {
                 kernel: &kernel,
-                initrd: initrd.as_deref(),
+                initrd,
                 cmdline: cmdline_override.unwrap_or(cmdline),
             }))
         }

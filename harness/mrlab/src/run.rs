@@ -153,6 +153,15 @@ pub async fn prepare(
 ) -> Result<Box<Prepared>, String> {
     let resolved =
         resolve::resolve(scenario, cache, platform == Platform::Vtpm).map_err(|e| e.to_string())?;
+    prepare_resolved(resolved, platform).await
+}
+
+/// [`prepare`] of a scenario already resolved: the oracle and the prediction, which a boot of
+/// the same VM does not need, so `mrlab run` boots it meanwhile.
+pub async fn prepare_resolved(
+    resolved: Resolved,
+    platform: Platform,
+) -> Result<Box<Prepared>, String> {
     // The oracle: every fw_cfg file of this very VM, from the same QEMU binary. The initrd is
     // hashed meanwhile, once for both predictions below.
     let oracle =
@@ -200,8 +209,9 @@ async fn run_inner(
     dir: &Path,
     started: Instant,
 ) -> Result<(ScenarioReport, Option<Prediction>), String> {
-    let prepared = prepare(scenario, cache, opts.platform).await?;
-    if let Some(why) = prepared.resolved.vm.unsupported_reason() {
+    let resolved = resolve::resolve(scenario, cache, opts.platform == Platform::Vtpm)
+        .map_err(|e| e.to_string())?;
+    if let Some(why) = resolved.vm.unsupported_reason() {
         let mut r = ScenarioReport::error(&scenario.name, file, backend_name(opts), why, 0.0);
         r.verdict = Verdict::Skip;
         return Ok((r, None));
@@ -212,7 +222,6 @@ async fn run_inner(
     // Boot. The run dir (sockets, swtpm state) is a short private dir under the system temp
     // dir, removed on every path; its logs and run.sh land in the results folder, a failed
     // boot's too, for a human.
-    let resolved = &prepared.resolved;
     let options = qemu::boot::BootOptions {
         timeout: Duration::from_secs(scenario.timeout_s),
         save_logs_to: Some(dir.to_path_buf()),
@@ -233,16 +242,21 @@ async fn run_inner(
     // An infrastructure failure (no run dir, swtpm or QMP trouble) gets one more try; a guest
     // that boots and then disagrees with the prediction never does.
     let mut retried = None;
-    let boot = match qemu::boot::boot(&resolved.vm, &backend, &options).await {
-        Err(e) if is_infrastructure(&e) => {
-            retried = Some(format!("retried once after an infrastructure failure: {e}"));
-            qemu::boot::boot(&resolved.vm, &backend, &options).await
+    let vm = resolved.vm.clone();
+    let boot = async {
+        match qemu::boot::boot(&vm, &backend, &options).await {
+            Err(e) if is_infrastructure(&e) => {
+                retried = Some(format!("retried once after an infrastructure failure: {e}"));
+                qemu::boot::boot(&vm, &backend, &options).await
+            }
+            other => other,
         }
-        other => other,
-    }
-    .map_err(|e| format!("boot: {e}"))?;
-    let serial = boot.serial.clone();
-    drop(boot);
+        .map(|boot| boot.serial)
+        .map_err(|e| format!("boot: {e}"))
+    };
+    // The guest boots while the oracle runs and the prediction is made: neither needs the
+    // other until the judging. A failed prediction stops the boot (dropping it kills QEMU).
+    let (prepared, serial) = tokio::try_join!(prepare_resolved(resolved, opts.platform), boot)?;
 
     let mut report = match opts.platform {
         Platform::Vtpm => {

@@ -100,6 +100,12 @@ pub struct KernelImage {
     pub modules_dir: PathBuf,
 }
 
+/// The OVMF images a firmware package may hold, in the order they are looked for.
+const FIRMWARE_IMAGES: [&str; 2] = [
+    "usr/share/ovmf/OVMF.fd",
+    "usr/share/ovmf/OVMF.inteltdx.ms.fd",
+];
+
 /// Where a root's dynamic loader is: bookworm's libc6 ships it in `lib/`, usr-merged suites
 /// (trixie on) in `usr/lib/`.
 const LOADERS: &[&str] = &[
@@ -261,16 +267,23 @@ impl Cache {
         })
     }
 
-    /// The OVMF image of package `id` (e.g. `ovmf-2022.11`): `usr/share/ovmf/OVMF.fd`.
+    /// The OVMF image of package `id` (e.g. `ovmf-2022.11`): `usr/share/ovmf/OVMF.fd`, or for
+    /// Debian's `ovmf-inteltdx` (`ovmf-2026.08-inteltdx`), which ships no `OVMF.fd`, its one
+    /// image `usr/share/ovmf/OVMF.inteltdx.ms.fd`.
     pub fn firmware(&self, id: &str) -> Result<PathBuf, Error> {
-        let path = self.package(id)?.join("usr/share/ovmf/OVMF.fd");
-        if !path.is_file() {
-            return Err(Error::Package {
+        let dir = self.package(id)?;
+        FIRMWARE_IMAGES
+            .iter()
+            .map(|rel| dir.join(rel))
+            .find(|path| path.is_file())
+            .ok_or_else(|| Error::Package {
                 id: id.to_owned(),
-                what: format!("{} missing", path.display()),
-            });
-        }
-        Ok(path)
+                what: format!(
+                    "no firmware image ({}) in {}",
+                    FIRMWARE_IMAGES.join(", "),
+                    dir.display()
+                ),
+            })
     }
 
     /// The extracted `[[root]]` `<cache>/roots/<id>/`, checked against the lock.

@@ -13,6 +13,7 @@ pub mod optionrom;
 pub mod pe;
 pub mod predict;
 pub mod quirks;
+pub mod smbios;
 pub mod systemd;
 pub mod tdvf;
 pub mod uefi;

@@ -379,15 +379,16 @@ pub static ROWS: &[Row] = &[
                  0x101), [0000..0003] on a disk boot with the shell at 0x101.",
     },
     Row {
-        id: "ovmf-initrd-load-option-first",
+        id: "ovmf-kernel-initrd-option-first",
         component: Component::Ovmf,
         since: Some(Version(2025, 8)),
         until: None,
         apply: |q| q.kernel_load_options_initrd_first = true,
         reason: "edk2-stable202508 a2ac0fea49 \"[QemuLoadImageLib] Prefix initrd=initrd in \
-                 cmdline\" (X86QemuLoadImageLib): LoadOptions are \"initrd=initrd \" + the \
-                 command line, so arguments after \"--\" reach init intact. Observed with \
-                 2026.08: the Linux LoadOptions event of -kernel boots.",
+                 cmdline\" (tianocore/edk2 PR #11115, X86QemuLoadImageLib): LoadOptions are \
+                 \"initrd=initrd \" + the command line, so arguments after \"--\" reach init \
+                 intact; 2022.11 and 2025.02 append \" initrd=initrd\" (observed on vTPM boots of \
+                 both). Observed with 2026.08: the Linux LoadOptions event of -kernel boots.",
     },
     Row {
         id: "systemd-boot-smbios-measured",
@@ -438,6 +439,9 @@ mod tests {
         let new = Quirks::resolve(Some(Version(2025, 2)), None, None);
         assert_eq!(new.secure_boot, SecureBootVar::Absent);
         assert!(new.acpi_measured_on_vtpm);
+        assert!(!old.kernel_load_options_initrd_first && !new.kernel_load_options_initrd_first);
+        let ovmf2026 = Quirks::resolve(Some(Version(2026, 8)), None, None);
+        assert!(ovmf2026.kernel_load_options_initrd_first);
         assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 4);
         assert_eq!(new.crtm_version, CrtmVersion::Unknown);
         assert!(!new.smbios_measured && !new.kernel_load_options_initrd_first);

@@ -60,6 +60,8 @@ pub struct Quirks {
     pub kernel_load_options_initrd: bool,
     /// ... and puts it first (`initrd=initrd CMDLINE`) instead of last (`CMDLINE initrd=initrd`).
     pub kernel_load_options_initrd_first: bool,
+    /// The network boot options OVMF registers per NIC, in order (a UKI boot lists them).
+    pub ovmf_network_boot_options: &'static [crate::devpath::ovmf::NetworkBoot],
     /// At ReadyToBoot a TD gets one separator, in RTMR1 only (PCR1's is folded into the early
     /// RTMR0 separator).
     pub td_ready_to_boot_separator_rtmr1_only: bool,
@@ -103,6 +105,19 @@ pub const STUB_SECTIONS_257: &[&str] = &[
     ".pcrpkey", ".profile", ".dtbauto", ".hwids",
 ];
 
+use crate::devpath::ovmf::NetworkBoot;
+
+/// Per NIC: iPXE's PXEv4 (its option ROM), then edk2's PXEv4, PXEv6, HTTPv4, HTTPv6. Observed
+/// on a vTPM UKI boot of Debian's OVMF 2022.11 with two virtio-net NICs (Boot0002–Boot000B).
+const NETWORK_BOOT_2022_11: &[NetworkBoot] = &[
+    NetworkBoot::IpxeMac,
+    NetworkBoot::PxeIpv4,
+    NetworkBoot::PxeIpv6,
+    NetworkBoot::HttpIpv4,
+    NetworkBoot::HttpIpv6,
+];
+const NETWORK_BOOT_IPXE_ONLY: &[NetworkBoot] = &[NetworkBoot::IpxeMac];
+
 impl Quirks {
     /// The defaults rows override: edk2-stable202211 and systemd v252 behaviour.
     fn baseline() -> Quirks {
@@ -112,6 +127,7 @@ impl Quirks {
             acpi_measured_on_vtpm: false,
             kernel_load_options_initrd: true,
             kernel_load_options_initrd_first: false,
+            ovmf_network_boot_options: NETWORK_BOOT_2022_11,
             td_ready_to_boot_separator_rtmr1_only: true,
             stub_measured_sections: STUB_SECTIONS_252,
             stub_initrd_osrel_cpio: false,
@@ -312,6 +328,17 @@ pub static ROWS: &[Row] = &[
                  digest in Debian's signature); with QEMU 7.2, or OVMF 2022.11, the patched one.",
     },
     Row {
+        id: "ovmf-network-boot-ipxe-only",
+        component: Component::Ovmf,
+        since: Some(Version(2023, 0)),
+        until: None,
+        apply: |q| q.ovmf_network_boot_options = NETWORK_BOOT_IPXE_ONLY,
+        reason: "Debian's OVMF 2025.02 registers one network boot option per NIC, iPXE's \
+                 \"UEFI PXEv4 (MAC:…)\" on `…/MAC(m)` from QEMU's efi-virtio.rom, and none of \
+                 edk2's NetworkPkg PXE/HTTP options that 2022.11 adds after it. Observed on a vTPM \
+                 UKI boot with two virtio-net NICs (Boot0002, Boot0003).",
+    },
+    Row {
         id: "ovmf-kernel-initrd-option-first",
         component: Component::Ovmf,
         since: Some(Version(2025, 8)),
@@ -351,7 +378,9 @@ mod tests {
         assert!(!old.kernel_load_options_initrd_first && !new.kernel_load_options_initrd_first);
         let ovmf2026 = Quirks::resolve(Some(Version(2026, 8)), None, None);
         assert!(ovmf2026.kernel_load_options_initrd_first);
-        assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 4);
+        assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 5);
+        assert_eq!(old.ovmf_network_boot_options.len(), 5);
+        assert_eq!(new.ovmf_network_boot_options, NETWORK_BOOT_IPXE_ONLY);
         let stub252 = Quirks::resolve(None, None, Some(Version(252, 39)));
         assert_eq!(stub252.stub_measured_sections, STUB_SECTIONS_252);
         assert!(stub252.boot_passes_uki_cmdline && !stub252.stub_initrd_osrel_cpio);

@@ -8,7 +8,7 @@
 
 use crate::devpath::ovmf::{self, boot_manager_menu, BootManagerMenu};
 use crate::devpath::LOAD_OPTION_ACTIVE;
-use crate::event::{Event, EventType, Input, Platform, Platforms};
+use crate::event::{Digests, Event, EventType, Input, Platform, Platforms};
 use crate::quirks::{Quirks, SecureBootVar};
 use crate::systemd::{self, Uki};
 use crate::uefi::{self, EfiAction, SecureBootVariable};
@@ -20,7 +20,9 @@ pub struct KernelBoot<'a> {
     /// The kernel exactly as the firmware reads it from fw_cfg (setup header as QEMU patched it,
     /// then the rest of the bzImage).
     pub kernel: &'a [u8],
-    pub initrd: Option<&'a [u8]>,
+    /// The initrd's digests: all of it that is measured. The caller hashes it (a large file)
+    /// while QEMU still runs the fw_cfg oracle, once for every prediction of the VM.
+    pub initrd: Option<&'a Digests>,
     pub cmdline: &'a str,
 }
 
@@ -322,11 +324,11 @@ fn kernel_boot_events(
         q.kernel_load_options_initrd_first,
     )));
     if let Some(initrd) = kernel.initrd {
-        events.push(tagged_event(
+        events.push(tagged_event_of(
             "linux:initrd",
             LINUX_EFI_INITRD_TAG,
             b"Linux initrd\0",
-            initrd,
+            initrd.clone(),
             &[Input::Initrd],
         ));
     }
@@ -477,11 +479,11 @@ fn uki_boot_events(
     load_options.extend_from_slice(&[0, 0]);
     events.push(load_options_event(&load_options));
     let initrd = systemd::stub_initrd(&uki, q).map_err(image_err("UKI"))?;
-    events.push(tagged_event(
+    events.push(tagged_event_of(
         "linux:initrd",
         LINUX_EFI_INITRD_TAG,
         b"Linux initrd\0",
-        &initrd,
+        Digests::of(&initrd),
         &[Input::Initrd, Input::SystemdVersion],
     ));
 
@@ -506,10 +508,30 @@ fn tagged_event(
     measured: &[u8],
     varies: &[Input],
 ) -> Event {
+    tagged_event_of(label, id, description, Digests::of(measured), varies)
+}
+
+/// [`tagged_event`] of bytes already hashed.
+fn tagged_event_of(
+    label: &str,
+    id: u32,
+    description: &[u8],
+    digests: Digests,
+    varies: &[Input],
+) -> Event {
     let mut data = id.to_le_bytes().to_vec();
     data.extend_from_slice(&(description.len() as u32).to_le_bytes());
     data.extend_from_slice(description);
-    Event::measured(9, EventType::EVENT_TAG, label, measured, Some(data)).varies_with(varies)
+    Event {
+        pcr: 9,
+        event_type: EventType::EVENT_TAG,
+        digests,
+        data: Some(data),
+        label: label.into(),
+        varies_with: Vec::new(),
+        platforms: Platforms::BOTH,
+    }
+    .varies_with(varies)
 }
 
 #[cfg(test)]

@@ -534,9 +534,7 @@ fn package_version(cache: &images::Cache, id: &str) -> Option<Version> {
 fn run_qemu(qemu: &qemu::QemuBinary, args: &[&str]) -> Result<std::process::Output, String> {
     let program = qemu.program.display();
     let out = qemu
-        .command()
-        .args(args)
-        .output()
+        .output_once(args)
         .map_err(|e| format!("{program}: cannot run: {e}"))?;
     if !out.status.success() {
         return Err(format!(

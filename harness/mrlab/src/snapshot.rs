@@ -272,7 +272,8 @@ pub fn prepare(
             .option_roms
             .push((label.to_string(), dir.join(relative(&name)?)));
     }
-    run::prepared_from(resolved, oracle, platform)
+    let initrd = run::read_initrd_digests(&resolved.vm)?;
+    run::prepared_from(resolved, oracle, initrd, platform)
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ fn predicted_kernel_boot_has_the_td_capture_shape_and_digests() {
         option_roms: Vec::new(),
         boot: Boot::Kernel(KernelBoot {
             kernel: &kernel,
-            initrd: Some(b"stand-in initrd"),
+            initrd: Some(&measure::Digests::of(b"stand-in initrd")),
             cmdline: "console=ttyS0",
         }),
     })

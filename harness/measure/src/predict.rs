@@ -41,6 +41,9 @@ pub struct UkiBoot<'a> {
     /// order, after the boot disk): each gets a "UEFI Misc Device N" boot option before the
     /// shell's. None is tried, since the boot disk's option comes first.
     pub other_disks_pci: Vec<Vec<(u8, u8)>>,
+    /// The NICs, in root-bus order. OVMF registers network boot options for each (see the
+    /// quirks) after the disks' and before the shell's.
+    pub nics: Vec<Nic>,
     /// systemd-boot as on the ESP.
     pub bootloader: &'a [u8],
     /// `loader/loader.conf` on the ESP, if there is one.
@@ -49,6 +52,14 @@ pub struct UkiBoot<'a> {
     pub uki: &'a [u8],
     /// Prediction-only override of the UKI's `.cmdline` text.
     pub cmdline_override: Option<&'a str>,
+}
+
+/// A NIC as OVMF's network boot options name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nic {
+    /// PCI path from the root bus, (device, function) per hop.
+    pub pci: Vec<(u8, u8)>,
+    pub mac: [u8; 6],
 }
 
 pub enum Boot<'a> {
@@ -472,15 +483,26 @@ fn uki_boot_events(
         .chain(boot.other_disks_pci.iter().map(Vec::as_slice))
         .collect();
     let own = firmware_boot_options(q)?;
-    let shell_number = u16::try_from(own.len() + disks.len())
+    let mut options: Vec<crate::devpath::LoadOption> = disks
+        .iter()
+        .enumerate()
+        .map(|(i, pci)| ovmf::misc_device(pci, i + 1))
+        .collect();
+    for nic in &boot.nics {
+        options.extend(ovmf::network_boot_options(
+            &nic.pci,
+            nic.mac,
+            q.ovmf_network_boot_options,
+        ));
+    }
+    let shell_number = u16::try_from(own.len() + options.len())
         .map_err(|_| PredictError::TooManyDisks(disks.len()))?;
     events.push(uefi::boot_order(&(0..=shell_number).collect::<Vec<u16>>()));
     for (number, option) in (0u16..).zip(&own) {
         events.push(uefi::boot_option(number, option));
     }
-    for ((number, nth), pci) in (own.len() as u16..).zip(1usize..).zip(&disks) {
-        let disk = ovmf::misc_device(pci, nth).encode()?;
-        events.push(uefi::boot_option(number, &disk));
+    for (number, option) in (own.len() as u16..).zip(&options) {
+        events.push(uefi::boot_option(number, &option.encode()?));
     }
     // edk2-stable202505 896907b53b makes the shell an app (no autoboot fallback).
     let shell_attributes = match q.boot_menu {

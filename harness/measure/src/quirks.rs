@@ -76,6 +76,8 @@ pub struct Quirks {
     pub boot_menu: crate::devpath::ovmf::BootManagerMenu,
     /// OVMF measures its SMBIOS table into PCR1 at ReadyToBoot (EV_EFI_HANDOFF_TABLES).
     pub smbios_measured: bool,
+    /// The network boot options OVMF registers per NIC, in order (a UKI boot lists them).
+    pub ovmf_network_boot_options: &'static [crate::devpath::ovmf::NetworkBoot],
     /// At ReadyToBoot a TD gets one separator, in RTMR1 only (PCR1's is folded into the early
     /// RTMR0 separator).
     pub td_ready_to_boot_separator_rtmr1_only: bool,
@@ -123,6 +125,19 @@ pub const STUB_SECTIONS_257: &[&str] = &[
     ".pcrpkey", ".profile", ".dtbauto", ".hwids",
 ];
 
+use crate::devpath::ovmf::NetworkBoot;
+
+/// Per NIC: iPXE's PXEv4 (its option ROM), then edk2's PXEv4, PXEv6, HTTPv4, HTTPv6. Observed
+/// on a vTPM UKI boot of Debian's OVMF 2022.11 with two virtio-net NICs (Boot0002–Boot000B).
+const NETWORK_BOOT_2022_11: &[NetworkBoot] = &[
+    NetworkBoot::IpxeMac,
+    NetworkBoot::PxeIpv4,
+    NetworkBoot::PxeIpv6,
+    NetworkBoot::HttpIpv4,
+    NetworkBoot::HttpIpv6,
+];
+const NETWORK_BOOT_IPXE_ONLY: &[NetworkBoot] = &[NetworkBoot::IpxeMac];
+
 impl Quirks {
     /// The defaults rows override: edk2-stable202211 and systemd v252 behaviour.
     fn baseline() -> Quirks {
@@ -134,6 +149,7 @@ impl Quirks {
             kernel_load_options_initrd_first: false,
             boot_menu: crate::devpath::ovmf::BootManagerMenu::UiApp,
             smbios_measured: false,
+            ovmf_network_boot_options: NETWORK_BOOT_2022_11,
             td_ready_to_boot_separator_rtmr1_only: true,
             stub_measured_sections: STUB_SECTIONS_252,
             stub_initrd_osrel_cpio: false,
@@ -379,6 +395,17 @@ pub static ROWS: &[Row] = &[
                  0x101), [0000..0003] on a disk boot with the shell at 0x101.",
     },
     Row {
+        id: "ovmf-network-boot-ipxe-only",
+        component: Component::Ovmf,
+        since: Some(Version(2023, 0)),
+        until: None,
+        apply: |q| q.ovmf_network_boot_options = NETWORK_BOOT_IPXE_ONLY,
+        reason: "Debian's OVMF 2025.02 registers one network boot option per NIC, iPXE's \
+                 \"UEFI PXEv4 (MAC:…)\" on `…/MAC(m)` from QEMU's efi-virtio.rom, and none of \
+                 edk2's NetworkPkg PXE/HTTP options that 2022.11 adds after it. Observed on a vTPM \
+                 UKI boot with two virtio-net NICs (Boot0002, Boot0003).",
+    },
+    Row {
         id: "ovmf-kernel-initrd-option-first",
         component: Component::Ovmf,
         since: Some(Version(2025, 8)),
@@ -442,7 +469,7 @@ mod tests {
         assert!(!old.kernel_load_options_initrd_first && !new.kernel_load_options_initrd_first);
         let ovmf2026 = Quirks::resolve(Some(Version(2026, 8)), None, None);
         assert!(ovmf2026.kernel_load_options_initrd_first);
-        assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 4);
+        assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 5);
         assert_eq!(new.crtm_version, CrtmVersion::Unknown);
         assert!(!new.smbios_measured && !new.kernel_load_options_initrd_first);
         use crate::devpath::ovmf::BootManagerMenu;
@@ -454,6 +481,8 @@ mod tests {
         assert_eq!(newest.boot_menu, BootManagerMenu::BootManagerMenuApp);
         assert!(newest.needs_firmware_strings());
         assert_eq!(newest.secure_boot, SecureBootVar::Absent);
+        assert_eq!(old.ovmf_network_boot_options.len(), 5);
+        assert_eq!(new.ovmf_network_boot_options, NETWORK_BOOT_IPXE_ONLY);
         let stub252 = Quirks::resolve(None, None, Some(Version(252, 39)));
         assert_eq!(stub252.stub_measured_sections, STUB_SECTIONS_252);
         assert!(stub252.boot_passes_uki_cmdline && !stub252.stub_initrd_osrel_cpio);

@@ -497,6 +497,7 @@ pub fn predict_for(
                 block_size: 512,
                 disk_pci: uki.disk_pci.clone(),
                 other_disks_pci: uki.other_disks_pci.clone(),
+                nics: uki.nics.clone(),
                 bootloader: &bootloader,
                 loader_conf: uki.loader_conf.as_deref().map(str::as_bytes),
                 uki: &image,

@@ -8,6 +8,7 @@ pub mod cpio;
 pub mod devpath;
 pub mod event;
 pub mod firmware;
+pub mod fwcfg;
 pub mod gpt;
 pub mod optionrom;
 pub mod pe;

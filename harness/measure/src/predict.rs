@@ -13,7 +13,7 @@ use crate::quirks::{Quirks, SecureBootVar};
 use crate::systemd::{self, Uki};
 use crate::uefi::{self, EfiAction, SecureBootVariable};
 use crate::{gpt, pe, tdvf};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A direct kernel boot (`-kernel`): OVMF loads the kernel QEMU hands over in fw_cfg.
 pub struct KernelBoot<'a> {
@@ -65,6 +65,11 @@ pub struct Inputs<'a> {
     /// PCI option ROMs (label, ROM bytes) in PCI slot order: OVMF loads and measures their EFI
     /// drivers during PCI enumeration (see [`crate::optionrom`]).
     pub option_roms: Vec<(String, &'a [u8])>,
+    /// Every fw_cfg file QEMU serves (name → bytes): the items OVMF caches and, in a TD, measures
+    /// (see [`crate::fwcfg`]).
+    pub fw_cfg_files: &'a BTreeMap<String, Vec<u8>>,
+    /// The numbered fw_cfg item `BootMenu` (0x0e) as QEMU serves it.
+    pub fw_cfg_boot_menu: Option<&'a [u8]>,
     pub boot: Boot<'a>,
 }
 
@@ -144,6 +149,8 @@ fn vtpm_unpredicted(q: &Quirks) -> Vec<Unpredicted> {
 pub enum PredictError {
     #[error("firmware: {0}")]
     Firmware(#[from] tdvf::TdvfError),
+    #[error("fw_cfg: {0}")]
+    FwCfg(#[from] crate::fwcfg::MissingItem),
     #[error("kernel image: {0}")]
     Kernel(#[from] pe::PeError),
     #[error("boot option: {0}")]
@@ -189,6 +196,15 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
         let tdvf = tdvf::Tdvf::parse(inputs.firmware)?;
         events.push(tdvf::td_hob_event(&tdvf, inputs.memory)?);
         events.push(tdvf::cfv_event(&tdvf, inputs.firmware)?);
+        // Then the fw_cfg items PlatformPei / PeilessStartup caches (edk2 ≥ stable202505).
+        if q.td_measures_fw_cfg_items {
+            let boot_menu = inputs.fw_cfg_boot_menu;
+            events.extend(crate::fwcfg::td_events(inputs.fw_cfg_files, |number| {
+                (number == crate::fwcfg::BOOT_MENU_ITEM)
+                    .then_some(boot_menu)
+                    .flatten()
+            })?);
+        }
     }
 
     // PCR7: Secure Boot configuration, then its separator.

@@ -81,6 +81,9 @@ pub struct Quirks {
     /// OVMF's `-kernel` loader takes fw_cfg file `etc/boot/kernel` when QEMU serves it, instead of
     /// the setup and kernel items QEMU patched.
     pub ovmf_prefers_unpatched_kernel: bool,
+    /// In a TD, OVMF measures the fw_cfg items it caches early into RTMR0 (see
+    /// [`crate::fwcfg`]).
+    pub td_measures_fw_cfg_items: bool,
 }
 
 /// systemd v252 `src/boot/efi/tpm-pcr.c` `unified_sections[]` without `.pcrsig` (the stub never
@@ -118,6 +121,7 @@ impl Quirks {
             tdx_named_memory_backend: false,
             qemu_serves_unpatched_kernel: false,
             ovmf_prefers_unpatched_kernel: false,
+            td_measures_fw_cfg_items: false,
         }
     }
 
@@ -307,6 +311,22 @@ pub static ROWS: &[Row] = &[
                  with QEMU 10.0 + OVMF 2025.02: the PCR4 kernel event is the Authenticode \
                  SHA-384 of the vmlinuz file itself (0fbfe6ff…, whose SHA-256 matches the \
                  digest in Debian's signature); with QEMU 7.2, or OVMF 2022.11, the patched one.",
+    },
+    Row {
+        id: "ovmf-td-fw-cfg-items-measured",
+        component: Component::Ovmf,
+        since: Some(Version(2025, 5)),
+        until: None,
+        apply: |q| q.td_measures_fw_cfg_items = true,
+        reason: "edk2 fb56dc78ef (\"OvmfPkg/QemuFwCfgLib: Support Cache FwCfg with optional \
+                 measurement\"), first in edk2-stable202505: OvmfPkg/Library/QemuFwCfgLib/\
+                 QemuFwCfgCacheInit.c caches etc/extra-pci-roots, BootMenu, etc/boot-menu-wait, \
+                 etc/reserved-memory-end, opt/ovmf/X-PciMmio64Mb and bootorder and, when \
+                 TdIsEnabled (), measures each one present into PCR1/RTMR0 as \
+                 EV_PLATFORM_CONFIG_FLAGS \"QEMU FW CFG\" + name. Read at edk2-stable202605 \
+                 (blob d3220c8f, unchanged since 202505; the 202608 tag Debian's 2026.08 is \
+                 built from is not in our edk2 mirror, whose pull refs to 2026-08-08 do not \
+                 touch the file). TD only: not on vTPM, and not yet seen in a real TD log.",
     },
 ];
 

@@ -413,6 +413,8 @@ pub fn predict_for(
             memory: resolved.vm.memory,
             acpi_blobs: acpi_blobs.clone(),
             option_roms: option_roms.clone(),
+            fw_cfg_files: oracle,
+            fw_cfg_boot_menu: oracle.get(qemu::fwcfg::BOOT_MENU_ITEM).map(Vec::as_slice),
             boot,
         };
         predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))

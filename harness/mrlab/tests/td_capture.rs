@@ -54,6 +54,8 @@ fn predicted_kernel_boot_has_the_td_capture_shape_and_digests() {
         memory: 64 << 30,
         acpi_blobs: acpi,
         option_roms: Vec::new(),
+        fw_cfg_files: &Default::default(),
+        fw_cfg_boot_menu: None,
         boot: Boot::Kernel(KernelBoot {
             kernel: &kernel,
             initrd: Some(b"stand-in initrd"),

@@ -355,11 +355,14 @@ impl Cache {
 
     /// Builds (or finds up to date) the static `mrlab-agent` binary. Cargo decides whether
     /// anything changed; its own target dir keeps the static RUSTFLAGS away from normal builds.
-    /// Once built in this process, the binary is reused without asking cargo again.
+    /// Once built in this process, the binary is reused without asking cargo again. The target
+    /// dir is the checkout's own (`target/agent-static`), not the image cache: checkouts that
+    /// share one `.cache` would otherwise overwrite each other's agent between a build and its
+    /// use, and an older host cannot decode a newer agent's record.
     pub fn agent_binary(&self) -> Result<PathBuf, Error> {
         const TARGET: &str = "x86_64-unknown-linux-gnu";
         static BUILT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-        let target_dir = self.repo.join(".cache/agent-target");
+        let target_dir = self.repo.join("target/agent-static");
         let binary = target_dir.join(TARGET).join("release/mrlab-agent");
         // Held across the build: concurrent callers wait for one cargo run instead of queueing
         // on cargo's own lock one after another.

@@ -9,3 +9,5 @@ pub mod report;
 pub mod resolve;
 pub mod run;
 pub mod scenario;
+pub mod schedule;
+pub mod snapshot;

@@ -153,21 +153,44 @@ pub async fn prepare(
 ) -> Result<Box<Prepared>, String> {
     let resolved =
         resolve::resolve(scenario, cache, platform == Platform::Vtpm).map_err(|e| e.to_string())?;
-    // The oracle: every fw_cfg file of this very VM, from the same QEMU binary.
+    prepare_resolved(resolved, platform).await
+}
+
+/// [`prepare`] of a scenario already resolved: the oracle and the prediction, which a boot of
+/// the same VM does not need, so `mrlab run` boots it meanwhile.
+pub async fn prepare_resolved(
+    resolved: Resolved,
+    platform: Platform,
+) -> Result<Box<Prepared>, String> {
+    // The oracle: every fw_cfg file of this very VM, from the same QEMU binary. The initrd is
+    // hashed meanwhile, once for both predictions below.
     let oracle =
-        qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved))
-            .await
-            .map_err(|e| e.to_string())?;
-    let prediction = predict_for(&resolved, &oracle, platform)?;
+        qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved));
+    let (oracle, initrd) = tokio::join!(oracle, initrd_digests(&resolved));
+    let oracle = oracle.map_err(|e| e.to_string())?;
+    prepared_from(resolved, oracle, initrd?, platform)
+}
+
+/// The prediction of a resolved VM from its fw_cfg files (the oracle's, or a snapshot's) and
+/// its initrd's digests (read once for both predictions).
+pub fn prepared_from(
+    resolved: Resolved,
+    oracle: BTreeMap<String, Vec<u8>>,
+    initrd: Option<measure::Digests>,
+    platform: Platform,
+) -> Result<Box<Prepared>, String> {
+    let prediction = predict_for(&resolved, &oracle, initrd.as_ref(), platform)?;
     let td_events = match platform {
         Platform::Tdx => Ok(prediction.events.clone()),
         // The vTPM VM's TPM device adds the `etc/tpm/log` ACPI blob, which a TD does not have.
-        Platform::Vtpm => predict_for(&resolved, &oracle, Platform::Tdx).map(|p| {
-            p.events
-                .into_iter()
-                .filter(|e| e.label != TPM_LOG_ACPI_EVENT)
-                .collect()
-        }),
+        Platform::Vtpm => {
+            predict_for(&resolved, &oracle, initrd.as_ref(), Platform::Tdx).map(|p| {
+                p.events
+                    .into_iter()
+                    .filter(|e| e.label != TPM_LOG_ACPI_EVENT)
+                    .collect()
+            })
+        }
     };
     Ok(Box::new(Prepared {
         resolved,
@@ -196,8 +219,9 @@ async fn run_inner(
     dir: &Path,
     started: Instant,
 ) -> Result<(ScenarioReport, Option<Prediction>), String> {
-    let prepared = prepare(scenario, cache, opts.platform).await?;
-    if let Some(why) = prepared.resolved.vm.unsupported_reason() {
+    let resolved = resolve::resolve(scenario, cache, opts.platform == Platform::Vtpm)
+        .map_err(|e| e.to_string())?;
+    if let Some(why) = resolved.vm.unsupported_reason() {
         let mut r = ScenarioReport::error(&scenario.name, file, backend_name(opts), why, 0.0);
         r.verdict = Verdict::Skip;
         return Ok((r, None));
@@ -208,7 +232,6 @@ async fn run_inner(
     // Boot. The run dir (sockets, swtpm state) is a short private dir under the system temp
     // dir, removed on every path; its logs and run.sh land in the results folder, a failed
     // boot's too, for a human.
-    let resolved = &prepared.resolved;
     let options = qemu::boot::BootOptions {
         timeout: Duration::from_secs(scenario.timeout_s),
         save_logs_to: Some(dir.to_path_buf()),
@@ -229,16 +252,21 @@ async fn run_inner(
     // An infrastructure failure (no run dir, swtpm or QMP trouble) gets one more try; a guest
     // that boots and then disagrees with the prediction never does.
     let mut retried = None;
-    let boot = match qemu::boot::boot(&resolved.vm, &backend, &options).await {
-        Err(e) if is_infrastructure(&e) => {
-            retried = Some(format!("retried once after an infrastructure failure: {e}"));
-            qemu::boot::boot(&resolved.vm, &backend, &options).await
+    let vm = resolved.vm.clone();
+    let boot = async {
+        match qemu::boot::boot(&vm, &backend, &options).await {
+            Err(e) if is_infrastructure(&e) => {
+                retried = Some(format!("retried once after an infrastructure failure: {e}"));
+                qemu::boot::boot(&vm, &backend, &options).await
+            }
+            other => other,
         }
-        other => other,
-    }
-    .map_err(|e| format!("boot: {e}"))?;
-    let serial = boot.serial.clone();
-    drop(boot);
+        .map(|boot| boot.serial)
+        .map_err(|e| format!("boot: {e}"))
+    };
+    // The guest boots while the oracle runs and the prediction is made: neither needs the
+    // other until the judging. A failed prediction stops the boot (dropping it kills QEMU).
+    let (prepared, serial) = tokio::try_join!(prepare_resolved(resolved, opts.platform), boot)?;
 
     let mut report = match opts.platform {
         Platform::Vtpm => {
@@ -345,10 +373,18 @@ pub fn cmdline_truncated(serial: &[u8]) -> Option<String> {
 /// Failures of the host side, not of the guest: worth one retry.
 fn is_infrastructure(e: &qemu::boot::BootError) -> bool {
     use qemu::boot::BootError::*;
-    matches!(
-        e,
-        RunDir(_) | Spawn { .. } | Swtpm(_) | SwtpmDied { .. } | VsockDaemon { .. } | Qmp { .. }
-    )
+    match e {
+        RunDir(_)
+        | Spawn { .. }
+        | Swtpm(_)
+        | SwtpmDied { .. }
+        | VsockDaemon { .. }
+        | Qmp { .. } => true,
+        // Linux's timer check fails when TCG on a loaded host delivers the first PIT ticks
+        // late (seen here with several TCG guests on 2 cores): the host's doing, not the VM's.
+        KernelPanic { line, .. } => line.contains("IO-APIC + timer doesn't work"),
+        _ => false,
+    }
 }
 
 /// Judge a guest's serial output against the prepared prediction: decode the evidence record,
@@ -387,10 +423,31 @@ pub fn judge_record(
     }
 }
 
-/// The prediction for this VM: oracle blobs and the kernel as QEMU hands it to the firmware.
+/// The digests of a `-kernel` boot's initrd, read and hashed on a blocking thread so that it
+/// overlaps the fw_cfg oracle's QEMU.
+async fn initrd_digests(resolved: &Resolved) -> Result<Option<measure::Digests>, String> {
+    let vm = resolved.vm.clone();
+    tokio::task::spawn_blocking(move || read_initrd_digests(&vm))
+        .await
+        .map_err(|e| format!("hashing the initrd: {e}"))?
+}
+
+/// Both banks' digests of the `-kernel` initrd, if the VM has one.
+pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, String> {
+    match &vm.boot {
+        qemu::vm::Boot::Kernel {
+            initrd: Some(path), ..
+        } => read(path, DISK).map(|b| Some(measure::Digests::of(&b))),
+        _ => Ok(None),
+    }
+}
+
+/// The prediction for this VM: oracle blobs, the kernel as QEMU hands it to the firmware, and
+/// the initrd's digests ([`initrd_digests`]) for a `-kernel` boot.
 pub fn predict_for(
     resolved: &Resolved,
     oracle: &BTreeMap<String, Vec<u8>>,
+    initrd: Option<&measure::Digests>,
     platform: Platform,
 ) -> Result<Prediction, String> {
     let firmware = crate::input::read(&resolved.vm.firmware, crate::input::FIRMWARE)?;
@@ -420,17 +477,11 @@ pub fn predict_for(
         predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
     };
     match (&resolved.vm.boot, &resolved.uki) {
-        (
-            qemu::vm::Boot::Kernel {
-                initrd, cmdline, ..
-            },
-            _,
-        ) => {
+        (qemu::vm::Boot::Kernel { cmdline, .. }, _) => {
             let kernel = kernel_as_measured(resolved, oracle)?;
-            let initrd = initrd.as_deref().map(|p| read(p, DISK)).transpose()?;
             predict(Boot::Kernel(KernelBoot {
                 kernel: &kernel,
-                initrd: initrd.as_deref(),
+                initrd,
                 cmdline: cmdline_override.unwrap_or(cmdline),
             }))
         }

@@ -258,7 +258,7 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
     }
 
     match &inputs.boot {
-        Boot::Kernel(kernel) => kernel_boot_events(kernel, q, &mut events)?,
+        Boot::Kernel(kernel) => kernel_boot_events(kernel, q, inputs.platform, &mut events)?,
         Boot::Uki(uki) => uki_boot_events(uki, q, &mut events)?,
     }
     // Every PCR 0–15 is predicted, events and value, but for the declared exceptions: a PCR
@@ -290,6 +290,7 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
 fn kernel_boot_events(
     kernel: &KernelBoot,
     q: &Quirks,
+    platform: Platform,
     events: &mut Vec<Event>,
 ) -> Result<(), PredictError> {
     // PCR4: the kernel image, loaded before ReadyToBoot by the -kernel path.
@@ -302,7 +303,7 @@ fn kernel_boot_events(
         label: "pe:kernel".into(),
         // QEMU writes the initrd address and size into the setup header it hands over, unless
         // the firmware loads the unpatched image (then the QEMU version alone decides that).
-        varies_with: if q.kernel_measured_unpatched() {
+        varies_with: if q.kernel_measured_unpatched_on(platform) {
             vec![Input::Kernel, Input::QemuVersion]
         } else {
             vec![

@@ -478,7 +478,7 @@ pub fn predict_for(
     };
     match (&resolved.vm.boot, &resolved.uki) {
         (qemu::vm::Boot::Kernel { cmdline, .. }, _) => {
-            let kernel = kernel_as_measured(resolved, oracle)?;
+            let kernel = kernel_as_measured(resolved, oracle, platform)?;
             predict(Boot::Kernel(KernelBoot {
                 kernel: &kernel,
                 initrd,
@@ -513,6 +513,7 @@ pub fn predict_for(
 fn kernel_as_measured(
     resolved: &Resolved,
     oracle: &BTreeMap<String, Vec<u8>>,
+    platform: Platform,
 ) -> Result<Vec<u8>, String> {
     let served = oracle.get(qemu::fwcfg::BOOT_KERNEL_FILE);
     if served.is_some() != resolved.quirks.qemu_serves_unpatched_kernel {
@@ -535,7 +536,9 @@ fn kernel_as_measured(
         ));
     }
     match served {
-        Some(kernel) if resolved.quirks.kernel_measured_unpatched() => Ok(kernel.clone()),
+        Some(kernel) if resolved.quirks.kernel_measured_unpatched_on(platform) => {
+            Ok(kernel.clone())
+        }
         _ => qemu::fwcfg::kernel_as_loaded(oracle).map_err(|e| format!("fw_cfg oracle: {e}")),
     }
 }

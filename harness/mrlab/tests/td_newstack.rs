@@ -31,6 +31,15 @@ fn predict_td(dir: &Path, firmware: &str, qemu: &str) -> Value {
     serde_json::from_slice(&out.stdout).expect("predict --json")
 }
 
+fn event<'a>(prediction: &'a Value, label: &str) -> &'a Value {
+    prediction["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["label"] == label)
+        .unwrap_or_else(|| panic!("no {label} event"))
+}
+
 fn events_labelled<'a>(prediction: &'a Value, prefix: &str) -> Vec<&'a Value> {
     prediction["events"]
         .as_array()
@@ -82,4 +91,44 @@ fn fw_cfg_items_are_measured_by_ovmf_2026_08_and_not_by_2025_02() {
     let old = predict_td(dir.path(), "ovmf-2025.02", "qemu-10.0");
     assert!(events_labelled(&old, "fw_cfg:").is_empty());
     assert_ne!(new["registers"]["rtmr0"], Value::Null);
+}
+
+/// QEMU ≥ 10.2 no longer patches the setup header of a confidential guest's `-kernel` (quirk
+/// qemu-coco-kernel-header-unpatched): with OVMF 2022.11, which reads the setup and kernel items,
+/// RTMR1's kernel event is QEMU 10.0's patched image but QEMU 11.1's file as given, whose
+/// Authenticode SHA-256 is the digest Debian's signature in that file signs.
+#[test]
+fn a_td_on_qemu_11_1_measures_the_kernel_file_as_given() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let patched = predict_td(dir.path(), "ovmf-2022.11", "qemu-10.0");
+    let unpatched = predict_td(dir.path(), "ovmf-2022.11", "qemu-11.1");
+    let (patched, unpatched) = (event(&patched, "pe:kernel"), event(&unpatched, "pe:kernel"));
+    assert_eq!(unpatched["register"], "rtmr1");
+    assert_ne!(patched["digest"], unpatched["digest"]);
+
+    let cache = images::Cache::open(&images::workspace_root()).expect("image cache");
+    let vmlinuz = std::fs::read(cache.kernel("kernel-6.12").expect("kernel-6.12").vmlinuz)
+        .expect("read vmlinuz");
+    let image = measure::pe::PeImage::parse(&vmlinuz).expect("vmlinuz is a PE image");
+    let signed: Vec<String> = image
+        .signed_digests()
+        .expect("signature")
+        .iter()
+        .filter(|d| d.algorithm == measure::pe::DigestAlgorithm::Sha256)
+        .map(|d| hex::encode(&d.digest))
+        .collect();
+    assert!(
+        !signed.is_empty(),
+        "Debian's vmlinuz carries a SHA-256 signature"
+    );
+    assert!(
+        signed
+            .iter()
+            .any(|d| unpatched["digest_sha256"] == d.as_str()),
+        "{signed:?} vs {}",
+        unpatched["digest_sha256"]
+    );
+    assert!(!signed
+        .iter()
+        .any(|d| patched["digest_sha256"] == d.as_str()));
 }

@@ -8,8 +8,8 @@
 //!   MRTD/RTMR0–2 are compared with the prediction.
 
 use crate::compare;
+use crate::prepare::Prepared;
 use crate::report::{RegisterRow, ScenarioReport, Verdict};
-use crate::run::Prepared;
 use evidence::log::conventional_pcr;
 use measure::tdvf::PageOrder;
 use measure::{Event, Register};
@@ -119,7 +119,7 @@ pub fn diagnose_td(
     let alignment = compare::align(&predicted, &actual, &full);
     let counts = alignment.counts();
 
-    let builtin = crate::predictor::builtin_registers(prepared, page_order)?;
+    let builtin = crate::prepare::builtin_registers(prepared, page_order)?;
     let mut registers = vec![row("mrtd", &builtin.mrtd, &evidence.mrtd)];
     for (i, reg) in [Register::Rtmr0, Register::Rtmr1, Register::Rtmr2]
         .into_iter()
@@ -301,7 +301,7 @@ mod tests {
         let cache = images::Cache::open(&root).expect("image cache (run ci/setup-host.sh)");
         let prepared = tokio::runtime::Runtime::new()
             .unwrap()
-            .block_on(crate::run::prepare(
+            .block_on(crate::prepare::prepare(
                 &scenario,
                 &cache,
                 measure::Platform::Tdx,

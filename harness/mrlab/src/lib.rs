@@ -5,6 +5,7 @@ pub mod compare;
 pub mod diagnose;
 pub mod input;
 pub mod predictor;
+pub mod prepare;
 pub mod report;
 pub mod resolve;
 pub mod run;

@@ -42,10 +42,10 @@
 //! the builtin TD prediction of the same VM, whose TDX-relevant events the vTPM run checks
 //! against the real firmware; reports label it `builtin (vtpm-verified)`.
 
+use crate::prepare::{builtin_registers, Prepared, TdRegisters};
 use crate::report::{ScenarioReport, Verdict};
 use crate::resolve::Resolved;
-use measure::tdvf::{self, PageOrder};
-use measure::{Register, Registers};
+use measure::tdvf::PageOrder;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -144,14 +144,7 @@ pub fn check_unique(predictors: &[Predictor]) -> Result<(), String> {
     Ok(())
 }
 
-/// TD registers: MRTD, RTMR0–2 and, when known, RTMR3.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TdRegisters {
-    pub mrtd: [u8; 48],
-    pub rtmr: [[u8; 48]; 3],
-    pub rtmr3: Option<[u8; 48]>,
-}
-
+/// The contract's side of the TD registers: by register name, and read from stdout.
 impl TdRegisters {
     fn get(&self, name: &str) -> Option<[u8; 48]> {
         match name {
@@ -194,28 +187,6 @@ impl TdRegisters {
             rtmr3: field("rtmr3")?,
         })
     }
-}
-
-/// The builtin TD registers of a TD preparation: MRTD from the firmware in `order`, RTMRs
-/// folded from the predicted events.
-pub fn builtin_registers(
-    prepared: &crate::run::Prepared,
-    order: PageOrder,
-) -> Result<TdRegisters, String> {
-    let path = &prepared.resolved.vm.firmware;
-    let firmware = crate::input::read(path, crate::input::FIRMWARE)?;
-    let parsed = tdvf::Tdvf::parse(&firmware).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mrtd = tdvf::mrtd(&parsed, &firmware, order).map_err(|e| e.to_string())?;
-    let regs = Registers::fold(&prepared.prediction.events);
-    Ok(TdRegisters {
-        mrtd,
-        rtmr: [
-            regs.get(Register::Rtmr0),
-            regs.get(Register::Rtmr1),
-            regs.get(Register::Rtmr2),
-        ],
-        rtmr3: Some(regs.get(Register::Rtmr3)),
-    })
 }
 
 /// What a predictor produced for one VM.
@@ -395,7 +366,7 @@ pub async fn vs_builtin(
 ) -> Vec<PredictorReport> {
     const LABEL: &str = "builtin (vtpm-verified)";
     let order = PageOrder::SinglePass;
-    let td = crate::run::prepare(scenario, cache, measure::Platform::Tdx)
+    let td = crate::prepare::prepare(scenario, cache, measure::Platform::Tdx)
         .await
         .and_then(|p| builtin_registers(&p, order).map(|reference| (p, reference)));
     match td {
@@ -434,7 +405,7 @@ pub fn errored(predictor: &Predictor, error: String, reference_label: &str) -> P
 /// `reference`.
 pub async fn check_all(
     predictors: &[Predictor],
-    td: &crate::run::Prepared,
+    td: &Prepared,
     order: PageOrder,
     reference: &TdRegisters,
     reference_label: &str,

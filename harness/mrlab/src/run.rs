@@ -5,16 +5,14 @@
 //! on drop.
 
 use crate::compare::{self, Alignment, Outcome};
-use crate::input::{read, DISK, IMAGE};
+use crate::prepare::{prepare, Prepared};
 use crate::report::{
     Divergence, EventRow, NotCheckable, RegisterRow, ScenarioReport, TdxEvents, UnpredictedPcr,
     Verdict,
 };
-use crate::resolve::{self, Resolved};
 use crate::scenario::Scenario;
-use measure::predict::{self, Boot, KernelBoot, Prediction, UkiBoot};
+use measure::predict::Prediction;
 use measure::{Event, Platform};
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -130,64 +128,6 @@ fn empty_folder(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: cannot create the results folder: {e}", dir.display()))
 }
 
-/// A scenario ready to boot: its VM, the oracle's fw_cfg dump and the prediction.
-pub struct Prepared {
-    pub resolved: Resolved,
-    pub oracle: BTreeMap<String, Vec<u8>>,
-    pub prediction: Prediction,
-    /// The events of this VM's TD prediction, which the report counts (the same events as
-    /// `prediction` when preparing a TD), or why there is none (firmware without TDVF metadata).
-    /// For a vTPM VM it is made from the vTPM VM's own fw_cfg, whose ACPI holds a TPM device:
-    /// the events and labels are the TD's, an ACPI digest may not be.
-    pub td_events: Result<Vec<Event>, String>,
-}
-
-/// Resolve, ask the oracle, predict for `platform` (a vTPM VM has a TPM device, which changes
-/// ACPI; a TD has none). No guest runs, so a VM this host could not run (e.g. a TD's
-/// vhost-vsock without `/dev/vhost-vsock`) is still predicted: the oracle stands in for what it
-/// cannot start, and a prediction or an offline diagnosis needs no more.
-pub async fn prepare(
-    scenario: &Scenario,
-    cache: &images::Cache,
-    platform: Platform,
-) -> Result<Box<Prepared>, String> {
-    let resolved =
-        resolve::resolve(scenario, cache, platform == Platform::Vtpm).map_err(|e| e.to_string())?;
-    // The oracle: every fw_cfg file of this very VM, from the same QEMU binary.
-    let oracle =
-        qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved))
-            .await
-            .map_err(|e| e.to_string())?;
-    let prediction = predict_for(&resolved, &oracle, platform)?;
-    let td_events = match platform {
-        Platform::Tdx => Ok(prediction.events.clone()),
-        // The vTPM VM's TPM device adds the `etc/tpm/log` ACPI blob, which a TD does not have.
-        Platform::Vtpm => predict_for(&resolved, &oracle, Platform::Tdx).map(|p| {
-            p.events
-                .into_iter()
-                .filter(|e| e.label != TPM_LOG_ACPI_EVENT)
-                .collect()
-        }),
-    };
-    Ok(Box::new(Prepared {
-        resolved,
-        oracle,
-        prediction,
-        td_events,
-    }))
-}
-
-/// The ACPI event of the blob the vTPM VM's TPM device adds (`etc/tpm/log`).
-const TPM_LOG_ACPI_EVENT: &str = "acpi:etc/tpm/log";
-
-/// The chipset values the scenario's firmware programs before reading ACPI (its PCIEXBAR).
-pub fn firmware_pci(resolved: &Resolved) -> qemu::fwcfg::FirmwarePci {
-    match resolved.ovmf_version {
-        Some(v) if v >= measure::quirks::Version(2023, 0) => qemu::fwcfg::FirmwarePci::OVMF_2025_02,
-        _ => qemu::fwcfg::FirmwarePci::OVMF_2022_11,
-    }
-}
-
 async fn run_inner(
     scenario: &Scenario,
     file: &str,
@@ -280,7 +220,7 @@ async fn judge_td(
         let record = agent::record::decode(serial)
             .map_err(|e| format!("evidence record in serial.log: {e}"))?;
         let td = crate::diagnose::TdEvidence::from_record(&record)?;
-        let actual = crate::predictor::TdRegisters {
+        let actual = crate::prepare::TdRegisters {
             mrtd: td.mrtd,
             rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
             rtmr3: Some(td.rtmrs[3]),
@@ -384,106 +324,6 @@ pub fn judge_record(
                 prepared.resolved.quirks.mrtd_page_order,
             )
         }
-    }
-}
-
-/// The prediction for this VM: oracle blobs and the kernel as QEMU hands it to the firmware.
-pub fn predict_for(
-    resolved: &Resolved,
-    oracle: &BTreeMap<String, Vec<u8>>,
-    platform: Platform,
-) -> Result<Prediction, String> {
-    let firmware = crate::input::read(&resolved.vm.firmware, crate::input::FIRMWARE)?;
-    let acpi_blobs = measure::acpi::measured_blobs(oracle);
-    let roms: Vec<(String, Vec<u8>)> = resolved
-        .option_roms
-        .iter()
-        .map(|(label, path)| read(path, IMAGE).map(|bytes| (label.clone(), bytes)))
-        .collect::<Result<_, _>>()?;
-    let option_roms: Vec<(String, &[u8])> = roms
-        .iter()
-        .map(|(l, b)| (l.clone(), b.as_slice()))
-        .collect();
-    let cmdline_override = resolved.scenario.predict.cmdline.as_deref();
-    let predict = |boot| {
-        let inputs = predict::Inputs {
-            platform,
-            quirks: &resolved.quirks,
-            firmware: &firmware,
-            memory: resolved.vm.memory,
-            acpi_blobs: acpi_blobs.clone(),
-            option_roms: option_roms.clone(),
-            boot,
-        };
-        predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
-    };
-    match (&resolved.vm.boot, &resolved.uki) {
-        (
-            qemu::vm::Boot::Kernel {
-                initrd, cmdline, ..
-            },
-            _,
-        ) => {
-            let kernel = kernel_as_measured(resolved, oracle)?;
-            let initrd = initrd.as_deref().map(|p| read(p, DISK)).transpose()?;
-            predict(Boot::Kernel(KernelBoot {
-                kernel: &kernel,
-                initrd: initrd.as_deref(),
-                cmdline: cmdline_override.unwrap_or(cmdline),
-            }))
-        }
-        (qemu::vm::Boot::Disk, Some(uki)) => {
-            let disk = read(&uki.disk, DISK)?;
-            let bootloader = read(&uki.bootloader, IMAGE)?;
-            let image = read(&uki.uki, IMAGE)?;
-            predict(Boot::Uki(UkiBoot {
-                disk: &disk,
-                block_size: 512,
-                disk_pci: uki.disk_pci.clone(),
-                other_disks_pci: uki.other_disks_pci.clone(),
-                bootloader: &bootloader,
-                loader_conf: uki.loader_conf.as_deref().map(str::as_bytes),
-                uki: &image,
-                cmdline_override,
-            }))
-        }
-        (qemu::vm::Boot::Disk, None) => {
-            Err("disk boot without a UKI the harness built is not predicted".into())
-        }
-    }
-}
-
-/// The `-kernel` image OVMF loads and measures: QEMU's patched setup ‖ kernel items, or the
-/// unpatched `etc/boot/kernel` file when this QEMU serves it and this OVMF prefers it (quirks
-/// `qemu-boot-kernel-file`, `ovmf-boot-kernel-file-preferred`). The oracle must agree with the
-/// QEMU row: a file the version says is absent (or the reverse) is an error, not a guess.
-fn kernel_as_measured(
-    resolved: &Resolved,
-    oracle: &BTreeMap<String, Vec<u8>>,
-) -> Result<Vec<u8>, String> {
-    let served = oracle.get(qemu::fwcfg::BOOT_KERNEL_FILE);
-    if served.is_some() != resolved.quirks.qemu_serves_unpatched_kernel {
-        return Err(format!(
-            "fw_cfg oracle: QEMU {} {} {}, but quirk qemu-boot-kernel-file expects {}",
-            resolved
-                .qemu_version
-                .map_or("(unknown version)".into(), |v| v.to_string()),
-            if served.is_some() {
-                "serves"
-            } else {
-                "does not serve"
-            },
-            qemu::fwcfg::BOOT_KERNEL_FILE,
-            if resolved.quirks.qemu_serves_unpatched_kernel {
-                "it"
-            } else {
-                "none"
-            },
-        ));
-    }
-    match served {
-        Some(kernel) if resolved.quirks.kernel_measured_unpatched() => Ok(kernel.clone()),
-        _ => qemu::fwcfg::kernel_as_loaded(oracle).map_err(|e| format!("fw_cfg oracle: {e}")),
     }
 }
 

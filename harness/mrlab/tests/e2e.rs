@@ -8,6 +8,7 @@
 //! for byte, by the run itself.
 
 use mrlab::compare::Outcome;
+use mrlab::prepare;
 use mrlab::report::{ScenarioReport, Verdict};
 use mrlab::run::{self, Options};
 use mrlab::scenario::Scenario;
@@ -205,7 +206,11 @@ fn one_more_device_changes_the_acpi_tables() {
             .join(format!("{name}.toml"));
         let scenario = Scenario::load(&path).unwrap();
         let p = rt
-            .block_on(run::prepare(&scenario, &cache(), measure::Platform::Vtpm))
+            .block_on(prepare::prepare(
+                &scenario,
+                &cache(),
+                measure::Platform::Vtpm,
+            ))
             .unwrap();
         p.oracle
             .get("etc/acpi/tables")
@@ -235,7 +240,7 @@ fn one_more_device_changes_the_acpi_tables() {
 /// and mutations of it: its prepared prediction, serial log and decoded record.
 struct RealRun {
     scenario: PathBuf,
-    prepared: Box<run::Prepared>,
+    prepared: Box<prepare::Prepared>,
     serial: Vec<u8>,
     record: agent::record::Record,
     dir: PathBuf,
@@ -262,7 +267,7 @@ fn kernel_smoke() -> &'static RealRun {
         // The judge of the platform the guest ran on: a TD's record (MRLAB_BACKEND=tdx) goes to
         // the TD judge, as in `mrlab run --backend tdx`.
         let prepared = rt
-            .block_on(run::prepare(&scenario, &cache(), platform()))
+            .block_on(prepare::prepare(&scenario, &cache(), platform()))
             .unwrap();
         RealRun {
             scenario: path,
@@ -588,7 +593,11 @@ fn tdx_event_counts_are_the_td_predictions() {
     let scenario = Scenario::load(&real.scenario).unwrap();
     let _machine = shared();
     let td = runtime()
-        .block_on(run::prepare(&scenario, &cache(), measure::Platform::Tdx))
+        .block_on(prepare::prepare(
+            &scenario,
+            &cache(),
+            measure::Platform::Tdx,
+        ))
         .unwrap();
     let labels = |events: &[measure::Event]| -> Vec<String> {
         events.iter().map(|e| e.label.clone()).collect()

@@ -120,8 +120,8 @@ fn predicted_kernel_boot_has_the_td_capture_shape_and_digests() {
 fn diagnose_names_the_first_divergence_of_the_td_capture() {
     use measure::tdvf::PageOrder;
     use mrlab::diagnose::{diagnose_td, TdEvidence};
+    use mrlab::prepare::prepare;
     use mrlab::report::Verdict;
-    use mrlab::run::prepare;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dstack-td.toml");

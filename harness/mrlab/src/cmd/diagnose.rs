@@ -4,6 +4,7 @@ use measure::tdvf::PageOrder;
 use measure::Platform;
 use mrlab::diagnose::{self, TdEvidence};
 use mrlab::predictor;
+use mrlab::prepare;
 use mrlab::report::{self, Verdict};
 use mrlab::run;
 use mrlab::scenario::Scenario;
@@ -69,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         record.get("ccel/data").is_some() && record.get("tpm/binary_bios_measurements").is_none()
     };
     let report = if let Some((_, record)) = evidence.as_ref().filter(|(_, r)| !from_td(r)) {
-        let prepared = ready(rt.block_on(run::prepare(&scenario, &cache, Platform::Vtpm)))?;
+        let prepared = ready(rt.block_on(prepare::prepare(&scenario, &cache, Platform::Vtpm)))?;
         let mut report = run::judge_record(&prepared, &file, record).map_err(anyhow::Error::msg)?;
         if !args.predictors.is_empty() {
             let rows = rt.block_on(predictor::vs_builtin(
@@ -90,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             None => td_evidence_from_files(&args)?,
         };
-        let prepared = ready(rt.block_on(run::prepare(&scenario, &cache, Platform::Tdx)))?;
+        let prepared = ready(rt.block_on(prepare::prepare(&scenario, &cache, Platform::Tdx)))?;
         let order = match args.mrtd_order.as_str() {
             "two-pass" => PageOrder::TwoPass,
             "single-pass" => PageOrder::SinglePass,
@@ -100,7 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut report =
             diagnose::diagnose_td(&prepared, &file, &td, order).map_err(anyhow::Error::msg)?;
         if !args.predictors.is_empty() {
-            let actual = predictor::TdRegisters {
+            let actual = prepare::TdRegisters {
                 mrtd: td.mrtd,
                 rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
                 rtmr3: Some(td.rtmrs[3]),
@@ -209,6 +210,6 @@ fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
     })
 }
 
-fn ready(p: Result<Box<run::Prepared>, String>) -> anyhow::Result<Box<run::Prepared>> {
+fn ready(p: Result<Box<prepare::Prepared>, String>) -> anyhow::Result<Box<prepare::Prepared>> {
     p.map_err(anyhow::Error::msg)
 }

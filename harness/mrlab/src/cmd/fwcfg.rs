@@ -26,7 +26,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let files = rt.block_on(qemu::fwcfg::dump_fw_cfg(
         &resolved.vm,
         &resolved.qemu_binary,
-        mrlab::run::firmware_pci(&resolved),
+        mrlab::prepare::firmware_pci(&resolved),
     ))?;
     for (name, data) in &files {
         let path = args.out.join(name.trim_start_matches('/'));

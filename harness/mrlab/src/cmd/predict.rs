@@ -2,6 +2,7 @@
 
 use measure::tdvf::PageOrder;
 use measure::Platform;
+use mrlab::prepare;
 use mrlab::run;
 use mrlab::scenario::Scenario;
 use serde_json::{json, Value};
@@ -39,13 +40,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cache = images::Cache::open(&images::workspace_root())?;
     let rt = tokio::runtime::Runtime::new()?;
     let prepared = rt
-        .block_on(run::prepare(&scenario, &cache, platform))
+        .block_on(prepare::prepare(&scenario, &cache, platform))
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
     let prediction = &prepared.prediction;
     let registers = match platform {
         Platform::Tdx => {
             // The same values `--predictor` compares external predictors with.
-            let regs = mrlab::predictor::builtin_registers(&prepared, PageOrder::SinglePass)
+            let regs = mrlab::prepare::builtin_registers(&prepared, PageOrder::SinglePass)
                 .map_err(anyhow::Error::msg)?;
             json!({
                 "mrtd": hex::encode(regs.mrtd),

@@ -43,10 +43,10 @@
 //! against the real firmware; reports label it `builtin (vtpm-verified)`.
 
 use crate::prepare::{builtin_registers, Prepared, TdRegisters};
+use crate::report::predictors::{PredictorReport, RegisterRow, Status};
 use crate::report::{ScenarioReport, Verdict};
 use crate::resolve::Resolved;
 use measure::tdvf::PageOrder;
-use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -200,43 +200,6 @@ pub enum Prediction {
     /// The predictor cannot express this VM at all.
     Unsupported(String),
     Error(String),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Every register matches the reference.
-    Match,
-    /// Every compared register matches; some were not comparable (see their `unsupported`).
-    Partial,
-    Mismatch,
-    Unsupported,
-    Error,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct RegisterRow {
-    pub name: String,
-    pub predicted: Option<String>,
-    pub reference: Option<String>,
-    /// None when not compared (unsupported, or a side lacks the register).
-    #[serde(rename = "match")]
-    pub matches: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unsupported: Option<String>,
-}
-
-/// One predictor side by side with the reference, for one scenario.
-#[derive(Clone, Debug, Serialize)]
-pub struct PredictorReport {
-    pub name: String,
-    pub kind: String,
-    /// What the predicted values are compared with: `actual (…)` or `builtin (vtpm-verified)`.
-    pub reference: String,
-    pub status: Status,
-    pub error: Option<String>,
-    pub unsupported: Option<String>,
-    pub registers: Vec<RegisterRow>,
 }
 
 /// Compare a predictor's result with the reference.

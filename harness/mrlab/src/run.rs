@@ -4,11 +4,11 @@
 //! here panics on bad input, and every process and temp dir belongs to a value that cleans up
 //! on drop.
 
-use crate::compare::{self, Alignment, Outcome};
+use crate::compare::{self, Alignment};
 use crate::prepare::{prepare, Prepared};
 use crate::report::{
-    Divergence, EventRow, NotCheckable, RegisterRow, ScenarioReport, TdxEvents, UnpredictedPcr,
-    Verdict,
+    Divergence, EventRow, NotCheckable, Outcome, RegisterRow, ScenarioReport, TdxEvents,
+    UnpredictedPcr, Verdict,
 };
 use crate::scenario::Scenario;
 use measure::predict::Prediction;

@@ -7,8 +7,8 @@
 //! as such, so a rebuilt agent does not churn every snapshot; they are still compared, byte
 //! for byte, by the run itself.
 
-use mrlab::compare::Outcome;
 use mrlab::prepare;
+use mrlab::report::Outcome;
 use mrlab::report::{ScenarioReport, Verdict};
 use mrlab::run::{self, Options};
 use mrlab::scenario::Scenario;

@@ -193,3 +193,31 @@ pub fn builtin_registers(prepared: &Prepared, order: PageOrder) -> Result<TdRegi
         rtmr3: Some(regs.get(Register::Rtmr3)),
     })
 }
+
+/// A vTPM PCR folded from the predicted events that land in it, in one bank (`sha256` or
+/// `sha384`), starting from zero. Empty when an event has no digest in that bank.
+pub fn fold_pcr(events: &[Event], pcr: u32, bank: &str) -> Vec<u8> {
+    use measure::event::{extend_sha256, extend_sha384};
+    let mut events = events
+        .iter()
+        .filter(|e| e.pcr == pcr && e.extends() && e.platforms.contains(Platform::Vtpm));
+    if bank == "sha256" {
+        let mut value = [0u8; 32];
+        for e in events.by_ref() {
+            let Some(d) = e.digests.sha256 else {
+                return Vec::new();
+            };
+            value = extend_sha256(&value, &d);
+        }
+        value.to_vec()
+    } else {
+        let mut value = [0u8; 48];
+        for e in events {
+            let Some(d) = e.digests.sha384 else {
+                return Vec::new();
+            };
+            value = extend_sha384(&value, &d);
+        }
+        value.to_vec()
+    }
+}

@@ -306,10 +306,11 @@ fn corrupt_or_missing_evidence_is_an_error() {
     assert!(e.contains("evidence record"), "{e}");
 
     // `mrlab diagnose --evidence DIR` reads the saved evidence back and judges it the same way.
-    let record = mrlab::diagnose::record_from_dir(dir).expect("evidence/ in the results folder");
-    let again = run::judge_record(&real.prepared, "kernel-smoke", &record).expect("judges");
+    let record = mrlab::recorded::record_from_dir(dir).expect("evidence/ in the results folder");
+    let again =
+        mrlab::judge::judge_record(&real.prepared, "kernel-smoke", &record).expect("judges");
     assert_eq!(again.verdict, Verdict::Pass, "{:?}", again.reason);
-    assert!(mrlab::diagnose::record_from_dir(&dir.join("no-such-folder")).is_err());
+    assert!(mrlab::recorded::record_from_dir(&dir.join("no-such-folder")).is_err());
 }
 
 const TPM_LOG: &str = "tpm/binary_bios_measurements";
@@ -605,7 +606,7 @@ fn tdx_event_counts_are_the_td_predictions() {
     let counted = real.prepared.td_events.as_ref().expect("a TD prediction");
     assert_eq!(labels(counted), labels(&td.prediction.events));
 
-    let pass = run::judge_record(&real.prepared, "kernel-smoke", &real.record).unwrap();
+    let pass = mrlab::judge::judge_record(&real.prepared, "kernel-smoke", &real.record).unwrap();
     let tdx = pass.tdx_events.expect("TD events counted");
     assert_eq!(tdx.total, td.prediction.events.len());
     let td_only: Vec<&str> = td
@@ -621,7 +622,7 @@ fn tdx_event_counts_are_the_td_predictions() {
     assert_eq!(tdx.checked, tdx.total - td_only.len());
 
     let wrong = mutate(&real.record, Mutation::OneBankDigest(9, "sha384"));
-    let fail = run::judge_record(&real.prepared, "kernel-smoke", &wrong).unwrap();
+    let fail = mrlab::judge::judge_record(&real.prepared, "kernel-smoke", &wrong).unwrap();
     assert_eq!(fail.tdx_events.unwrap().checked, tdx.checked - 1);
 }
 
@@ -632,7 +633,7 @@ fn extra_events_fail_the_register_check_too() {
     let real = kernel_smoke();
     for pcr in [8, 12, 14] {
         let mutated = mutate(&real.record, Mutation::ExtraIpl(pcr));
-        let report = run::judge_record(&real.prepared, "kernel-smoke", &mutated).unwrap();
+        let report = mrlab::judge::judge_record(&real.prepared, "kernel-smoke", &mutated).unwrap();
         let bad: Vec<&str> = report
             .registers
             .iter()
@@ -645,7 +646,7 @@ fn extra_events_fail_the_register_check_too() {
         );
     }
     let mutated = mutate(&real.record, Mutation::ExtraFirmwareBlob);
-    let report = run::judge_record(&real.prepared, "kernel-smoke", &mutated).unwrap();
+    let report = mrlab::judge::judge_record(&real.prepared, "kernel-smoke", &mutated).unwrap();
     assert_eq!(report.verdict, Verdict::Pass, "{:?}", report.reason);
     assert!(report
         .unpredicted_pcrs

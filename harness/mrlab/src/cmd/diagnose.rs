@@ -2,11 +2,11 @@
 
 use measure::tdvf::PageOrder;
 use measure::Platform;
-use mrlab::diagnose::{self, TdEvidence};
+use mrlab::judge;
 use mrlab::predictor;
 use mrlab::prepare;
+use mrlab::recorded::{self, TdEvidence};
 use mrlab::report::{self, Verdict};
-use mrlab::run;
 use mrlab::scenario::Scenario;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let evidence = match &args.evidence {
         Some(dir) => Some((
             dir,
-            diagnose::record_from_dir(dir).map_err(anyhow::Error::msg)?,
+            recorded::record_from_dir(dir).map_err(anyhow::Error::msg)?,
         )),
         None => None,
     };
@@ -71,7 +71,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let report = if let Some((_, record)) = evidence.as_ref().filter(|(_, r)| !from_td(r)) {
         let prepared = ready(rt.block_on(prepare::prepare(&scenario, &cache, Platform::Vtpm)))?;
-        let mut report = run::judge_record(&prepared, &file, record).map_err(anyhow::Error::msg)?;
+        let mut report =
+            judge::judge_record(&prepared, &file, record).map_err(anyhow::Error::msg)?;
         if !args.predictors.is_empty() {
             let rows = rt.block_on(predictor::vs_builtin(
                 &args.predictors,
@@ -99,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let label = format!("actual ({})", td.source);
         let mut report =
-            diagnose::diagnose_td(&prepared, &file, &td, order).map_err(anyhow::Error::msg)?;
+            judge::diagnose_td(&prepared, &file, &td, order).map_err(anyhow::Error::msg)?;
         if !args.predictors.is_empty() {
             let actual = prepare::TdRegisters {
                 mrtd: td.mrtd,

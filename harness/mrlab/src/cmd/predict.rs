@@ -3,7 +3,6 @@
 use measure::tdvf::PageOrder;
 use measure::Platform;
 use mrlab::prepare;
-use mrlab::run;
 use mrlab::scenario::Scenario;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -60,7 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let mut map = serde_json::Map::new();
             for pcr in 0..16u32 {
                 let value = if prediction.full_pcrs.contains(&pcr) {
-                    Value::String(hex::encode(run::fold_pcr(
+                    Value::String(hex::encode(prepare::fold_pcr(
                         &prediction.events,
                         pcr,
                         "sha384",

@@ -5,14 +5,21 @@
 //! console printed (firmware and kernel messages before and after):
 //!
 //! ```text
-//! MRLAB-RECORD-BEGIN v1 len=<payload bytes> sha256=<hex of payload>
-//! <payload, base64, lines of at most 76 characters>
+//! MRLAB-RECORD-BEGIN v2 len=<body bytes> sha256=<hex of body> raw=<payload bytes>
+//! <body, base64, lines of at most 76 characters>
 //! MRLAB-RECORD-END
 //! ```
 //!
 //! The payload is `u32 LE entry count`, then per entry `u32 LE name length`, the UTF-8 name,
-//! `u64 LE data length`, the data. The length and digest in the begin line make a truncated or
-//! corrupted stream an error instead of a silently shorter record.
+//! `u64 LE data length`, the data. In v2 the body is the payload compressed as a zlib stream
+//! (RFC 1950/1951), and `raw=` is the payload's length; v1 (no `raw=`) sends the payload itself.
+//! The agent writes v2: the fw_cfg ACPI tables and TPM log areas are mostly zero padding, and a
+//! kernel-smoke payload of ~220 KB becomes ~9 KB, which matters because the serial line moves
+//! every byte at UART speed under TCG. The host reads both versions.
+//!
+//! The length and digest of the body in the begin line make a truncated or corrupted stream an
+//! error instead of a silently shorter record; in v2 the inflated payload must then be exactly
+//! `raw=` bytes (and the zlib stream's own Adler-32 must hold).
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -21,8 +28,13 @@ use sha2::{Digest, Sha256};
 pub const BEGIN_MARKER: &str = "MRLAB-RECORD-BEGIN";
 /// The whole line that closes a record.
 pub const END_MARKER: &str = "MRLAB-RECORD-END";
-/// The only frame version this module writes and reads.
-pub const VERSION: &str = "v1";
+/// The frame version [`encode`] writes (deflated body).
+pub const VERSION: &str = "v2";
+/// The earlier frame version (plain body), still read by [`decode`].
+pub const VERSION_V1: &str = "v1";
+/// Deflate level of the v2 body: miniz's default, which gets a kernel-smoke payload to ~4% of
+/// its size; higher levels save a few hundred bytes and cost more guest time under TCG.
+const DEFLATE_LEVEL: u8 = 6;
 /// Longest base64 line; a multiple of 4 so every full line decodes on its own.
 pub const LINE_LEN: usize = 76;
 
@@ -92,27 +104,39 @@ pub enum RecordError {
     LengthMismatch { expected: usize, found: usize },
     #[error("record sha256 mismatch: begin line says {expected}, body hashes to {found}")]
     DigestMismatch { expected: String, found: String },
+    #[error("record v2 body does not inflate: {reason}")]
+    BadDeflate { reason: String },
+    #[error(
+        "record v2 length mismatch: begin line says raw={expected} bytes, body inflates to {found}"
+    )]
+    RawLengthMismatch { expected: usize, found: String },
     #[error("malformed record payload at byte {offset}: {what}")]
     Payload { offset: usize, what: String },
 }
 
-/// Encodes `record` as a frame: begin line, base64 body lines, end line, each ending in `\n`.
+/// Encodes `record` as a v2 frame: begin line, base64 body lines, end line, each ending in `\n`.
 pub fn encode(record: &Record) -> String {
     let payload = serialize(record);
-    let body = base64::engine::general_purpose::STANDARD.encode(&payload);
+    let body = miniz_oxide::deflate::compress_to_vec_zlib(&payload, DEFLATE_LEVEL);
     let mut out = format!(
-        "{BEGIN_MARKER} {VERSION} len={} sha256={}\n",
-        payload.len(),
-        hex::encode(Sha256::digest(&payload))
+        "{BEGIN_MARKER} {VERSION} len={} sha256={} raw={}\n",
+        body.len(),
+        hex::encode(Sha256::digest(&body)),
+        payload.len()
     );
-    // Base64 output is ASCII, so splitting bytes at any index keeps valid UTF-8.
-    for chunk in body.as_bytes().chunks(LINE_LEN) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
+    push_base64_lines(&mut out, &body);
     out.push_str(END_MARKER);
     out.push('\n');
     out
+}
+
+fn push_base64_lines(out: &mut String, body: &[u8]) {
+    let text = base64::engine::general_purpose::STANDARD.encode(body);
+    // Base64 output is ASCII, so splitting bytes at any index keeps valid UTF-8.
+    for chunk in text.as_bytes().chunks(LINE_LEN) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
 }
 
 /// Finds the one record frame in `serial` (raw console bytes, `\n` or `\r\n` line ends, other
@@ -138,7 +162,11 @@ pub fn decode(serial: &[u8]) -> Result<Record, RecordError> {
             })
         }
     };
-    let (expected_len, expected_sha) = parse_begin(lines[begin], begin + 1)?;
+    let Begin {
+        len: expected_len,
+        sha256: expected_sha,
+        raw,
+    } = parse_begin(lines[begin], begin + 1)?;
 
     // Look for the end line first: a stream cut mid-line must read as truncated, not as bad
     // base64 in its last, partial line.
@@ -151,7 +179,9 @@ pub fn decode(serial: &[u8]) -> Result<Record, RecordError> {
             begin_line: begin + 1,
             base64_lines: lines.len() - begin - 1,
         })?;
-    let mut payload = Vec::with_capacity(expected_len);
+    // The announced length only sizes the buffer up to what the lines can hold: a begin line
+    // claiming terabytes must end as a length mismatch, not an allocation failure.
+    let mut body = Vec::with_capacity(expected_len.min((end - begin) * (LINE_LEN / 4 * 3)));
     for (i, line) in lines.iter().enumerate().take(end).skip(begin + 1) {
         if line.len() > LINE_LEN {
             return Err(RecordError::BadBase64 {
@@ -165,50 +195,90 @@ pub fn decode(serial: &[u8]) -> Result<Record, RecordError> {
                 line: i + 1,
                 reason: e.to_string(),
             })?;
-        payload.extend_from_slice(&bytes);
+        body.extend_from_slice(&bytes);
     }
-    if payload.len() != expected_len {
+    if body.len() != expected_len {
         return Err(RecordError::LengthMismatch {
             expected: expected_len,
-            found: payload.len(),
+            found: body.len(),
         });
     }
-    let found_sha = hex::encode(Sha256::digest(&payload));
+    let found_sha = hex::encode(Sha256::digest(&body));
     if found_sha != expected_sha {
         return Err(RecordError::DigestMismatch {
             expected: expected_sha,
             found: found_sha,
         });
     }
-    deserialize(&payload)
+    match raw {
+        None => deserialize(&body),
+        Some(raw) => deserialize(&inflate(&body, raw)?),
+    }
+}
+
+/// Inflates a v2 body that must give exactly `raw` bytes; output stops one byte past `raw`, so a
+/// body that would inflate to gigabytes costs no more memory than an honest one.
+fn inflate(body: &[u8], raw: usize) -> Result<Vec<u8>, RecordError> {
+    use miniz_oxide::inflate::{decompress_to_vec_zlib_with_limit, TINFLStatus};
+    match decompress_to_vec_zlib_with_limit(body, raw) {
+        Ok(payload) if payload.len() == raw => Ok(payload),
+        Ok(payload) => Err(RecordError::RawLengthMismatch {
+            expected: raw,
+            found: format!("{} bytes", payload.len()),
+        }),
+        Err(e) if e.status == TINFLStatus::HasMoreOutput => Err(RecordError::RawLengthMismatch {
+            expected: raw,
+            found: format!("more than {raw} bytes"),
+        }),
+        Err(e) => Err(RecordError::BadDeflate {
+            reason: format!("{:?}", e.status),
+        }),
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Parses `… MRLAB-RECORD-BEGIN v1 len=N sha256=HEX` (anything before the marker is console
-/// noise that lacked a newline) into the announced payload length and lower-case digest.
-fn parse_begin(line: &[u8], line_no: usize) -> Result<(usize, String), RecordError> {
+/// What a begin line announces.
+struct Begin {
+    /// Bytes of the body (what the base64 lines decode to).
+    len: usize,
+    /// Lower-case hex sha256 of the body.
+    sha256: String,
+    /// v2: bytes of the payload the body inflates to; v1: none (the body is the payload).
+    raw: Option<usize>,
+}
+
+/// Parses `… MRLAB-RECORD-BEGIN v1 len=N sha256=HEX` or `… v2 len=N sha256=HEX raw=M` (anything
+/// before the marker is console noise that lacked a newline).
+fn parse_begin(line: &[u8], line_no: usize) -> Result<Begin, RecordError> {
     let text = String::from_utf8_lossy(line).into_owned();
     let bad = |reason: &str| RecordError::BadBeginLine {
         line: line_no,
         text: text.clone(),
         reason: reason.to_owned(),
     };
+    let number = |field: Option<&str>, key: &str| {
+        field
+            .and_then(|f| f.strip_prefix(key))
+            .ok_or_else(|| bad(&format!("missing `{key}`")))?
+            .parse::<usize>()
+            .map_err(|e| bad(&format!("`{key}` is not a number: {e}")))
+    };
     let start = text.find(BEGIN_MARKER).ok_or_else(|| bad("no marker"))?;
     let mut fields = text[start + BEGIN_MARKER.len()..].split_whitespace();
-    match fields.next() {
-        Some(VERSION) => {}
-        Some(v) => return Err(bad(&format!("version {v:?}, expected {VERSION:?}"))),
+    let deflated = match fields.next() {
+        Some(VERSION) => true,
+        Some(VERSION_V1) => false,
+        Some(v) => {
+            return Err(bad(&format!(
+                "version {v:?}, expected {VERSION:?} or {VERSION_V1:?}"
+            )))
+        }
         None => return Err(bad("missing version")),
-    }
-    let len = fields
-        .next()
-        .and_then(|f| f.strip_prefix("len="))
-        .ok_or_else(|| bad("missing `len=`"))?
-        .parse::<usize>()
-        .map_err(|e| bad(&format!("`len=` is not a number: {e}")))?;
+    };
+    let len = number(fields.next(), "len=")?;
     let sha = fields
         .next()
         .and_then(|f| f.strip_prefix("sha256="))
@@ -216,10 +286,19 @@ fn parse_begin(line: &[u8], line_no: usize) -> Result<(usize, String), RecordErr
     if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad("`sha256=` is not 64 hex digits"));
     }
+    let raw = if deflated {
+        Some(number(fields.next(), "raw=")?)
+    } else {
+        None
+    };
     if let Some(extra) = fields.next() {
         return Err(bad(&format!("unexpected field {extra:?}")));
     }
-    Ok((len, sha.to_ascii_lowercase()))
+    Ok(Begin {
+        len,
+        sha256: sha.to_ascii_lowercase(),
+        raw,
+    })
 }
 
 fn serialize(record: &Record) -> Vec<u8> {
@@ -330,11 +409,17 @@ mod tests {
     fn sample() -> Record {
         let mut r = Record::default();
         r.push("proc/cmdline", b"console=ttyS0 mrlab.nonce=00ff\n".to_vec());
-        // Long enough for many base64 lines, with every byte value.
-        r.push(
-            "tpm/binary_bios_measurements",
-            (0..5000u32).map(|i| (i % 256) as u8).collect::<Vec<_>>(),
-        );
+        // Long enough for many base64 lines even deflated: xorshift bytes do not compress.
+        let mut x = 0x2545_f491_u32;
+        let noise = (0..5000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect::<Vec<_>>();
+        r.push("tpm/binary_bios_measurements", noise);
         r.push("fw_cfg/etc/acpi/rsdp", Vec::new());
         r.push(
             ERRORS_ENTRY,
@@ -366,16 +451,138 @@ mod tests {
         );
     }
 
-    #[test]
-    fn begin_line_announces_independent_sha256() {
-        // Oracle: the sha256 of the 4-byte payload of an empty record (count 0), computed by
-        // `printf '\0\0\0\0' | sha256sum`.
-        let frame = encode(&Record::default());
-        assert_eq!(
-            frame.lines().next().unwrap(),
-            "MRLAB-RECORD-BEGIN v1 len=4 sha256=df3f619804a92fdb4057192dc43dd748ea778adc52bc498ce80524c014b81119"
+    /// `v1 len=N sha256=H` framing around `payload` as it is, as agents before v2 wrote it.
+    fn v1_frame(payload: &[u8]) -> String {
+        let mut out = format!(
+            "{BEGIN_MARKER} {VERSION_V1} len={} sha256={}\n",
+            payload.len(),
+            hex::encode(Sha256::digest(payload))
         );
-        assert_eq!(frame.lines().nth(1).unwrap(), "AAAAAA==");
+        push_base64_lines(&mut out, payload);
+        out.push_str(END_MARKER);
+        out.push('\n');
+        out
+    }
+
+    #[test]
+    fn v1_frames_still_decode() {
+        // The frame a v1 agent wrote for an empty record (count 0): its sha256 computed by
+        // `printf '\0\0\0\0' | sha256sum`.
+        let frame = "MRLAB-RECORD-BEGIN v1 len=4 sha256=df3f619804a92fdb4057192dc43dd748ea778adc52bc498ce80524c014b81119\nAAAAAA==\nMRLAB-RECORD-END\n";
+        assert_eq!(decode(frame.as_bytes()), Ok(Record::default()));
+        let back = decode(&framed_in_console(&v1_frame(&serialize(&sample())))).unwrap();
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn v2_frame_from_an_independent_zlib_decodes() {
+        // Made with Python's zlib (level 9), not with this module: entries `proc/cmdline` =
+        // "console=ttyS0\n", `fw_cfg/etc/tpm/log` = 4096 zero bytes, `errors` = "". Payload
+        // 4186 bytes, body 97 bytes, body sha256 from `hashlib.sha256`.
+        let frame = "MRLAB-RECORD-BEGIN v2 len=97 sha256=c578524363ed2ee4f7ba84f43c80b12362ad7086246233501d52e59e71d06296 raw=4186
+eNrtyMEJgDAQBdEFwYOIiI3EBqzCAjysaxCSbEgCYvcGxCr8D+YyDRH1tZiUDfvdnUEGerGGrE6W
+Uu517qZ6jmvjwxopbEr0xqmlkQAAAAAAAADgJ9qapKQpf+cBCMsTiA==
+MRLAB-RECORD-END
+";
+        let rec = decode(frame.as_bytes()).unwrap();
+        assert_eq!(rec.get("proc/cmdline"), Some(&b"console=ttyS0\n"[..]));
+        assert_eq!(rec.get("fw_cfg/etc/tpm/log"), Some(&[0u8; 4096][..]));
+        assert_eq!(rec.names().collect::<Vec<_>>().len(), 3);
+    }
+
+    #[test]
+    fn zero_padded_areas_shrink_on_the_wire() {
+        // The shape of a kernel-smoke record: ACPI tables and TPM log areas are fixed-size
+        // fw_cfg files, mostly zero. The e2e suite checks a real boot's record on the wire.
+        let mut r = sample();
+        let mut tables = vec![0u8; 131072];
+        tables[..5000].copy_from_slice(r.get("tpm/binary_bios_measurements").unwrap());
+        r.push("fw_cfg/etc/acpi/tables", tables);
+        r.push("fw_cfg/etc/tpm/log", vec![0u8; 65536]);
+        let frame = encode(&r);
+        assert!(frame.len() < 20_000, "{} bytes on the wire", frame.len());
+        assert_eq!(decode(frame.as_bytes()), Ok(r));
+    }
+
+    /// A v2 frame around `body` as given (valid framing, digest of `body`), announcing `raw`.
+    fn v2_frame(body: &[u8], raw: usize) -> String {
+        let mut out = format!(
+            "{BEGIN_MARKER} {VERSION} len={} sha256={} raw={raw}\n",
+            body.len(),
+            hex::encode(Sha256::digest(body))
+        );
+        push_base64_lines(&mut out, body);
+        out.push_str(END_MARKER);
+        out.push('\n');
+        out
+    }
+
+    #[test]
+    fn v2_payload_must_inflate_to_exactly_raw_bytes() {
+        let payload = serialize(&sample());
+        let body = miniz_oxide::deflate::compress_to_vec_zlib(&payload, DEFLATE_LEVEL);
+        assert_eq!(
+            decode(v2_frame(&body, payload.len() + 1).as_bytes()),
+            Err(RecordError::RawLengthMismatch {
+                expected: payload.len() + 1,
+                found: format!("{} bytes", payload.len()),
+            })
+        );
+        assert_eq!(
+            decode(v2_frame(&body, payload.len() - 1).as_bytes()),
+            Err(RecordError::RawLengthMismatch {
+                expected: payload.len() - 1,
+                found: format!("more than {} bytes", payload.len() - 1),
+            })
+        );
+        // A well-framed body that is no zlib stream (the v1 payload itself).
+        let err = decode(v2_frame(&payload, payload.len()).as_bytes()).unwrap_err();
+        assert!(matches!(err, RecordError::BadDeflate { .. }), "{err:?}");
+        // A zlib stream whose Adler-32 trailer is wrong: inflates, but is not what was deflated.
+        let mut bad_adler = body.clone();
+        *bad_adler.last_mut().unwrap() ^= 1;
+        let err = decode(v2_frame(&bad_adler, payload.len()).as_bytes()).unwrap_err();
+        assert!(matches!(err, RecordError::BadDeflate { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn raw_belongs_to_v2_only() {
+        let v2 = encode(&sample());
+        let first = v2.lines().next().unwrap();
+        let no_raw = v2.replacen(&first[first.find(" raw=").unwrap()..], "", 1);
+        let err = decode(no_raw.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&err, RecordError::BadBeginLine { reason, .. } if reason == "missing `raw=`"),
+            "{err:?}"
+        );
+        let v1 = v1_frame(&serialize(&sample())).replacen('\n', " raw=1\n", 1);
+        let err = decode(v1.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&err, RecordError::BadBeginLine { reason, .. } if reason == "unexpected field \"raw=1\""),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_absurd_announced_length_is_a_mismatch_not_an_allocation() {
+        let frame = encode(&sample());
+        let first = frame.lines().next().unwrap();
+        let huge = first.replacen(
+            &first[first.find("len=").unwrap()..first.find(" sha256=").unwrap()],
+            &format!("len={}", usize::MAX),
+            1,
+        );
+        let err = decode(frame.replacen(first, &huge, 1).as_bytes()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RecordError::LengthMismatch {
+                    expected: usize::MAX,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -401,11 +608,12 @@ mod tests {
         let mut cut: Vec<&str> = lines.clone();
         cut.remove(5);
         let err = decode(cut.join("\n").as_bytes()).unwrap_err();
+        let body = miniz_oxide::deflate::compress_to_vec_zlib(&serialize(&sample()), DEFLATE_LEVEL);
         assert_eq!(
             err,
             RecordError::LengthMismatch {
-                expected: serialize(&sample()).len(),
-                found: serialize(&sample()).len() - 57
+                expected: body.len(),
+                found: body.len() - 57
             }
         );
     }
@@ -446,7 +654,7 @@ mod tests {
 
     #[test]
     fn malformed_begin_line_is_rejected() {
-        let frame = encode(&sample()).replacen(" v1 ", " v2 ", 1);
+        let frame = encode(&sample()).replacen(" v2 ", " v3 ", 1);
         assert!(matches!(
             decode(frame.as_bytes()),
             Err(RecordError::BadBeginLine { line: 1, .. })

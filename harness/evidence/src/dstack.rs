@@ -2,7 +2,9 @@
 //! "vm_config": "<JSON as a string>", ...}` whose event log records are
 //! `{"imr", "event_type", "digest", "event", "event_payload"}`. `imr` i is RTMR i (no CCEL +1).
 //! Runtime events (type 0x08000001) are hashed from their name and payload (dstack's rule,
-//! checked here): `SHA384(le32(0x08000001) ‖ ":" ‖ event ‖ ":" ‖ payload)`.
+//! checked here): `SHA384(le32(0x08000001) ‖ ":" ‖ event ‖ ":" ‖ payload)`. dstack's guest agent
+//! leaves that digest empty in GetQuote responses (its verifier recomputes it), so an empty or
+//! absent runtime digest is computed; a stated one must equal the computed one.
 
 use crate::alg::HashAlg;
 use crate::error::{Error, Result};
@@ -123,6 +125,7 @@ fn events_from_json(array: serde_json::Value) -> Result<EventLog> {
         let stated = r
             .digest
             .as_deref()
+            .filter(|d| !(d.is_empty() && r.event_type == RUNTIME_EVENT_TYPE))
             .map(|d| hex_field(d, "digest", index))
             .transpose()?;
         let digest = if r.event_type == RUNTIME_EVENT_TYPE {
@@ -183,4 +186,93 @@ fn events_from_json(array: serde_json::Value) -> Result<EventLog> {
         events,
         padding: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/tdx-json-eventlog/dstack-gpu-64g/quote-report.json"
+    );
+
+    /// The fixture's document with every runtime event's `digest` replaced by `digest`, as
+    /// dstack's guest agent writes GetQuote responses (it leaves them empty).
+    fn with_runtime_digests(digest: &str) -> Vec<u8> {
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(FIXTURE).unwrap()).unwrap();
+        let mut events: serde_json::Value =
+            serde_json::from_str(doc["event_log"].as_str().unwrap()).unwrap();
+        let mut blanked = 0;
+        for e in events.as_array_mut().unwrap() {
+            if e["event_type"] == RUNTIME_EVENT_TYPE {
+                e["digest"] = digest.into();
+                blanked += 1;
+            }
+        }
+        assert_eq!(blanked, 8, "the fixture's RTMR3 runtime events");
+        doc["event_log"] = events.to_string().into();
+        serde_json::to_vec(&doc).unwrap()
+    }
+
+    /// The registers of the fixture's signed quote (expected.json, `pair:` basis).
+    fn quote_registers() -> Vec<String> {
+        let expected: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(FIXTURE.replace("quote-report.json", "expected.json")).unwrap(),
+        )
+        .unwrap();
+        (0..4)
+            .map(|i| {
+                expected["expect"]["quote"][format!("rtmr{i}")]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn empty_runtime_digests_are_computed_and_replay_to_the_quote() {
+        let doc = parse_document(&with_runtime_digests("")).unwrap();
+        let registers = doc.event_log.replay_rtmrs();
+        let replayed: Vec<String> = [
+            Register::Rtmr0,
+            Register::Rtmr1,
+            Register::Rtmr2,
+            Register::Rtmr3,
+        ]
+        .into_iter()
+        .map(|r| hex::encode(registers.get(r)))
+        .collect();
+        assert_eq!(replayed, quote_registers());
+        // The bare event log array (no document around it) takes the same rule.
+        let log = parse_event_log(&with_runtime_digests("")).unwrap();
+        assert_eq!(log.events.len(), 28);
+    }
+
+    #[test]
+    fn a_wrong_runtime_digest_is_still_an_error() {
+        let wrong = "00".repeat(48);
+        let err = parse_document(&with_runtime_digests(&wrong)).unwrap_err();
+        assert!(
+            matches!(&err, Error::DigestMismatch { index: 20, stated, .. } if *stated == wrong),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_empty_digest_on_a_firmware_event_is_an_error() {
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(FIXTURE).unwrap()).unwrap();
+        let mut events: serde_json::Value =
+            serde_json::from_str(doc["event_log"].as_str().unwrap()).unwrap();
+        events[0]["digest"] = "".into();
+        doc["event_log"] = events.to_string().into();
+        let err = parse_document(&serde_json::to_vec(&doc).unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("0 bytes, SHA-384 needs 48"),
+            "{err}"
+        );
+    }
 }

@@ -46,7 +46,7 @@ fn resolved(qemu: &qemu::QemuBinary, object: &Path) -> Vec<String> {
 #[test]
 fn managed_qemus_load_only_their_own_libraries() {
     let cache = images::Cache::open(&repo()).expect("lock");
-    for id in ["qemu-7.2", "qemu-10.0"] {
+    for id in ["qemu-7.2", "qemu-10.0", "qemu-11.1"] {
         let qemu = cache.qemu(id).unwrap_or_else(|e| panic!("{e}"));
         let root = cache.program_root(id).expect("fetched");
         let modules = &qemu.env[0].1;

@@ -8,7 +8,7 @@
 
 use crate::devpath::ovmf::{self, boot_manager_menu, BootManagerMenu};
 use crate::devpath::LOAD_OPTION_ACTIVE;
-use crate::event::{Event, EventType, Input, Platform, Platforms};
+use crate::event::{Digests, Event, EventType, Input, Platform, Platforms};
 use crate::quirks::{Quirks, SecureBootVar};
 use crate::systemd::{self, Uki};
 use crate::uefi::{self, EfiAction, SecureBootVariable};
@@ -20,7 +20,9 @@ pub struct KernelBoot<'a> {
     /// The kernel exactly as the firmware reads it from fw_cfg (setup header as QEMU patched it,
     /// then the rest of the bzImage).
     pub kernel: &'a [u8],
-    pub initrd: Option<&'a [u8]>,
+    /// The initrd's digests: all of it that is measured. The caller hashes it (a large file)
+    /// while QEMU still runs the fw_cfg oracle, once for every prediction of the VM.
+    pub initrd: Option<&'a Digests>,
     pub cmdline: &'a str,
 }
 
@@ -305,17 +307,17 @@ fn kernel_boot_events(
     ready_to_boot(q, events);
 
     // PCR9 (RTMR2): what the Linux EFI stub measures: LoadOptions, then the initrd.
-    let mut load_options = kernel.cmdline.to_string();
-    if kernel.initrd.is_some() && q.kernel_load_options_initrd {
-        load_options.push_str(" initrd=initrd");
-    }
-    events.push(load_options_event(&load_options));
+    events.push(load_options_event(&kernel_load_options(
+        kernel.cmdline,
+        kernel.initrd.is_some() && q.kernel_load_options_initrd,
+        q.kernel_load_options_initrd_first,
+    )));
     if let Some(initrd) = kernel.initrd {
-        events.push(tagged_event(
+        events.push(tagged_event_of(
             "linux:initrd",
             LINUX_EFI_INITRD_TAG,
             b"Linux initrd\0",
-            initrd,
+            initrd.clone(),
             &[Input::Initrd],
         ));
     }
@@ -342,15 +344,37 @@ fn ready_to_boot(q: &Quirks, events: &mut Vec<Event>) {
     }
 }
 
-/// `LOADED_IMAGE::LoadOptions` as the Linux EFI stub measures it: UTF-16 with its NUL.
-fn load_options_event(load_options: &str) -> Event {
-    let mut bytes = uefi::utf16le(load_options);
-    bytes.extend_from_slice(&[0, 0]);
+/// The LoadOptions OVMF gives a `-kernel` image (UTF-16LE with its NUL): the fw_cfg command
+/// line and, with an initrd, `initrd=initrd` after it or before it (see the quirks).
+///
+/// OVMF formats them with `UnicodeSPrintAsciiFormat` `%a` (OvmfPkg/Library/X86QemuLoadImageLib),
+/// which widens every byte of the command line to one CHAR16 (MdePkg BasePrintLib masks `%a`
+/// characters with 0xff): nothing decodes UTF-8, so `ü` (C3 BC) becomes U+00C3 U+00BC and the
+/// kernel shows `Ã¼` in /proc/cmdline.
+fn kernel_load_options(cmdline: &str, initrd: bool, initrd_first: bool) -> Vec<u8> {
+    let mut text: Vec<u8> = Vec::with_capacity(cmdline.len() + 16);
+    match (initrd, initrd_first) {
+        (false, _) => text.extend_from_slice(cmdline.as_bytes()),
+        (true, true) => {
+            text.extend_from_slice(b"initrd=initrd ");
+            text.extend_from_slice(cmdline.as_bytes());
+        }
+        (true, false) => {
+            text.extend_from_slice(cmdline.as_bytes());
+            text.extend_from_slice(b" initrd=initrd");
+        }
+    }
+    text.push(0);
+    text.iter().flat_map(|&b| [b, 0]).collect()
+}
+
+/// `LOADED_IMAGE::LoadOptions` as the Linux EFI stub measures them: the firmware's bytes.
+fn load_options_event(load_options: &[u8]) -> Event {
     tagged_event(
         "linux:cmdline",
         LINUX_EFI_LOAD_OPTIONS_TAG,
         b"LOADED_IMAGE::LoadOptions\0",
-        &bytes,
+        load_options,
         &[Input::Cmdline],
     )
 }
@@ -427,13 +451,17 @@ fn uki_boot_events(
         pe::boot_services_application("kernel", &linux, None).map_err(image_err("UKI .linux"))?;
     kernel.varies_with = vec![Input::Kernel];
     events.push(kernel);
-    events.push(load_options_event(&cmdline));
+    // systemd-stub decodes the UTF-8 `.cmdline` to UTF-16 (efi-string.c `xstrn8_to_16`), unlike
+    // OVMF's `-kernel` loader, which widens bytes.
+    let mut load_options = uefi::utf16le(&cmdline);
+    load_options.extend_from_slice(&[0, 0]);
+    events.push(load_options_event(&load_options));
     let initrd = systemd::stub_initrd(&uki, q).map_err(image_err("UKI"))?;
-    events.push(tagged_event(
+    events.push(tagged_event_of(
         "linux:initrd",
         LINUX_EFI_INITRD_TAG,
         b"Linux initrd\0",
-        &initrd,
+        Digests::of(&initrd),
         &[Input::Initrd, Input::SystemdVersion],
     ));
 
@@ -458,10 +486,30 @@ fn tagged_event(
     measured: &[u8],
     varies: &[Input],
 ) -> Event {
+    tagged_event_of(label, id, description, Digests::of(measured), varies)
+}
+
+/// [`tagged_event`] of bytes already hashed.
+fn tagged_event_of(
+    label: &str,
+    id: u32,
+    description: &[u8],
+    digests: Digests,
+    varies: &[Input],
+) -> Event {
     let mut data = id.to_le_bytes().to_vec();
     data.extend_from_slice(&(description.len() as u32).to_le_bytes());
     data.extend_from_slice(description);
-    Event::measured(9, EventType::EVENT_TAG, label, measured, Some(data)).varies_with(varies)
+    Event {
+        pcr: 9,
+        event_type: EventType::EVENT_TAG,
+        digests,
+        data: Some(data),
+        label: label.into(),
+        varies_with: Vec::new(),
+        platforms: Platforms::BOTH,
+    }
+    .varies_with(varies)
 }
 
 #[cfg(test)]
@@ -494,5 +542,27 @@ mod tests {
             let pcrs: Vec<u32> = prediction.unpredicted.iter().map(|u| u.pcr).collect();
             assert_eq!(pcrs, [0, 10]);
         }
+    }
+
+    /// OVMF widens each command-line byte to a CHAR16 (`%a`), so UTF-8 `é` (C3 A9) is two
+    /// characters, U+00C3 U+00A9; ` initrd=initrd` goes after the command line before
+    /// edk2 PR #11115 and `initrd=initrd ` before it since.
+    #[test]
+    fn kernel_load_options_widen_bytes_around_the_initrd_option() {
+        let widened = |text: &[u8]| -> Vec<u8> { text.iter().flat_map(|&b| [b, 0]).collect() };
+        assert_eq!(
+            kernel_load_options("é", false, false),
+            [0xc3, 0, 0xa9, 0, 0, 0]
+        );
+        assert_eq!(
+            kernel_load_options("a=é", true, false),
+            widened(b"a=\xc3\xa9 initrd=initrd\0")
+        );
+        assert_eq!(
+            kernel_load_options("a=é", true, true),
+            widened(b"initrd=initrd a=\xc3\xa9\0")
+        );
+        // Not what a UTF-8 decoder would give (U+00E9 alone).
+        assert_ne!(kernel_load_options("é", false, false), [0xe9, 0, 0, 0]);
     }
 }

@@ -58,6 +58,8 @@ pub struct Quirks {
     pub acpi_measured_on_vtpm: bool,
     /// OVMF's `-kernel` loader appends ` initrd=initrd` to LoadOptions when an initrd is given.
     pub kernel_load_options_initrd: bool,
+    /// ... and puts it first (`initrd=initrd CMDLINE`) instead of last (`CMDLINE initrd=initrd`).
+    pub kernel_load_options_initrd_first: bool,
     /// At ReadyToBoot a TD gets one separator, in RTMR1 only (PCR1's is folded into the early
     /// RTMR0 separator).
     pub td_ready_to_boot_separator_rtmr1_only: bool,
@@ -109,6 +111,7 @@ impl Quirks {
             crtm_version: Some(String::new()),
             acpi_measured_on_vtpm: false,
             kernel_load_options_initrd: true,
+            kernel_load_options_initrd_first: false,
             td_ready_to_boot_separator_rtmr1_only: true,
             stub_measured_sections: STUB_SECTIONS_252,
             stub_initrd_osrel_cpio: false,
@@ -308,6 +311,18 @@ pub static ROWS: &[Row] = &[
                  SHA-384 of the vmlinuz file itself (0fbfe6ff…, whose SHA-256 matches the \
                  digest in Debian's signature); with QEMU 7.2, or OVMF 2022.11, the patched one.",
     },
+    Row {
+        id: "ovmf-kernel-initrd-option-first",
+        component: Component::Ovmf,
+        since: Some(Version(2025, 8)),
+        until: None,
+        apply: |q| q.kernel_load_options_initrd_first = true,
+        reason: "OvmfPkg/Library/X86QemuLoadImageLib formats LoadOptions as \"initrd=initrd \" \
+                 then the command line since tianocore/edk2 PR #11115 (\"Prefix initrd=initrd in \
+                 cmdline\", so that arguments after `--` reach init unchanged), merged after the \
+                 edk2-stable202505 freeze; 2022.11 and 2025.02 append \" initrd=initrd\" (observed \
+                 on vTPM boots of both).",
+    },
 ];
 
 #[cfg(test)]
@@ -333,6 +348,9 @@ mod tests {
         let new = Quirks::resolve(Some(Version(2025, 2)), None, None);
         assert_eq!(new.secure_boot, SecureBootVar::Absent);
         assert!(new.acpi_measured_on_vtpm);
+        assert!(!old.kernel_load_options_initrd_first && !new.kernel_load_options_initrd_first);
+        let ovmf2026 = Quirks::resolve(Some(Version(2026, 8)), None, None);
+        assert!(ovmf2026.kernel_load_options_initrd_first);
         assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 4);
         let stub252 = Quirks::resolve(None, None, Some(Version(252, 39)));
         assert_eq!(stub252.stub_measured_sections, STUB_SECTIONS_252);

@@ -10,3 +10,5 @@ pub mod report;
 pub mod resolve;
 pub mod run;
 pub mod scenario;
+pub mod schedule;
+pub mod snapshot;

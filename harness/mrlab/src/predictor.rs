@@ -29,7 +29,7 @@
 //! boot, else null); `cmdline`, the `-append` value QEMU hands the firmware (OVMF's loader appends
 //! ` initrd=initrd` when there is an initrd, as both the builtin prediction and dstack-mr model);
 //! `cpus`; `memory` in bytes; `machine` (`smm`, `hpet`, `pic`, `kernel_irqchip`,
-//! `pci_hole64_size`, `acpi_pci_hotplug_with_bridge_support`; null = QEMU's default); `serial`;
+//! `pci_hole64_size`, `acpi_pci_hotplug_with_bridge_support`, `phys_bits`; null = QEMU's default); `serial`;
 //! `devices` in command-line order, which decides PCI slots and so ACPI (`{kind: virtio-blk, id,
 //! file, format, readonly}`, `{kind: virtio-net, id}`, `{kind: vhost-vsock, guest_cid}`, `{kind:
 //! virtfs, id, mount_tag}`, `{kind: cdrom, file}`, `{kind: pcie-root-port, chassis}`); `qemu`
@@ -598,6 +598,7 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
             "kernel_irqchip": m.kernel_irqchip.map(|k| k.as_str()),
             "pci_hole64_size": m.pci_hole64_size,
             "acpi_pci_hotplug_with_bridge_support": m.acpi_pci_hotplug_with_bridge_support,
+            "phys_bits": m.phys_bits,
         },
         "serial": vm.serial,
         "devices": devices,

@@ -21,41 +21,6 @@ pub struct Prepared {
     pub td_events: Result<Vec<Event>, String>,
 }
 
-/// Resolve, ask the oracle, predict for `platform` (a vTPM VM has a TPM device, which changes
-/// ACPI; a TD has none). No guest runs, so a VM this host could not run (e.g. a TD's
-/// vhost-vsock without `/dev/vhost-vsock`) is still predicted: the oracle stands in for what it
-/// cannot start, and a prediction or an offline diagnosis needs no more.
-pub async fn prepare(
-    scenario: &Scenario,
-    cache: &images::Cache,
-    platform: Platform,
-) -> Result<Box<Prepared>, String> {
-    let resolved =
-        resolve::resolve(scenario, cache, platform == Platform::Vtpm).map_err(|e| e.to_string())?;
-    // The oracle: every fw_cfg file of this very VM, from the same QEMU binary.
-    let oracle =
-        qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved))
-            .await
-            .map_err(|e| e.to_string())?;
-    let prediction = predict_for(&resolved, &oracle, platform)?;
-    let td_events = match platform {
-        Platform::Tdx => Ok(prediction.events.clone()),
-        // The vTPM VM's TPM device adds the `etc/tpm/log` ACPI blob, which a TD does not have.
-        Platform::Vtpm => predict_for(&resolved, &oracle, Platform::Tdx).map(|p| {
-            p.events
-                .into_iter()
-                .filter(|e| e.label != TPM_LOG_ACPI_EVENT)
-                .collect()
-        }),
-    };
-    Ok(Box::new(Prepared {
-        resolved,
-        oracle,
-        prediction,
-        td_events,
-    }))
-}
-
 /// The ACPI event of the blob the vTPM VM's TPM device adds (`etc/tpm/log`).
 const TPM_LOG_ACPI_EVENT: &str = "acpi:etc/tpm/log";
 
@@ -64,72 +29,6 @@ pub fn firmware_pci(resolved: &Resolved) -> qemu::fwcfg::FirmwarePci {
     match resolved.ovmf_version {
         Some(v) if v >= measure::quirks::Version(2023, 0) => qemu::fwcfg::FirmwarePci::OVMF_2025_02,
         _ => qemu::fwcfg::FirmwarePci::OVMF_2022_11,
-    }
-}
-
-/// The prediction for this VM: oracle blobs and the kernel as QEMU hands it to the firmware.
-pub fn predict_for(
-    resolved: &Resolved,
-    oracle: &BTreeMap<String, Vec<u8>>,
-    platform: Platform,
-) -> Result<Prediction, String> {
-    let firmware = crate::input::read(&resolved.vm.firmware, crate::input::FIRMWARE)?;
-    let acpi_blobs = measure::acpi::measured_blobs(oracle);
-    let roms: Vec<(String, Vec<u8>)> = resolved
-        .option_roms
-        .iter()
-        .map(|(label, path)| read(path, IMAGE).map(|bytes| (label.clone(), bytes)))
-        .collect::<Result<_, _>>()?;
-    let option_roms: Vec<(String, &[u8])> = roms
-        .iter()
-        .map(|(l, b)| (l.clone(), b.as_slice()))
-        .collect();
-    let cmdline_override = resolved.scenario.predict.cmdline.as_deref();
-    let predict = |boot| {
-        let inputs = predict::Inputs {
-            platform,
-            quirks: &resolved.quirks,
-            firmware: &firmware,
-            memory: resolved.vm.memory,
-            acpi_blobs: acpi_blobs.clone(),
-            option_roms: option_roms.clone(),
-            boot,
-        };
-        predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
-    };
-    match (&resolved.vm.boot, &resolved.uki) {
-        (
-            qemu::vm::Boot::Kernel {
-                initrd, cmdline, ..
-            },
-            _,
-        ) => {
-            let kernel = kernel_as_measured(resolved, oracle)?;
-            let initrd = initrd.as_deref().map(|p| read(p, DISK)).transpose()?;
-            predict(Boot::Kernel(KernelBoot {
-                kernel: &kernel,
-                initrd: initrd.as_deref(),
-                cmdline: cmdline_override.unwrap_or(cmdline),
-            }))
-        }
-        (qemu::vm::Boot::Disk, Some(uki)) => {
-            let disk = read(&uki.disk, DISK)?;
-            let bootloader = read(&uki.bootloader, IMAGE)?;
-            let image = read(&uki.uki, IMAGE)?;
-            predict(Boot::Uki(UkiBoot {
-                disk: &disk,
-                block_size: 512,
-                disk_pci: uki.disk_pci.clone(),
-                other_disks_pci: uki.other_disks_pci.clone(),
-                bootloader: &bootloader,
-                loader_conf: uki.loader_conf.as_deref().map(str::as_bytes),
-                uki: &image,
-                cmdline_override,
-            }))
-        }
-        (qemu::vm::Boot::Disk, None) => {
-            Err("disk boot without a UKI the harness built is not predicted".into())
-        }
     }
 }
 
@@ -219,5 +118,144 @@ pub fn fold_pcr(events: &[Event], pcr: u32, bank: &str) -> Vec<u8> {
             value = extend_sha384(&value, &d);
         }
         value.to_vec()
+    }
+}
+
+/// Resolve, ask the oracle, predict for `platform` (a vTPM VM has a TPM device, which changes
+/// ACPI; a TD has none). No guest runs, so a VM this host could not run (e.g. a TD's
+/// vhost-vsock without `/dev/vhost-vsock`) is still predicted: the oracle stands in for what it
+/// cannot start, and a prediction or an offline diagnosis needs no more.
+pub async fn prepare(
+    scenario: &Scenario,
+    cache: &images::Cache,
+    platform: Platform,
+) -> Result<Box<Prepared>, String> {
+    let resolved =
+        resolve::resolve(scenario, cache, platform == Platform::Vtpm).map_err(|e| e.to_string())?;
+    prepare_resolved(resolved, platform).await
+}
+
+/// [`prepare`] of a scenario already resolved: the oracle and the prediction, which a boot of
+/// the same VM does not need, so `mrlab run` boots it meanwhile.
+pub async fn prepare_resolved(
+    resolved: Resolved,
+    platform: Platform,
+) -> Result<Box<Prepared>, String> {
+    // The oracle: every fw_cfg file of this very VM, from the same QEMU binary. The initrd is
+    // hashed meanwhile, once for both predictions below.
+    let oracle =
+        qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved));
+    let (oracle, initrd) = tokio::join!(oracle, initrd_digests(&resolved));
+    let oracle = oracle.map_err(|e| e.to_string())?;
+    prepared_from(resolved, oracle, initrd?, platform)
+}
+
+/// The prediction of a resolved VM from its fw_cfg files (the oracle's, or a snapshot's) and
+/// its initrd's digests (read once for both predictions).
+pub fn prepared_from(
+    resolved: Resolved,
+    oracle: BTreeMap<String, Vec<u8>>,
+    initrd: Option<measure::Digests>,
+    platform: Platform,
+) -> Result<Box<Prepared>, String> {
+    let prediction = predict_for(&resolved, &oracle, initrd.as_ref(), platform)?;
+    let td_events = match platform {
+        Platform::Tdx => Ok(prediction.events.clone()),
+        // The vTPM VM's TPM device adds the `etc/tpm/log` ACPI blob, which a TD does not have.
+        Platform::Vtpm => {
+            predict_for(&resolved, &oracle, initrd.as_ref(), Platform::Tdx).map(|p| {
+                p.events
+                    .into_iter()
+                    .filter(|e| e.label != TPM_LOG_ACPI_EVENT)
+                    .collect()
+            })
+        }
+    };
+    Ok(Box::new(Prepared {
+        resolved,
+        oracle,
+        prediction,
+        td_events,
+    }))
+}
+
+/// The digests of a `-kernel` boot's initrd, read and hashed on a blocking thread so that it
+/// overlaps the fw_cfg oracle's QEMU.
+async fn initrd_digests(resolved: &Resolved) -> Result<Option<measure::Digests>, String> {
+    let vm = resolved.vm.clone();
+    tokio::task::spawn_blocking(move || read_initrd_digests(&vm))
+        .await
+        .map_err(|e| format!("hashing the initrd: {e}"))?
+}
+
+/// Both banks' digests of the `-kernel` initrd, if the VM has one.
+pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, String> {
+    match &vm.boot {
+        qemu::vm::Boot::Kernel {
+            initrd: Some(path), ..
+        } => read(path, DISK).map(|b| Some(measure::Digests::of(&b))),
+        _ => Ok(None),
+    }
+}
+
+/// The prediction for this VM: oracle blobs, the kernel as QEMU hands it to the firmware, and
+/// the initrd's digests ([`initrd_digests`]) for a `-kernel` boot.
+pub fn predict_for(
+    resolved: &Resolved,
+    oracle: &BTreeMap<String, Vec<u8>>,
+    initrd: Option<&measure::Digests>,
+    platform: Platform,
+) -> Result<Prediction, String> {
+    let firmware = crate::input::read(&resolved.vm.firmware, crate::input::FIRMWARE)?;
+    let acpi_blobs = measure::acpi::measured_blobs(oracle);
+    let roms: Vec<(String, Vec<u8>)> = resolved
+        .option_roms
+        .iter()
+        .map(|(label, path)| read(path, IMAGE).map(|bytes| (label.clone(), bytes)))
+        .collect::<Result<_, _>>()?;
+    let option_roms: Vec<(String, &[u8])> = roms
+        .iter()
+        .map(|(l, b)| (l.clone(), b.as_slice()))
+        .collect();
+    let cmdline_override = resolved.scenario.predict.cmdline.as_deref();
+    let predict = |boot| {
+        let inputs = predict::Inputs {
+            platform,
+            quirks: &resolved.quirks,
+            firmware: &firmware,
+            memory: resolved.vm.memory,
+            acpi_blobs: acpi_blobs.clone(),
+            option_roms: option_roms.clone(),
+            boot,
+        };
+        predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
+    };
+    match (&resolved.vm.boot, &resolved.uki) {
+        (qemu::vm::Boot::Kernel { cmdline, .. }, _) => {
+            let kernel = kernel_as_measured(resolved, oracle)?;
+            predict(Boot::Kernel(KernelBoot {
+                kernel: &kernel,
+                initrd,
+                cmdline: cmdline_override.unwrap_or(cmdline),
+            }))
+        }
+        (qemu::vm::Boot::Disk, Some(uki)) => {
+            let disk = read(&uki.disk, DISK)?;
+            let bootloader = read(&uki.bootloader, IMAGE)?;
+            let image = read(&uki.uki, IMAGE)?;
+            predict(Boot::Uki(UkiBoot {
+                disk: &disk,
+                block_size: 512,
+                disk_pci: uki.disk_pci.clone(),
+                other_disks_pci: uki.other_disks_pci.clone(),
+                bootloader: &bootloader,
+                loader_conf: uki.loader_conf.as_deref().map(str::as_bytes),
+                uki: &image,
+                cmdline_override,
+            }))
+        }
+        (qemu::vm::Boot::Disk, None) => {
+            Err("disk boot without a UKI the harness built is not predicted".into())
+        }
     }
 }

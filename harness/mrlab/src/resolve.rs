@@ -76,6 +76,32 @@ pub fn resolve(
     cache: &images::Cache,
     tpm: bool,
 ) -> Result<Resolved, ResolveError> {
+    let qemu_binary = qemu_binary(scenario, cache)?;
+    let qemu_version = qemu_version(&qemu_binary).map_err(|message| ResolveError::Key {
+        scenario: scenario.name.clone(),
+        key: "qemu",
+        message,
+    })?;
+    let mut resolved = resolve_without_qemu(scenario, cache, tpm, qemu_binary, qemu_version)?;
+    resolved.option_roms =
+        option_roms(&resolved.vm, &resolved.qemu_binary).map_err(|message| ResolveError::Key {
+            scenario: scenario.name.clone(),
+            key: "devices",
+            message,
+        })?;
+    Ok(resolved)
+}
+
+/// [`resolve`] for a host without QEMU (a verifier predicting from a fw_cfg snapshot): QEMU's
+/// version is given, `qemu_binary` is recorded but never started, and `option_roms` is left
+/// empty for the caller to fill from what it has of QEMU's data.
+pub fn resolve_without_qemu(
+    scenario: &Scenario,
+    cache: &images::Cache,
+    tpm: bool,
+    qemu_binary: qemu::QemuBinary,
+    qemu_version: Option<Version>,
+) -> Result<Resolved, ResolveError> {
     let key_err = |key, message: String| ResolveError::Key {
         scenario: scenario.name.clone(),
         key,
@@ -124,9 +150,6 @@ pub fn resolve(
         }
         path => Some(existing(&scenario.dir, path).map_err(|m| key_err("initrd", m))?),
     };
-
-    let qemu_binary = qemu_binary(scenario, cache)?;
-    let qemu_version = qemu_version(&qemu_binary).map_err(|m| key_err("qemu", m))?;
 
     let (boot, mut uki) = match scenario.boot {
         BootMode::Kernel => (
@@ -188,6 +211,7 @@ pub fn resolve(
     vm.machine.hpet = m.hpet.or(vm.machine.hpet);
     vm.machine.pic = m.pic.or(vm.machine.pic);
     vm.machine.acpi_pci_hotplug_with_bridge_support = m.acpi_pci_hotplug;
+    vm.machine.phys_bits = m.phys_bits;
     if let Some(size) = &m.pci_hole64_size {
         let bytes =
             crate::scenario::parse_size(size).map_err(|e| key_err("machine.pci_hole64_size", e))?;
@@ -271,7 +295,6 @@ pub fn resolve(
             .collect();
     }
     let systemd_version = uki.as_ref().and_then(|u| u.systemd_version);
-    let option_roms = option_roms(&vm, &qemu_binary).map_err(|m| key_err("devices", m))?;
     let quirks = Quirks::resolve(ovmf_version, qemu_version, systemd_version);
     Ok(Resolved {
         scenario: scenario.clone(),
@@ -281,7 +304,7 @@ pub fn resolve(
         ovmf_version,
         quirks,
         uki,
-        option_roms,
+        option_roms: Vec::new(),
     })
 }
 
@@ -510,9 +533,7 @@ fn package_version(cache: &images::Cache, id: &str) -> Option<Version> {
 fn run_qemu(qemu: &qemu::QemuBinary, args: &[&str]) -> Result<std::process::Output, String> {
     let program = qemu.program.display();
     let out = qemu
-        .command()
-        .args(args)
-        .output()
+        .output_once(args)
         .map_err(|e| format!("{program}: cannot run: {e}"))?;
     if !out.status.success() {
         return Err(format!(

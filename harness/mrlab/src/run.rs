@@ -5,9 +5,10 @@
 //! on drop.
 
 use crate::judge::judge_record;
-use crate::prepare::{prepare, Prepared};
+use crate::prepare::{prepare_resolved, Prepared};
 use crate::recorded::save_evidence;
 use crate::report::{ScenarioReport, Verdict};
+use crate::resolve;
 use crate::scenario::Scenario;
 use measure::predict::Prediction;
 use measure::Platform;
@@ -125,8 +126,9 @@ async fn run_inner(
     dir: &Path,
     started: Instant,
 ) -> Result<(ScenarioReport, Option<Prediction>), String> {
-    let prepared = prepare(scenario, cache, opts.platform).await?;
-    if let Some(why) = prepared.resolved.vm.unsupported_reason() {
+    let resolved = resolve::resolve(scenario, cache, opts.platform == Platform::Vtpm)
+        .map_err(|e| e.to_string())?;
+    if let Some(why) = resolved.vm.unsupported_reason() {
         let mut r = ScenarioReport::error(&scenario.name, file, backend_name(opts), why, 0.0);
         r.verdict = Verdict::Skip;
         return Ok((r, None));
@@ -137,7 +139,6 @@ async fn run_inner(
     // Boot. The run dir (sockets, swtpm state) is a short private dir under the system temp
     // dir, removed on every path; its logs and run.sh land in the results folder, a failed
     // boot's too, for a human.
-    let resolved = &prepared.resolved;
     let options = qemu::boot::BootOptions {
         timeout: Duration::from_secs(scenario.timeout_s),
         save_logs_to: Some(dir.to_path_buf()),
@@ -158,16 +159,21 @@ async fn run_inner(
     // An infrastructure failure (no run dir, swtpm or QMP trouble) gets one more try; a guest
     // that boots and then disagrees with the prediction never does.
     let mut retried = None;
-    let boot = match qemu::boot::boot(&resolved.vm, &backend, &options).await {
-        Err(e) if is_infrastructure(&e) => {
-            retried = Some(format!("retried once after an infrastructure failure: {e}"));
-            qemu::boot::boot(&resolved.vm, &backend, &options).await
+    let vm = resolved.vm.clone();
+    let boot = async {
+        match qemu::boot::boot(&vm, &backend, &options).await {
+            Err(e) if is_infrastructure(&e) => {
+                retried = Some(format!("retried once after an infrastructure failure: {e}"));
+                qemu::boot::boot(&vm, &backend, &options).await
+            }
+            other => other,
         }
-        other => other,
-    }
-    .map_err(|e| format!("boot: {e}"))?;
-    let serial = boot.serial.clone();
-    drop(boot);
+        .map(|boot| boot.serial)
+        .map_err(|e| format!("boot: {e}"))
+    };
+    // The guest boots while the oracle runs and the prediction is made: neither needs the
+    // other until the judging. A failed prediction stops the boot (dropping it kills QEMU).
+    let (prepared, serial) = tokio::try_join!(prepare_resolved(resolved, opts.platform), boot)?;
 
     let mut report = match opts.platform {
         Platform::Vtpm => {
@@ -274,10 +280,18 @@ pub fn cmdline_truncated(serial: &[u8]) -> Option<String> {
 /// Failures of the host side, not of the guest: worth one retry.
 fn is_infrastructure(e: &qemu::boot::BootError) -> bool {
     use qemu::boot::BootError::*;
-    matches!(
-        e,
-        RunDir(_) | Spawn { .. } | Swtpm(_) | SwtpmDied { .. } | VsockDaemon { .. } | Qmp { .. }
-    )
+    match e {
+        RunDir(_)
+        | Spawn { .. }
+        | Swtpm(_)
+        | SwtpmDied { .. }
+        | VsockDaemon { .. }
+        | Qmp { .. } => true,
+        // Linux's timer check fails when TCG on a loaded host delivers the first PIT ticks
+        // late (seen here with several TCG guests on 2 cores): the host's doing, not the VM's.
+        KernelPanic { line, .. } => line.contains("IO-APIC + timer doesn't work"),
+        _ => false,
+    }
 }
 
 /// Judge a guest's serial output against the prepared prediction: decode the evidence record,

@@ -76,7 +76,12 @@ pub struct MachineOptions {
     pub pic: Option<bool>,
     pub pci_hole64_size: Option<String>,
     pub acpi_pci_hotplug: Option<bool>,
+    /// The guest CPU's physical address width (QEMU `phys-bits`, 32–52).
+    pub phys_bits: Option<u8>,
 }
+
+/// QEMU's accepted `phys-bits` (`target/i386/cpu.c`: 32 to `TARGET_PHYS_ADDR_SPACE_BITS`).
+const PHYS_BITS: std::ops::RangeInclusive<u8> = 32..=52;
 
 /// One device, in PCI order.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -270,6 +275,16 @@ impl Scenario {
             .is_some_and(|c| c.contains('\0'))
         {
             return Err(invalid("predict.cmdline", "contains a NUL byte"));
+        }
+        if scenario
+            .machine
+            .phys_bits
+            .is_some_and(|bits| !PHYS_BITS.contains(&bits))
+        {
+            return Err(invalid(
+                "machine.phys_bits",
+                "must be between 32 and 52 (QEMU's phys-bits)",
+            ));
         }
         for device in &scenario.devices {
             if let Device::Virtfs { tag } = device {
@@ -536,6 +551,21 @@ mod tests {
             assert!(e.contains("key `devices`: virtfs tag"), "{bad:?}: {e}");
         }
         assert!(parse("name = \"a\"\n[[devices]]\nkind = \"virtfs\"\ntag = \"share_1\"").is_ok());
+    }
+
+    #[test]
+    fn phys_bits_outside_qemus_range_are_refused() {
+        for bad in [31, 53] {
+            let e = parse(&format!("name = \"a\"\n[machine]\nphys_bits = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("key `machine.phys_bits`: must be between 32 and 52"),
+                "{e}"
+            );
+        }
+        let ok = parse("name = \"a\"\n[machine]\nphys_bits = 46").unwrap();
+        assert_eq!(ok.machine.phys_bits, Some(46));
     }
 
     #[test]

@@ -313,6 +313,24 @@ fn corrupt_or_missing_evidence_is_an_error() {
     assert!(mrlab::recorded::record_from_dir(&dir.join("no-such-folder")).is_err());
 }
 
+/// The record travels over the emulated UART byte by byte: v2 deflates it, so kernel-smoke's
+/// ~220 KB of evidence (mostly zero-padded ACPI and TPM log areas) crosses as at most 40 KB.
+#[test]
+fn kernel_smoke_record_is_deflated_on_the_wire() {
+    let real = kernel_smoke();
+    let begin = find(&real.serial, b"MRLAB-RECORD-BEGIN").expect("record in serial.log");
+    let end = find(&real.serial, b"MRLAB-RECORD-END").expect("record end in serial.log");
+    let frame = &real.serial[begin..end];
+    assert!(frame.starts_with(b"MRLAB-RECORD-BEGIN v2 "));
+    assert!(
+        frame.len() <= 40 * 1024,
+        "{} bytes on the wire",
+        frame.len()
+    );
+    let payload: usize = real.record.entries.iter().map(|(_, d)| d.len()).sum();
+    assert!(payload > 200 * 1024, "{payload} bytes of evidence");
+}
+
 const TPM_LOG: &str = "tpm/binary_bios_measurements";
 
 /// One change to a real boot's evidence. Log changes keep the recorded PCR values consistent:

@@ -56,7 +56,7 @@ fn predicted_kernel_boot_has_the_td_capture_shape_and_digests() {
         option_roms: Vec::new(),
         boot: Boot::Kernel(KernelBoot {
             kernel: &kernel,
-            initrd: Some(b"stand-in initrd"),
+            initrd: Some(&measure::Digests::of(b"stand-in initrd")),
             cmdline: "console=ttyS0",
         }),
     })
@@ -197,4 +197,69 @@ fn diagnose_takes_a_td_results_folder_to_the_td_judge() {
         report["registers"][1]["actual"],
         "3fa2f61f395b7f5feefb4ec2df61297f109ad8abcd6410c1b7df60f21f37b19297fc35e544039c7e1edece752afd17f6"
     );
+}
+
+/// dstack's guest agent leaves RTMR3 runtime digests empty in GetQuote responses. Built from the
+/// real capture by blanking them: `replay`, `quote` and `diagnose` take the file, and the log
+/// replays to the registers of the capture's signed quote (its expected.json).
+#[test]
+fn a_dstack_document_with_empty_runtime_digests_is_accepted_by_every_command() {
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(CAPTURE).unwrap()).unwrap();
+    let mut events: serde_json::Value =
+        serde_json::from_str(doc["event_log"].as_str().unwrap()).unwrap();
+    for e in events.as_array_mut().unwrap() {
+        if e["event_type"] == evidence::dstack::RUNTIME_EVENT_TYPE {
+            e["digest"] = "".into();
+        }
+    }
+    doc["event_log"] = events.to_string().into();
+    let dir = tempfile::tempdir().unwrap();
+    let blanked = dir.path().join("quote-report.json");
+    std::fs::write(&blanked, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let scenario = dir.path().join("dstack-td.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"dstack-gpu-64g\"\ncpus = 16\nmemory = \"64G\"\nfirmware = \"ovmf-2022.11\"\n[machine]\nacpi_pci_hotplug = false\npic = false\n",
+    )
+    .unwrap();
+    let mrlab = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mrlab"))
+            .args(args)
+            .output()
+            .expect("run mrlab");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {stderr}"));
+        (out.status.code(), json)
+    };
+    // RTMR0-3 of the capture's signed quote (fixture expected.json, `pair:` basis).
+    let quote_rtmrs = [
+        "2e3843265f8ecdd4e2282694747f6f2f111605c33f2a8882f5734ee6f3a6ce63d8f34aeef06093dcda76fa5f9d33d8d6",
+        "a1b79d76021970f57c45c4a7c395f780bab37011a4df27fe44e8559bd1abb4d6e52f12f866d1d08405448eb797a5970f",
+        "1e31b59d605df7ee8160cf7966be9bafa6d0e1905de7e09695a24cd9748e71a603a51fae1297619fa0c30517addbcd07",
+        "0f787c3877f3e95095d5a4d13dd0fe0233803b30120d8469866719dc28f519ce021fe1e53459121e7a5a4443147185a8",
+    ];
+    let (code, replay) = mrlab(&["replay".as_ref(), blanked.as_os_str(), "--json".as_ref()]);
+    assert_eq!(code, Some(0));
+    for (i, rtmr) in quote_rtmrs.iter().enumerate() {
+        assert_eq!(replay["registers"][format!("rtmr{i}")], *rtmr);
+    }
+    let (code, quote) = mrlab(&["quote".as_ref(), blanked.as_os_str(), "--json".as_ref()]);
+    assert_eq!(code, Some(0));
+    assert_eq!(quote["rtmr3"], quote_rtmrs[3]);
+    // The log replays to the quote, so diagnose judges events: the first divergence is the CFV
+    // (that TD's firmware had another CFV), as with the unmodified capture.
+    let (code, diagnose) = mrlab(&[
+        "diagnose".as_ref(),
+        "--json".as_ref(),
+        "--scenario".as_ref(),
+        scenario.as_os_str(),
+        "--event-log".as_ref(),
+        blanked.as_os_str(),
+    ]);
+    let report = &diagnose["scenarios"][0];
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["backend"], "tdx");
+    assert_eq!(report["first_divergence"]["label"], "cfv", "{report}");
 }

@@ -167,10 +167,18 @@ pub fn argv(vm: &Vm, backend: &Backend, run: &RunDir) -> Vec<String> {
     ]);
 
     match backend {
-        Backend::Vtpm { accel: Accel::Tcg } | Backend::Oracle => push(&["-accel", "tcg"]),
-        Backend::Vtpm { accel: Accel::Kvm } | Backend::Tdx { .. } => {
-            push(&["-accel", "kvm", "-cpu", "host"])
+        Backend::Vtpm { accel: Accel::Tcg } | Backend::Oracle => {
+            push(&["-accel", "tcg"]);
+            if let Some(bits) = vm.machine.phys_bits {
+                push(&["-cpu", &format!("qemu64,phys-bits={bits}")]);
+            }
         }
+        Backend::Vtpm { accel: Accel::Kvm } => match vm.machine.phys_bits {
+            Some(bits) => push(&["-accel", "kvm", "-cpu", &format!("host,phys-bits={bits}")]),
+            None => push(&["-accel", "kvm", "-cpu", "host"]),
+        },
+        // The TDX module fixes a TD's address width (GPAW 48 or 52): `phys_bits` does not apply.
+        Backend::Tdx { .. } => push(&["-accel", "kvm", "-cpu", "host"]),
     }
     if *backend == Backend::Oracle {
         push(&["-S"]);
@@ -625,6 +633,32 @@ mod tests {
                 "memory-backend-ram,id=mem0,size=4096M"
             ])
         );
+    }
+
+    /// The boot and the oracle run the same CPU width; a TD keeps the width TDX gives it.
+    #[test]
+    fn phys_bits_reach_the_cpu_of_tcg_kvm_and_the_oracle_but_not_a_td() {
+        let mut vm = kernel_vm();
+        vm.machine.phys_bits = Some(46);
+        let cpu = |vm: &Vm, backend: Backend| {
+            let args = argv(vm, &backend, &RunDir::new("/r"));
+            let at = args.iter().position(|a| a == "-cpu");
+            at.map(|i| args[i + 1].clone())
+        };
+        let tcg = Backend::Vtpm { accel: Accel::Tcg };
+        assert_eq!(cpu(&vm, tcg).as_deref(), Some("qemu64,phys-bits=46"));
+        assert_eq!(
+            cpu(&vm, Backend::Oracle).as_deref(),
+            Some("qemu64,phys-bits=46")
+        );
+        let kvm = Backend::Vtpm { accel: Accel::Kvm };
+        assert_eq!(cpu(&vm, kvm).as_deref(), Some("host,phys-bits=46"));
+        let td = Backend::Tdx {
+            flavour: TdxFlavour::Upstream,
+        };
+        assert_eq!(cpu(&vm, td).as_deref(), Some("host"));
+        vm.machine.phys_bits = None;
+        assert_eq!(cpu(&vm, tcg), None);
     }
 
     #[test]

@@ -100,6 +100,49 @@ impl QemuBinary {
     pub fn tokio_command(&self) -> tokio::process::Command {
         tokio::process::Command::from(self.command())
     }
+
+    /// Runs this QEMU with `args` to completion, like `command().args(args).output()`, but
+    /// once per process for the same binary and arguments: `--version` and `-L help` answer the
+    /// same for every scenario of a run. The answer is keyed by the binary's (and its loader's)
+    /// path and mtime, so a QEMU replaced mid-run is asked again; only a successful answer is
+    /// kept, and a binary whose file cannot be found (a bare name on `PATH`) is always asked.
+    pub fn output_once(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        type Key = (QemuBinary, Vec<String>, Vec<std::time::SystemTime>);
+        static ANSWERS: std::sync::Mutex<Vec<(Key, std::process::Output)>> =
+            std::sync::Mutex::new(Vec::new());
+        let mtimes: Option<Vec<_>> = std::iter::once(&self.program)
+            .chain(self.loader.as_ref().map(|l| &l.path))
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect();
+        let Some(mtimes) = mtimes else {
+            return self.command().args(args).output();
+        };
+        let key = (
+            self.clone(),
+            args.iter().map(|a| a.to_string()).collect(),
+            mtimes,
+        );
+        let lookup = || {
+            let answers = ANSWERS.lock().unwrap_or_else(|e| e.into_inner());
+            answers
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, o)| o.clone())
+        };
+        if let Some(output) = lookup() {
+            return Ok(output);
+        }
+        // Not held while QEMU runs: two scenarios asking at once both run it, which is correct,
+        // only not the saving.
+        let output = self.command().args(args).output()?;
+        if output.status.success() {
+            ANSWERS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((key, output.clone()));
+        }
+        Ok(output)
+    }
 }
 
 #[cfg(test)]
@@ -158,5 +201,47 @@ mod tests {
                 "/r/share/qemu"
             ]
         );
+    }
+
+    #[test]
+    fn answers_are_kept_per_binary_and_mtime_and_failures_are_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        let program = dir.path().join("qemu-system-x86_64");
+        let write_program = |exit: u8| {
+            let script = format!(
+                "#!/bin/sh\necho \"$@\" >>'{}'\necho \"QEMU emulator version 7.2.19\"\nexit {exit}\n",
+                calls.display()
+            );
+            std::fs::write(&program, script).unwrap();
+            std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let asked = || std::fs::read_to_string(&calls).unwrap_or_default();
+        write_program(0);
+        let q = QemuBinary::at(&program);
+        let first = q.output_once(&["--version"]).unwrap();
+        let again = q.output_once(&["--version"]).unwrap();
+        assert_eq!(first.stdout, again.stdout);
+        assert_eq!(asked(), "--version\n", "asked once");
+        q.output_once(&["-L", "help"]).unwrap();
+        assert_eq!(
+            asked(),
+            "--version\n-L help\n",
+            "other arguments, another answer"
+        );
+
+        // A rebuilt binary (another mtime) is asked again; its failure is not kept.
+        write_program(1);
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&program)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert!(!q.output_once(&["--version"]).unwrap().status.success());
+        assert!(!q.output_once(&["--version"]).unwrap().status.success());
+        assert_eq!(asked(), "--version\n-L help\n--version\n--version\n");
     }
 }

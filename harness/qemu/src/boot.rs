@@ -80,6 +80,8 @@ pub enum BootError {
     VsockDaemon { problem: String, log: String },
     #[error("guest panicked (QMP run state {state}); serial tail: {serial_tail}")]
     GuestPanicked { state: String, serial_tail: String },
+    #[error("guest kernel panicked: {line}; serial tail: {serial_tail}")]
+    KernelPanic { line: String, serial_tail: String },
     #[error("QEMU stopped the guest with run state {state} (e.g. \"KVM internal error\"); stderr: {stderr}")]
     InternalError { state: String, stderr: String },
     #[error("QMP on {socket}: {message}")]
@@ -127,6 +129,19 @@ pub fn printable(text: &str) -> String {
         }
     }
     out
+}
+
+/// Linux's panic line (`panic()` prints "Kernel panic - not syncing: <reason>") if the serial
+/// log holds one. Without `panic=` on its command line a panicked kernel spins forever; seeing
+/// the line ends the boot at once with the reason instead of at the deadline.
+pub fn kernel_panic(serial: &[u8]) -> Option<String> {
+    const MARKER: &[u8] = b"Kernel panic - not syncing";
+    let start = serial.windows(MARKER.len()).position(|w| w == MARKER)?;
+    let line = serial[start..]
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
+    Some(printable(String::from_utf8_lossy(line).trim_end()))
 }
 
 /// The last ~600 characters of the serial log, printable, for error messages.
@@ -431,19 +446,37 @@ async fn supervise(
                     log: read_lossy(&run.vsock_log()),
                 });
             }
-            _ = tick.tick(), if serial_done.is_some() => {
+            _ = tick.tick() => {
                 let serial = std::fs::read(run.serial_log()).unwrap_or_default();
                 if serial_done.is_some_and(|done| done(&serial)) {
                     let _ = service.execute(qmp::quit {}).await;
                     break qemu.wait_or_kill(Duration::from_secs(5)).await.map_err(|e| qmp_error(format!("quit: {e}")))?;
                 }
+                check_kernel_panic(&serial, &run)?;
             }
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(BootError::Hung { timeout: opts.timeout, serial_tail: serial_tail(&run) });
             }
         }
     };
+    // A guest with `panic=-1` resets after its panic and QEMU (-no-reboot) exits cleanly: still
+    // a failed boot, whichever of the exit and the serial poll came first — unless the guest
+    // finished its work before it panicked.
+    let serial = std::fs::read(run.serial_log()).unwrap_or_default();
+    if !serial_done.is_some_and(|done| done(&serial)) {
+        check_kernel_panic(&serial, &run)?;
+    }
     Ok((exit_status, guest_reset))
+}
+
+fn check_kernel_panic(serial: &[u8], run: &RunDir) -> Result<(), BootError> {
+    match kernel_panic(serial) {
+        Some(line) => Err(BootError::KernelPanic {
+            line,
+            serial_tail: serial_tail(run),
+        }),
+        None => Ok(()),
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -488,7 +521,24 @@ pub async fn probe_kvm_with(qemu_binary: &QemuBinary, firmware: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{kernel_panic, printable};
+
+    #[test]
+    fn kernel_panic_line_is_found_amid_console_output() {
+        // As Linux 6.1 printed it on our serial console under TCG with a missing root fs.
+        let serial = b"[    2.1] VFS: Cannot open root device \"(null)\" or unknown-block(0,0): error -6\r\n\
+[    2.2] Please append a correct \"root=\" boot option; here are the available partitions:\r\n\
+[    2.3] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\r\n\
+[    2.4] CPU: 0 PID: 1 Comm: swapper/0 Not tainted 6.1.0-27-amd64 #1  Debian 6.1.115-1\r\n";
+        assert_eq!(
+            kernel_panic(serial).as_deref(),
+            Some("Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)")
+        );
+        assert_eq!(
+            kernel_panic(b"[    0.0] Linux version 6.1.0\r\nmrlab-agent: done\r\n"),
+            None
+        );
+    }
 
     #[test]
     fn serial_text_loses_escapes_and_control_characters() {

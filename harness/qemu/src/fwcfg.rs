@@ -267,7 +267,11 @@ impl<'a> FwCfg<'a> {
                 return Err(OracleError::UnmodelledFile(name));
             }
         }
-        let expected: Vec<(u64, u64, u32)> = crate::pci::q35_e820(vm.memory, cpu)
+        let hole64_size = vm
+            .machine
+            .pci_hole64_size
+            .unwrap_or(crate::pci::Q35_HOLE64_SIZE_DEFAULT);
+        let expected: Vec<(u64, u64, u32)> = crate::pci::q35_e820(vm.memory, hole64_size, cpu)
             .iter()
             .map(|e| (e.address, e.length, e.kind))
             .collect();
@@ -570,8 +574,8 @@ async fn read_all(
     vm: &Vm,
     firmware: FirmwarePci,
 ) -> Result<BTreeMap<String, Vec<u8>>, OracleError> {
-    // The oracle's QEMU runs TCG with QEMU's default CPU, as the TCG boots do.
-    let cpu = GuestCpu::QEMU64_TCG;
+    // The oracle's QEMU runs TCG with the CPU the TCG boots run.
+    let cpu = GuestCpu::qemu64_tcg(vm);
     let mut fw_cfg = FwCfg::open(qtest).await?;
     fw_cfg.program_chipset_like_ovmf(firmware).await?;
     let directory = fw_cfg.directory().await?;

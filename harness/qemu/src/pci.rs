@@ -71,6 +71,14 @@ impl GuestCpu {
         phys_bits: 40,
         page_1g: false,
     };
+
+    /// The CPU the oracle and the TCG boots of `vm` run: `qemu64`, with `vm`'s phys-bits.
+    pub fn qemu64_tcg(vm: &Vm) -> GuestCpu {
+        GuestCpu {
+            phys_bits: vm.machine.phys_bits.unwrap_or(Self::QEMU64_TCG.phys_bits),
+            ..Self::QEMU64_TCG
+        }
+    }
 }
 
 const GIB: u64 = 1 << 30;
@@ -100,11 +108,11 @@ pub enum LayoutError {
     #[error("PCI layout: {count} PCI devices on the root bus, more than its 30 free slots")]
     TooManyDevices { count: usize },
     #[error(
-        "PCI layout: RAM above 4 GiB ends at {ram_end:#x} with a {hole64_size:#x}-byte hole64, \
-         at or above QEMU's AMD HyperTransport range ({AMD_HT_START:#x}), where QEMU moves RAM \
-         to 1 TiB: not modelled"
+        "PCI layout: with a {hole64_size:#x}-byte hole64 QEMU moves the {above:#x} bytes of RAM \
+         above 4 GiB to 1 TiB, past its AMD HyperTransport range: OVMF's aperture over RAM above \
+         1 TiB is not modelled (a VM with at most 2 GiB of RAM, all below 4 GiB, is)"
     )]
-    HyperTransportRelocation { ram_end: u64, hole64_size: u64 },
+    RamRelocatedAbove1Tib { above: u64, hole64_size: u64 },
     #[error(
         "PCI layout: {needed:#x} bytes of 64-bit resources do not fit the aperture \
          [{base:#x}, +{size:#x})"
@@ -126,9 +134,27 @@ pub fn q35_ram_split(memory: u64) -> (u64, u64) {
     }
 }
 
-/// QEMU 7.2's E820 table (`etc/e820`) for a q35 VM with `memory` bytes and no memory
-/// hotplug, in QEMU's order (`pc_memory_init`: the HyperTransport reservation first).
-pub fn q35_e820(memory: u64, cpu: GuestCpu) -> Vec<E820Entry> {
+/// Where QEMU maps RAM above 4 GiB (`hw/i386/pc.c` `pc_memory_init`, QEMU ≥ 7.1 machine
+/// types): on an AMD CPU, at 1 TiB when the highest address in use — the 64-bit PCI hole's
+/// end, `ROUND_UP(4 GiB + RAM above 4 GiB, 1 GiB) + hole64 - 1` (`pc_max_used_gpa`) — reaches
+/// the HyperTransport range; else at 4 GiB. QEMU then refuses to start unless phys-bits
+/// covers the hole's end from the new start ("phys-bits too low").
+pub fn q35_above_4g_start(memory: u64, hole64_size: u64, cpu: GuestCpu) -> u64 {
+    let (_, above) = q35_ram_split(memory);
+    let max_used = align_up((1u64 << 32) + above, GIB)
+        .saturating_add(hole64_size)
+        .saturating_sub(1);
+    if cpu.amd && max_used >= AMD_HT_START {
+        AMD_HT_START + AMD_HT_SIZE
+    } else {
+        1 << 32
+    }
+}
+
+/// QEMU 7.2's E820 table (`etc/e820`) for a q35 VM with `memory` bytes, a `hole64_size` PCI
+/// hole and no memory hotplug, in QEMU's order (`pc_memory_init`: the HyperTransport
+/// reservation first).
+pub fn q35_e820(memory: u64, hole64_size: u64, cpu: GuestCpu) -> Vec<E820Entry> {
     let (below, above) = q35_ram_split(memory);
     let mut table = Vec::new();
     if cpu.amd && cpu.phys_bits >= 40 {
@@ -145,7 +171,7 @@ pub fn q35_e820(memory: u64, cpu: GuestCpu) -> Vec<E820Entry> {
     });
     if above > 0 {
         table.push(E820Entry {
-            address: 1 << 32,
+            address: q35_above_4g_start(memory, hole64_size, cpu),
             length: above,
             kind: E820_RAM,
         });
@@ -175,17 +201,17 @@ pub fn mmio64_aperture(
     pcd_mmio64_size: u64,
     rule: Mmio64Rule,
 ) -> Result<Aperture, LayoutError> {
-    let e820 = q35_e820(memory, cpu);
+    let e820 = q35_e820(memory, hole64_size, cpu);
     let ram_end = e820
         .iter()
         .filter(|e| e.kind == E820_RAM)
         .map(|e| e.address + e.length)
         .fold(1u64 << 32, u64::max);
-    if cpu.amd && align_up(ram_end, GIB).saturating_add(hole64_size) > AMD_HT_START {
-        return Err(LayoutError::HyperTransportRelocation {
-            ram_end,
-            hole64_size,
-        });
+    // Relocation with no RAM above 4 GiB changes only QEMU's default hole start, which the
+    // oracle's QEMU computes itself.
+    let (_, above) = q35_ram_split(memory);
+    if above > 0 && q35_above_4g_start(memory, hole64_size, cpu) != 1 << 32 {
+        return Err(LayoutError::RamRelocatedAbove1Tib { above, hole64_size });
     }
     // PlatformGetFirstNonAddress: the classic window.
     let size = align_up(pcd_mmio64_size, GIB);
@@ -483,5 +509,47 @@ mod tests {
     fn q35_splits_ram_at_2g_from_2_75g() {
         assert_eq!(q35_ram_split(0xafff_f000), (0xafff_f000, 0));
         assert_eq!(q35_ram_split(4 << 30), (2 << 30, 2 << 30));
+    }
+
+    /// `pc_max_used_gpa` against `AMD_HT_START` (hw/i386/pc.c): a 2 GiB VM (no RAM above
+    /// 4 GiB) relocates from a hole of 1012 GiB + 1 byte on; an Intel CPU never does.
+    #[test]
+    fn large_holes_move_ram_above_4g_to_1tib_on_amd_only() {
+        let amd = GuestCpu {
+            phys_bits: 46,
+            ..GuestCpu::QEMU64_TCG
+        };
+        let below_ht = AMD_HT_START - (4 << 30);
+        assert_eq!(q35_above_4g_start(2 << 30, below_ht, amd), 1 << 32);
+        assert_eq!(q35_above_4g_start(2 << 30, below_ht + 1, amd), 1 << 40);
+        assert_eq!(q35_above_4g_start(2 << 30, 16 << 40, amd), 1 << 40);
+        let intel = GuestCpu { amd: false, ..amd };
+        assert_eq!(q35_above_4g_start(2 << 30, 16 << 40, intel), 1 << 32);
+        // 2 GiB below 4 GiB only: the E820 is the same either way, and the aperture is OVMF's
+        // 40-bit dynamic window (qemu64 has no 1 GiB pages).
+        assert_eq!(q35_e820(2 << 30, 16 << 40, amd), q35_e820(2 << 30, 0, amd));
+        let aperture = mmio64_aperture(
+            2 << 30,
+            16 << 40,
+            amd,
+            PCD_MMIO64_SIZE,
+            Mmio64Rule::DynamicWindow,
+        )
+        .expect("aperture");
+        assert_eq!(aperture.base, 0xe0_0000_0000);
+        // RAM above 4 GiB moved to 1 TiB is refused, not guessed.
+        assert_eq!(
+            mmio64_aperture(
+                4 << 30,
+                16 << 40,
+                amd,
+                PCD_MMIO64_SIZE,
+                Mmio64Rule::DynamicWindow
+            ),
+            Err(LayoutError::RamRelocatedAbove1Tib {
+                above: 2 << 30,
+                hole64_size: 16 << 40
+            })
+        );
     }
 }

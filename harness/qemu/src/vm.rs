@@ -23,6 +23,9 @@ pub struct Machine {
     pub pci_hole64_size: Option<u64>,
     /// `-global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=…`; changes the DSDT.
     pub acpi_pci_hotplug_with_bridge_support: Option<bool>,
+    /// The guest CPU's physical address width (`-cpu …,phys-bits=N`); `None` keeps the CPU
+    /// model's (TCG's `qemu64`: 40). A TD ignores it: its width is the TD's GPAW.
+    pub phys_bits: Option<u8>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 #[command(after_help = "Example:
   mrlab fwcfg scenarios/kernel-smoke.toml --out /tmp/fwcfg
-  (then e.g. etc/acpi/tables, etc/table-loader, bootorder; (setup) and (kernel) are the -kernel items)")]
+  (then e.g. etc/acpi/tables, etc/table-loader, bootorder; (setup) and (kernel) are the -kernel items,
+  (option-rom)/ the PCI option ROMs QEMU attaches, manifest.json what produced them)
+  mrlab predict scenarios/kernel-smoke.toml --platform vtpm --fwcfg /tmp/fwcfg   (no QEMU needed)")]
 pub struct Args {
     /// Scenario file.
     pub scenario: PathBuf,
@@ -28,14 +30,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         &resolved.qemu_binary,
         mrlab::prepare::firmware_pci(&resolved),
     ))?;
-    for (name, data) in &files {
-        let path = args.out.join(name.trim_start_matches('/'));
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", parent.display()))?;
-        }
-        std::fs::write(&path, data).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        println!("{:>8}  {name}", data.len());
+    let written = mrlab::snapshot::write(&args.out, &resolved, &files)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+    for (name, size) in written {
+        println!("{size:>8}  {name}");
     }
+    println!(
+        "{:>8}  {} (QEMU, OVMF, the VM and every file's sha256; `mrlab predict --fwcfg` reads it)",
+        "",
+        mrlab::snapshot::MANIFEST
+    );
     Ok(ExitCode::SUCCESS)
 }

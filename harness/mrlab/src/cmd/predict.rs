@@ -13,8 +13,9 @@ use std::process::ExitCode;
   mrlab predict scenarios/kernel-smoke.toml                  table: index, register, label, type, digest, varies-with
   mrlab predict scenarios/kernel-smoke.toml --platform tdx --json
   mrlab predict scenarios/kernel-smoke.toml --export-log predicted.bin   (TCG2 log; tpm2_eventlog reads it)
+  mrlab predict scenarios/kernel-smoke.toml --fwcfg snap/   (from `mrlab fwcfg … --no-tpm --out snap/`, no QEMU)
 The ACPI tables and the kernel as QEMU hands it over come from the fw_cfg oracle: the scenario's
-own QEMU started paused under qtest (about a quarter of a second).")]
+own QEMU started paused under qtest (about a quarter of a second), or with --fwcfg a snapshot of it.")]
 pub struct Args {
     /// Scenario file.
     pub scenario: PathBuf,
@@ -27,6 +28,10 @@ pub struct Args {
     /// Also write the predicted events as a TCG2 crypto-agile log (SHA-256 + SHA-384).
     #[arg(long)]
     pub export_log: Option<PathBuf>,
+    /// Predict from a `mrlab fwcfg --out DIR` snapshot instead of asking QEMU (a host without
+    /// QEMU, e.g. a verifier). Refused if its manifest does not fit the scenario.
+    #[arg(long, value_name = "DIR")]
+    pub fwcfg: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -37,10 +42,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let scenario = Scenario::load(&args.scenario)?;
     let cache = images::Cache::open(&images::workspace_root())?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let prepared = rt
-        .block_on(prepare::prepare(&scenario, &cache, platform))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
+    let prepared = match &args.fwcfg {
+        Some(dir) => mrlab::snapshot::prepare(&scenario, &cache, platform, dir),
+        None => {
+            tokio::runtime::Runtime::new()?.block_on(prepare::prepare(&scenario, &cache, platform))
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
     let prediction = &prepared.prediction;
     let registers = match platform {
         Platform::Tdx => {

@@ -2,8 +2,10 @@
 
 use mrlab::report::{self, Verdict};
 use mrlab::run::{self, Options};
+use mrlab::schedule::{Budget, Capacity, Demand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -26,7 +28,8 @@ pub struct Args {
     /// Where the guest runs: vtpm (any Linux; TCG here) or tdx (a TDX host).
     #[arg(long, default_value = "vtpm", value_parser = ["vtpm", "tdx"])]
     pub backend: String,
-    /// Scenarios booted at once (default: one per two cores, bounded by memory).
+    /// Cores to keep busy (default: all of them). A scenario holds min(its vCPUs, this) of
+    /// them while it runs, and its guest memory plus 512 MiB of the memory available.
     #[arg(long)]
     pub jobs: Option<usize>,
     /// Write the JSON report (all scenarios) here.
@@ -62,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     mrlab::predictor::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
     let files = scenario_files(&args.scenarios)?;
     let cache = Arc::new(images::Cache::open(&images::workspace_root())?);
-    let jobs = args.jobs.unwrap_or_else(default_jobs).max(1);
+    let budget = Budget::new(Capacity::of_host(args.jobs));
     let opts = Arc::new(Options {
         results: args.results.clone(),
         platform,
@@ -84,7 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let interrupted = rt.block_on(async {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
-        let all = run_all(&files, jobs, &cache, &opts, &slots);
+        let all = run_all(&files, &budget, &cache, &opts, &slots);
         anyhow::Ok(tokio::select! {
             () = all => None,
             _ = sigint.recv() => Some(Interrupt::Int),
@@ -199,31 +202,44 @@ fn duplicate_names(files: &[PathBuf], backend: &str) -> Vec<Option<report::Scena
         .collect()
 }
 
-/// Runs every scenario, `jobs` at a time in the order given, each report into its slot.
+/// Runs every scenario in the order given, as many at once as the budget admits, each report
+/// into its slot.
 async fn run_all(
     files: &[PathBuf],
-    jobs: usize,
+    budget: &Budget,
     cache: &Arc<images::Cache>,
     opts: &Arc<Options>,
     slots: &Arc<std::sync::Mutex<Vec<Option<report::ScenarioReport>>>>,
 ) {
     let total = files.len();
-    let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
+    let progress = Arc::new(Progress::default());
+    let to_run: Vec<usize> = (0..total)
+        .filter(|&i| slots.lock().unwrap_or_else(|e| e.into_inner())[i].is_none())
+        .collect();
+    progress.queued.store(to_run.len(), Ordering::SeqCst);
     let mut handles = Vec::new();
-    for (i, file) in files.iter().cloned().enumerate() {
-        if slots.lock().unwrap_or_else(|e| e.into_inner())[i].is_some() {
-            continue;
-        }
-        let (sem, cache, opts, slots) = (sem.clone(), cache.clone(), opts.clone(), slots.clone());
-        // Take the slot before spawning, so scenarios start in the order given.
-        let permit = sem.acquire_owned().await;
+    for i in to_run {
+        let file = files[i].clone();
+        let (cache, opts, slots, progress) =
+            (cache.clone(), opts.clone(), slots.clone(), progress.clone());
+        // Admitted before spawning, so scenarios start in the order given. A file that does
+        // not load asks for the least; its run reports why it did not load.
+        let admission = budget.admit(demand(&file)).await;
+        progress.queued.fetch_sub(1, Ordering::SeqCst);
+        progress.running.fetch_add(1, Ordering::SeqCst);
         handles.push(tokio::spawn(async move {
-            let _permit = permit;
-            eprintln!("[{}/{total}] {} …", i + 1, file.display());
+            let _admission = admission;
+            eprintln!(
+                "[{}/{total}] {} … ({})",
+                i + 1,
+                file.display(),
+                progress.line()
+            );
             let out = run::run_file(&file, &cache, &opts).await;
+            progress.running.fetch_sub(1, Ordering::SeqCst);
             let r = &out.report;
             eprintln!(
-                "[{}/{total}] {} {:?} ({:.1} s){}{}{}",
+                "[{}/{total}] {} {:?} ({:.1} s){}{}{} ({})",
                 i + 1,
                 r.name,
                 r.verdict,
@@ -236,7 +252,8 @@ async fn run_all(
                     .as_ref()
                     .map(|t| format!("; TDX events: {}", t.summary()))
                     .unwrap_or_default(),
-                report::predictor_summary(r)
+                report::predictor_summary(r),
+                progress.line()
             );
             for note in r.notes.iter().filter(|n| is_shown_note(n)) {
                 eprintln!("    {note}");
@@ -251,17 +268,37 @@ async fn run_all(
     }
 }
 
+/// Scenarios booting now and waiting for their share of the budget, for the progress lines.
+#[derive(Default)]
+struct Progress {
+    running: AtomicUsize,
+    queued: AtomicUsize,
+}
+
+impl Progress {
+    fn line(&self) -> String {
+        format!(
+            "{} running, {} queued",
+            self.running.load(Ordering::SeqCst),
+            self.queued.load(Ordering::SeqCst)
+        )
+    }
+}
+
+/// The scenario's vCPUs and guest memory; the least (one vCPU, no memory) for a file that
+/// does not load.
+fn demand(file: &Path) -> Demand {
+    mrlab::scenario::Scenario::load(file).map_or(Demand { cpus: 1, memory: 0 }, |s| Demand {
+        cpus: s.cpus,
+        memory: s.memory,
+    })
+}
+
 fn write_opt(path: &Option<PathBuf>, text: &str) -> anyhow::Result<()> {
     if let Some(p) = path {
         std::fs::write(p, text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     }
     Ok(())
-}
-
-/// TCG guests are CPU-bound: one per two cores, and 3 GiB of memory each.
-fn default_jobs() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / 2).max(1)
 }
 
 /// Files as given; folders expand to their `*.toml`, sorted.

@@ -1,0 +1,305 @@
+//! fw_cfg snapshots: what `mrlab fwcfg SCENARIO --out DIR` writes, and the prediction
+//! `mrlab predict SCENARIO --fwcfg DIR` makes from it without starting QEMU. This is how a
+//! verifier or a KMS computes reference values on a host that has the firmware, kernel and
+//! initrd but no QEMU.
+//!
+//! `DIR/manifest.json` (`"schema": "mrlab-fwcfg/1"`) holds what produced the files — QEMU's id
+//! and version, the OVMF version the oracle programmed the chipset for, the machine type and the
+//! VM's shape (everything of the [`qemu::vm::Vm`] that reaches fw_cfg, with the sha256 of the
+//! `-kernel` image and initrd instead of their paths) — and the name, size and sha256 of every
+//! file. Beside the fw_cfg files, the snapshot keeps the PCI option ROMs QEMU attaches to
+//! devices (`(option-rom)/…`): they come from QEMU's data, not from fw_cfg, and OVMF measures
+//! them. A snapshot is refused when its manifest does not fit the scenario (another VM shape,
+//! QEMU or OVMF) or a file does not match its digest.
+
+use crate::input::{read, DISK, IMAGE};
+use crate::prepare::{self, Prepared};
+use crate::resolve::{self, Resolved};
+use crate::scenario::Scenario;
+use measure::quirks::Version;
+use measure::Platform;
+use qemu::vm::{Boot, Device, Vm};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+pub const MANIFEST: &str = "manifest.json";
+pub const SCHEMA: &str = "mrlab-fwcfg/1";
+/// Where the option ROMs go in a snapshot; no fw_cfg name has parentheses.
+const OPTION_ROM_DIR: &str = "(option-rom)";
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Everything of `vm` that decides its fw_cfg files, without host paths. Files that fw_cfg
+/// carries (the `-kernel` image) or that the prediction reads beside it (the initrd) are named
+/// by their sha256; disks, shares and the vsock backend are not (only their PCI functions reach
+/// fw_cfg).
+pub fn vm_shape(vm: &Vm) -> Result<Value, String> {
+    let m = &vm.machine;
+    let boot = match &vm.boot {
+        Boot::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } => json!({
+            "kind": "kernel",
+            "kernel_sha256": sha256_hex(&read(kernel, IMAGE)?),
+            "initrd_sha256": initrd.as_deref().map(|p| read(p, DISK)).transpose()?.map(|b| sha256_hex(&b)),
+            "cmdline": cmdline,
+        }),
+        Boot::Disk => json!({"kind": "disk"}),
+    };
+    let devices: Vec<Value> = vm
+        .devices
+        .iter()
+        .map(|d| match d {
+            Device::Disk(disk) => json!({
+                "kind": "virtio-blk", "id": disk.id, "format": disk.format.as_str(),
+                "readonly": disk.readonly, "serial": disk.serial,
+            }),
+            Device::Net { id, mac } => json!({"kind": "virtio-net", "id": id, "mac": mac}),
+            Device::Vsock { guest_cid } => json!({"kind": "vhost-vsock", "guest_cid": guest_cid}),
+            Device::Share(share) => json!({
+                "kind": "virtfs", "id": share.id, "mount_tag": share.mount_tag,
+                "readonly": share.readonly, "security_model": share.security_model,
+            }),
+            Device::Cdrom { .. } => json!({"kind": "cdrom"}),
+            Device::PcieRootPort { chassis } => {
+                json!({"kind": "pcie-root-port", "chassis": chassis})
+            }
+        })
+        .collect();
+    Ok(json!({
+        "cpus": vm.cpus,
+        "memory": vm.memory,
+        "machine": {
+            "smm": m.smm,
+            "hpet": m.hpet,
+            "pic": m.pic,
+            "kernel_irqchip": m.kernel_irqchip.map(|k| k.as_str()),
+            "pci_hole64_size": m.pci_hole64_size,
+            "acpi_pci_hotplug_with_bridge_support": m.acpi_pci_hotplug_with_bridge_support,
+            "phys_bits": m.phys_bits,
+        },
+        "boot": boot,
+        "devices": devices,
+        "serial": vm.serial,
+        "tpm": vm.tpm,
+    }))
+}
+
+/// A fw_cfg name (or option ROM name) as a relative path below the snapshot folder; anything
+/// that could leave it is refused.
+fn relative(name: &str) -> Result<PathBuf, String> {
+    let path = Path::new(name.trim_start_matches('/'));
+    if name.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!("file name {name:?} is not a plain relative path"));
+    }
+    Ok(path.to_path_buf())
+}
+
+fn write_file(dir: &Path, name: &str, data: &[u8]) -> Result<(), String> {
+    let path = dir.join(relative(name)?);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    std::fs::write(&path, data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn entry(name: &str, data: &[u8]) -> Value {
+    json!({"name": name, "bytes": data.len(), "sha256": sha256_hex(data)})
+}
+
+/// The manifest of `resolved`'s fw_cfg `files`, without the file list.
+fn identity(resolved: &Resolved) -> Result<Value, String> {
+    Ok(json!({
+        "schema": SCHEMA,
+        "qemu": {
+            "id": resolved.scenario.qemu,
+            "version": resolved.qemu_version.map(|v| v.to_string()),
+        },
+        "ovmf_version": resolved.ovmf_version.map(|v| v.to_string()),
+        "machine": "q35",
+        "vm": vm_shape(&resolved.vm)?,
+    }))
+}
+
+/// Write `files` (the oracle's dump of `resolved.vm`), the option ROMs and the manifest into
+/// `dir`. Returns the names written, with their sizes, in order.
+pub fn write(
+    dir: &Path,
+    resolved: &Resolved,
+    files: &BTreeMap<String, Vec<u8>>,
+) -> Result<Vec<(String, usize)>, String> {
+    let mut manifest = identity(resolved)?;
+    let mut written = Vec::new();
+    let mut entries = Vec::new();
+    for (name, data) in files {
+        write_file(dir, name, data)?;
+        entries.push(entry(name, data));
+        written.push((name.clone(), data.len()));
+    }
+    let mut roms = Vec::new();
+    for (label, path) in &resolved.option_roms {
+        let data = read(path, IMAGE)?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| format!("{}: option ROM without a file name", path.display()))?;
+        let name = format!("{OPTION_ROM_DIR}/{file_name}");
+        write_file(dir, &name, &data)?;
+        let mut rom = entry(&name, &data);
+        rom["label"] = json!(label);
+        roms.push(rom);
+        written.push((name, data.len()));
+    }
+    manifest["files"] = json!(entries);
+    manifest["option_roms"] = json!(roms);
+    let text = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())? + "\n";
+    write_file(dir, MANIFEST, text.as_bytes())?;
+    Ok(written)
+}
+
+/// The first place two JSON values differ, as `path: a vs b`.
+fn first_difference(path: &str, expected: &Value, found: &Value) -> Option<String> {
+    match (expected, found) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                first_difference(
+                    &format!("{path}.{k}"),
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                )
+            })
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (x, y))| first_difference(&format!("{path}[{i}]"), x, y)),
+        _ if expected == found => None,
+        _ => Some(format!(
+            "{path}: the snapshot has {found}, the scenario {expected}"
+        )),
+    }
+}
+
+/// One file the manifest lists, read and checked against its size and sha256.
+fn read_listed(dir: &Path, listed: &Value) -> Result<(String, Vec<u8>), String> {
+    let name = listed["name"]
+        .as_str()
+        .ok_or("a file entry has no \"name\"")?
+        .to_string();
+    let path = dir.join(relative(&name)?);
+    let data = read(&path, IMAGE)?;
+    let digest = sha256_hex(&data);
+    if Some(digest.as_str()) != listed["sha256"].as_str() {
+        return Err(format!(
+            "{}: sha256 {digest}, the manifest says {}",
+            path.display(),
+            listed["sha256"]
+        ));
+    }
+    Ok((name, data))
+}
+
+/// Predict `scenario` for `platform` from the snapshot in `dir`, starting no QEMU.
+pub fn prepare(
+    scenario: &Scenario,
+    cache: &images::Cache,
+    platform: Platform,
+    dir: &Path,
+) -> Result<Box<Prepared>, String> {
+    let manifest_path = dir.join(MANIFEST);
+    let manifest: Value = serde_json::from_slice(&read(&manifest_path, IMAGE)?)
+        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let bad = |why: String| format!("{}: {why}", manifest_path.display());
+    if manifest["schema"] != SCHEMA {
+        return Err(bad(format!(
+            "schema {}, expected {SCHEMA:?}",
+            manifest["schema"]
+        )));
+    }
+    let qemu_version = manifest["qemu"]["version"]
+        .as_str()
+        .map(|v| Version::parse(v).ok_or_else(|| bad(format!("QEMU version {v:?}"))))
+        .transpose()?;
+    // Recorded, never started: the version comes from the manifest.
+    let qemu_binary = qemu::QemuBinary::at(&scenario.qemu);
+    let mut resolved = resolve::resolve_without_qemu(
+        scenario,
+        cache,
+        platform == Platform::Vtpm,
+        qemu_binary,
+        qemu_version,
+    )
+    .map_err(|e| e.to_string())?;
+    let expected = identity(&resolved)?;
+    for key in ["schema", "qemu", "ovmf_version", "machine", "vm"] {
+        if let Some(why) = first_difference(key, &expected[key], &manifest[key]) {
+            let hint = if key == "vm" && expected["vm"]["tpm"] != manifest["vm"]["tpm"] {
+                " (a vTPM VM has a TPM device, a TD none: dump with `mrlab fwcfg --no-tpm` for --platform tdx)"
+            } else {
+                ""
+            };
+            return Err(bad(format!(
+                "does not fit scenario {}: {why}{hint}",
+                scenario.name
+            )));
+        }
+    }
+    let mut oracle = BTreeMap::new();
+    for listed in manifest["files"]
+        .as_array()
+        .ok_or_else(|| bad("no \"files\" list".into()))?
+    {
+        let (name, data) = read_listed(dir, listed).map_err(&bad)?;
+        oracle.insert(name, data);
+    }
+    for rom in manifest["option_roms"]
+        .as_array()
+        .ok_or_else(|| bad("no \"option_roms\" list".into()))?
+    {
+        let (name, _) = read_listed(dir, rom).map_err(&bad)?;
+        let label = rom["label"]
+            .as_str()
+            .ok_or_else(|| bad(format!("option ROM {name} has no label")))?;
+        resolved
+            .option_roms
+            .push((label.to_string(), dir.join(relative(&name)?)));
+    }
+    let initrd = prepare::read_initrd_digests(&resolved.vm)?;
+    prepare::prepared_from(resolved, oracle, initrd, platform)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_leave_the_folder_are_refused() {
+        for bad in ["../x", "/../x", "a/../../x", ""] {
+            assert!(relative(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            relative("/etc/acpi/tables").unwrap(),
+            Path::new("etc/acpi/tables")
+        );
+        assert_eq!(relative("(kernel)").unwrap(), Path::new("(kernel)"));
+    }
+
+    #[test]
+    fn the_first_difference_names_its_path() {
+        let a = json!({"vm": {"cpus": 1, "devices": [{"id": "net0"}]}});
+        let b = json!({"vm": {"cpus": 1, "devices": [{"id": "net1"}]}});
+        assert_eq!(
+            first_difference("m", &a, &b).as_deref(),
+            Some("m.vm.devices[0].id: the snapshot has \"net1\", the scenario \"net0\"")
+        );
+        assert_eq!(first_difference("m", &a, &a), None);
+    }
+}

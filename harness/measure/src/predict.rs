@@ -14,7 +14,7 @@ use crate::smbios::FirmwareStrings;
 use crate::systemd::{self, Uki};
 use crate::uefi::{self, EfiAction, SecureBootVariable};
 use crate::{gpt, pe, tdvf};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A direct kernel boot (`-kernel`): OVMF loads the kernel QEMU hands over in fw_cfg.
 pub struct KernelBoot<'a> {
@@ -41,6 +41,9 @@ pub struct UkiBoot<'a> {
     /// order, after the boot disk): each gets a "UEFI Misc Device N" boot option before the
     /// shell's. None is tried, since the boot disk's option comes first.
     pub other_disks_pci: Vec<Vec<(u8, u8)>>,
+    /// The NICs, in root-bus order. OVMF registers network boot options for each (see the
+    /// quirks) after the disks' and before the shell's.
+    pub nics: Vec<Nic>,
     /// systemd-boot as on the ESP.
     pub bootloader: &'a [u8],
     /// `loader/loader.conf` on the ESP, if there is one.
@@ -49,6 +52,14 @@ pub struct UkiBoot<'a> {
     pub uki: &'a [u8],
     /// Prediction-only override of the UKI's `.cmdline` text.
     pub cmdline_override: Option<&'a str>,
+}
+
+/// A NIC as OVMF's network boot options name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nic {
+    /// PCI path from the root bus, (device, function) per hop.
+    pub pci: Vec<(u8, u8)>,
+    pub mac: [u8; 6],
 }
 
 pub enum Boot<'a> {
@@ -74,6 +85,11 @@ pub struct Inputs<'a> {
     /// The firmware build's version, vendor and release date strings, where known (a managed
     /// OVMF package): its CRTM version and SMBIOS type 0.
     pub firmware_strings: Option<&'a FirmwareStrings>,
+    /// Every fw_cfg file QEMU serves (name → bytes): the items OVMF caches and, in a TD, measures
+    /// (see [`crate::fwcfg`]).
+    pub fw_cfg_files: &'a BTreeMap<String, Vec<u8>>,
+    /// The numbered fw_cfg item `BootMenu` (0x0e) as QEMU serves it.
+    pub fw_cfg_boot_menu: Option<&'a [u8]>,
     pub boot: Boot<'a>,
 }
 
@@ -153,6 +169,8 @@ fn vtpm_unpredicted(q: &Quirks) -> Vec<Unpredicted> {
 pub enum PredictError {
     #[error("firmware: {0}")]
     Firmware(#[from] tdvf::TdvfError),
+    #[error("fw_cfg: {0}")]
+    FwCfg(#[from] crate::fwcfg::MissingItem),
     #[error("kernel image: {0}")]
     Kernel(#[from] pe::PeError),
     #[error("boot option: {0}")]
@@ -224,6 +242,15 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
         let tdvf = tdvf::Tdvf::parse(inputs.firmware)?;
         events.push(tdvf::td_hob_event(&tdvf, inputs.memory)?);
         events.push(tdvf::cfv_event(&tdvf, inputs.firmware)?);
+        // Then the fw_cfg items PlatformPei / PeilessStartup caches (edk2 ≥ stable202505).
+        if q.td_measures_fw_cfg_items {
+            let boot_menu = inputs.fw_cfg_boot_menu;
+            events.extend(crate::fwcfg::td_events(inputs.fw_cfg_files, |number| {
+                (number == crate::fwcfg::BOOT_MENU_ITEM)
+                    .then_some(boot_menu)
+                    .flatten()
+            })?);
+        }
     }
 
     // PCR7: Secure Boot configuration, then its separator.
@@ -295,7 +322,9 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
     };
 
     match &inputs.boot {
-        Boot::Kernel(kernel) => kernel_boot_events(kernel, q, smbios, &mut events)?,
+        Boot::Kernel(kernel) => {
+            kernel_boot_events(kernel, q, inputs.platform, smbios, &mut events)?
+        }
         Boot::Uki(uki) => uki_boot_events(uki, q, smbios, inputs.smbios_tables, &mut events)?,
     }
     // Every PCR 0–15 is predicted, events and value, but for the declared exceptions: a PCR
@@ -327,6 +356,7 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
 fn kernel_boot_events(
     kernel: &KernelBoot,
     q: &Quirks,
+    platform: Platform,
     smbios: Option<Event>,
     events: &mut Vec<Event>,
 ) -> Result<(), PredictError> {
@@ -340,7 +370,7 @@ fn kernel_boot_events(
         label: "pe:kernel".into(),
         // QEMU writes the initrd address and size into the setup header it hands over, unless
         // the firmware loads the unpatched image (then the QEMU version alone decides that).
-        varies_with: if q.kernel_measured_unpatched() {
+        varies_with: if q.kernel_measured_unpatched_on(platform) {
             vec![Input::Kernel, Input::QemuVersion]
         } else {
             vec![
@@ -472,15 +502,26 @@ fn uki_boot_events(
         .chain(boot.other_disks_pci.iter().map(Vec::as_slice))
         .collect();
     let own = firmware_boot_options(q)?;
-    let shell_number = u16::try_from(own.len() + disks.len())
+    let mut options: Vec<crate::devpath::LoadOption> = disks
+        .iter()
+        .enumerate()
+        .map(|(i, pci)| ovmf::misc_device(pci, i + 1))
+        .collect();
+    for nic in &boot.nics {
+        options.extend(ovmf::network_boot_options(
+            &nic.pci,
+            nic.mac,
+            q.ovmf_network_boot_options,
+        ));
+    }
+    let shell_number = u16::try_from(own.len() + options.len())
         .map_err(|_| PredictError::TooManyDisks(disks.len()))?;
     events.push(uefi::boot_order(&(0..=shell_number).collect::<Vec<u16>>()));
     for (number, option) in (0u16..).zip(&own) {
         events.push(uefi::boot_option(number, option));
     }
-    for ((number, nth), pci) in (own.len() as u16..).zip(1usize..).zip(&disks) {
-        let disk = ovmf::misc_device(pci, nth).encode()?;
-        events.push(uefi::boot_option(number, &disk));
+    for (number, option) in (own.len() as u16..).zip(&options) {
+        events.push(uefi::boot_option(number, &option.encode()?));
     }
     // edk2-stable202505 896907b53b makes the shell an app (no autoboot fallback).
     let shell_attributes = match q.boot_menu {
@@ -678,6 +719,7 @@ mod tests {
             version: "2026.08+ds-2".into(),
             release_date: "09/26/2026".into(),
         };
+        let no_files = BTreeMap::new();
         let inputs = |smbios_tables, firmware_strings| Inputs {
             platform: Platform::Vtpm,
             quirks: &quirks,
@@ -687,6 +729,8 @@ mod tests {
             option_roms: Vec::new(),
             smbios_tables,
             firmware_strings,
+            fw_cfg_files: &no_files,
+            fw_cfg_boot_menu: None,
             boot: Boot::Kernel(KernelBoot {
                 kernel: b"not reached",
                 initrd: None,

@@ -76,6 +76,8 @@ pub struct Quirks {
     pub boot_menu: crate::devpath::ovmf::BootManagerMenu,
     /// OVMF measures its SMBIOS table into PCR1 at ReadyToBoot (EV_EFI_HANDOFF_TABLES).
     pub smbios_measured: bool,
+    /// The network boot options OVMF registers per NIC, in order (a UKI boot lists them).
+    pub ovmf_network_boot_options: &'static [crate::devpath::ovmf::NetworkBoot],
     /// At ReadyToBoot a TD gets one separator, in RTMR1 only (PCR1's is folded into the early
     /// RTMR0 separator).
     pub td_ready_to_boot_separator_rtmr1_only: bool,
@@ -103,6 +105,12 @@ pub struct Quirks {
     /// OVMF's `-kernel` loader takes fw_cfg file `etc/boot/kernel` when QEMU serves it, instead of
     /// the setup and kernel items QEMU patched.
     pub ovmf_prefers_unpatched_kernel: bool,
+    /// In a TD, OVMF measures the fw_cfg items it caches early into RTMR0 (see
+    /// [`crate::fwcfg`]).
+    pub td_measures_fw_cfg_items: bool,
+    /// QEMU leaves the `-kernel` setup header unpatched for a confidential guest: in a TD the
+    /// setup and kernel items are the file as given.
+    pub qemu_coco_kernel_unpatched: bool,
 }
 
 /// systemd v252 `src/boot/efi/tpm-pcr.c` `unified_sections[]` without `.pcrsig` (the stub never
@@ -123,6 +131,19 @@ pub const STUB_SECTIONS_257: &[&str] = &[
     ".pcrpkey", ".profile", ".dtbauto", ".hwids",
 ];
 
+use crate::devpath::ovmf::NetworkBoot;
+
+/// Per NIC: iPXE's PXEv4 (its option ROM), then edk2's PXEv4, PXEv6, HTTPv4, HTTPv6. Observed
+/// on a vTPM UKI boot of Debian's OVMF 2022.11 with two virtio-net NICs (Boot0002–Boot000B).
+const NETWORK_BOOT_2022_11: &[NetworkBoot] = &[
+    NetworkBoot::IpxeMac,
+    NetworkBoot::PxeIpv4,
+    NetworkBoot::PxeIpv6,
+    NetworkBoot::HttpIpv4,
+    NetworkBoot::HttpIpv6,
+];
+const NETWORK_BOOT_IPXE_ONLY: &[NetworkBoot] = &[NetworkBoot::IpxeMac];
+
 impl Quirks {
     /// The defaults rows override: edk2-stable202211 and systemd v252 behaviour.
     fn baseline() -> Quirks {
@@ -134,6 +155,7 @@ impl Quirks {
             kernel_load_options_initrd_first: false,
             boot_menu: crate::devpath::ovmf::BootManagerMenu::UiApp,
             smbios_measured: false,
+            ovmf_network_boot_options: NETWORK_BOOT_2022_11,
             td_ready_to_boot_separator_rtmr1_only: true,
             stub_measured_sections: STUB_SECTIONS_252,
             stub_initrd_osrel_cpio: false,
@@ -145,6 +167,8 @@ impl Quirks {
             tdx_named_memory_backend: false,
             qemu_serves_unpatched_kernel: false,
             ovmf_prefers_unpatched_kernel: false,
+            td_measures_fw_cfg_items: false,
+            qemu_coco_kernel_unpatched: false,
         }
     }
 
@@ -158,6 +182,13 @@ impl Quirks {
     /// type 0, see [`crate::smbios::FirmwareStrings`]).
     pub fn needs_firmware_strings(&self) -> bool {
         self.smbios_measured || self.crtm_version == CrtmVersion::FirmwareVersionString
+    }
+
+    /// The same on `platform`: a TD on a QEMU that does not patch a confidential guest's
+    /// kernel also loads the file as given, whichever fw_cfg items OVMF takes it from.
+    pub fn kernel_measured_unpatched_on(&self, platform: crate::Platform) -> bool {
+        self.kernel_measured_unpatched()
+            || (platform == crate::Platform::Tdx && self.qemu_coco_kernel_unpatched)
     }
 
     /// Apply every row matching the versions. A component whose version is unknown matches no
@@ -379,6 +410,17 @@ pub static ROWS: &[Row] = &[
                  0x101), [0000..0003] on a disk boot with the shell at 0x101.",
     },
     Row {
+        id: "ovmf-network-boot-ipxe-only",
+        component: Component::Ovmf,
+        since: Some(Version(2023, 0)),
+        until: None,
+        apply: |q| q.ovmf_network_boot_options = NETWORK_BOOT_IPXE_ONLY,
+        reason: "Debian's OVMF 2025.02 registers one network boot option per NIC, iPXE's \
+                 \"UEFI PXEv4 (MAC:…)\" on `…/MAC(m)` from QEMU's efi-virtio.rom, and none of \
+                 edk2's NetworkPkg PXE/HTTP options that 2022.11 adds after it. Observed on a vTPM \
+                 UKI boot with two virtio-net NICs (Boot0002, Boot0003).",
+    },
+    Row {
         id: "ovmf-kernel-initrd-option-first",
         component: Component::Ovmf,
         since: Some(Version(2025, 8)),
@@ -414,6 +456,37 @@ pub static ROWS: &[Row] = &[
                  UKI only, PCR9 still the Linux LoadOptions and initrd). The kernel is still \
                  measured as the .linux section in PCR11. 258–261 not verified.",
     },
+    Row {
+        id: "ovmf-td-fw-cfg-items-measured",
+        component: Component::Ovmf,
+        since: Some(Version(2025, 5)),
+        until: None,
+        apply: |q| q.td_measures_fw_cfg_items = true,
+        reason: "edk2 fb56dc78ef (\"OvmfPkg/QemuFwCfgLib: Support Cache FwCfg with optional \
+                 measurement\"), first in edk2-stable202505: OvmfPkg/Library/QemuFwCfgLib/\
+                 QemuFwCfgCacheInit.c caches etc/extra-pci-roots, BootMenu, etc/boot-menu-wait, \
+                 etc/reserved-memory-end, opt/ovmf/X-PciMmio64Mb and bootorder and, when \
+                 TdIsEnabled (), measures each one present into PCR1/RTMR0 as \
+                 EV_PLATFORM_CONFIG_FLAGS \"QEMU FW CFG\" + name. Read at edk2-stable202605 \
+                 (blob d3220c8f, unchanged since 202505; the 202608 tag Debian's 2026.08 is \
+                 built from is not in our edk2 mirror, whose pull refs to 2026-08-08 do not \
+                 touch the file). TD only: not on vTPM, and not yet seen in a real TD log.",
+    },
+    Row {
+        id: "qemu-coco-kernel-header-unpatched",
+        component: Component::Qemu,
+        since: Some(Version(10, 2)),
+        until: None,
+        apply: |q| q.qemu_coco_kernel_unpatched = true,
+        reason: "QEMU a7542a38f399 (\"x86/loader: Don't update kernel header for CoCo VMs\", \
+                 first in 10.2.0): hw/i386/x86-common.c `x86_load_linux` copies its patched \
+                 setup header into FW_CFG_SETUP_DATA only when the machine has no \
+                 confidential-guest-support (before: only without SEV). In a TD the setup and \
+                 kernel items are then the file's bytes, equal to etc/boot/kernel, so RTMR1's \
+                 kernel event is the file's Authenticode digest even with an OVMF that reads \
+                 the items (2022.11). Our oracle runs no TD, so the TD prediction takes \
+                 etc/boot/kernel; not yet seen in a real TD log.",
+    },
 ];
 
 #[cfg(test)]
@@ -442,7 +515,7 @@ mod tests {
         assert!(!old.kernel_load_options_initrd_first && !new.kernel_load_options_initrd_first);
         let ovmf2026 = Quirks::resolve(Some(Version(2026, 8)), None, None);
         assert!(ovmf2026.kernel_load_options_initrd_first);
-        assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 4);
+        assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 5);
         assert_eq!(new.crtm_version, CrtmVersion::Unknown);
         assert!(!new.smbios_measured && !new.kernel_load_options_initrd_first);
         use crate::devpath::ovmf::BootManagerMenu;
@@ -454,6 +527,8 @@ mod tests {
         assert_eq!(newest.boot_menu, BootManagerMenu::BootManagerMenuApp);
         assert!(newest.needs_firmware_strings());
         assert_eq!(newest.secure_boot, SecureBootVar::Absent);
+        assert_eq!(old.ovmf_network_boot_options.len(), 5);
+        assert_eq!(new.ovmf_network_boot_options, NETWORK_BOOT_IPXE_ONLY);
         let stub252 = Quirks::resolve(None, None, Some(Version(252, 39)));
         assert_eq!(stub252.stub_measured_sections, STUB_SECTIONS_252);
         assert!(stub252.boot_passes_uki_cmdline && !stub252.stub_initrd_osrel_cpio);
@@ -486,5 +561,17 @@ mod tests {
         assert!(!both(Version(2025, 2), Version(7, 2)));
         assert!(!both(Version(2022, 11), Version(10, 0)));
         assert!(!Quirks::resolve(Some(Version(2025, 2)), None, None).kernel_measured_unpatched());
+        // A TD on QEMU ≥ 10.2 loads the file as given whatever the OVMF; vTPM does not.
+        use crate::Platform;
+        let on = |ovmf, qemu, platform| {
+            Quirks::resolve(Some(ovmf), Some(qemu), None).kernel_measured_unpatched_on(platform)
+        };
+        assert!(on(Version(2022, 11), Version(10, 2), Platform::Tdx));
+        assert!(!on(Version(2022, 11), Version(10, 2), Platform::Vtpm));
+        assert!(!on(Version(2022, 11), Version(10, 1), Platform::Tdx));
+        assert!(on(Version(2025, 2), Version(10, 0), Platform::Vtpm));
+        // The TD fw_cfg items: edk2-stable202505 on.
+        let ovmf = |v| Quirks::resolve(Some(v), None, None).td_measures_fw_cfg_items;
+        assert!(!ovmf(Version(2025, 2)) && ovmf(Version(2025, 5)) && ovmf(Version(2026, 8)));
     }
 }

@@ -15,6 +15,8 @@ pub struct Resolved {
     /// Read from the binary itself (`--version`), not from the scenario or the lock.
     pub qemu_version: Option<Version>,
     pub ovmf_version: Option<Version>,
+    /// A managed OVMF's version, vendor and date strings, where its quirks measure them.
+    pub firmware_strings: Option<measure::smbios::FirmwareStrings>,
     pub quirks: Quirks,
     /// UKI boot: the files on the boot disk, for the prediction.
     pub uki: Option<UkiParts>,
@@ -296,12 +298,21 @@ pub fn resolve_without_qemu(
     }
     let systemd_version = uki.as_ref().and_then(|u| u.systemd_version);
     let quirks = Quirks::resolve(ovmf_version, qemu_version, systemd_version);
+    let firmware_strings = match (quirks.needs_firmware_strings(), ovmf_version) {
+        (true, Some(_)) => Some(
+            cache
+                .firmware_strings(&scenario.firmware)
+                .map_err(images_err)?,
+        ),
+        _ => None,
+    };
     Ok(Resolved {
         scenario: scenario.clone(),
         vm,
         qemu_binary,
         qemu_version,
         ovmf_version,
+        firmware_strings,
         quirks,
         uki,
         option_roms: Vec::new(),

@@ -442,6 +442,9 @@ pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, St
     }
 }
 
+/// QEMU's SMBIOS structures in fw_cfg, which OVMF installs (and, from 2025.05, measures).
+const SMBIOS_TABLES: &str = "etc/smbios/smbios-tables";
+
 /// The prediction for this VM: oracle blobs, the kernel as QEMU hands it to the firmware, and
 /// the initrd's digests ([`initrd_digests`]) for a `-kernel` boot.
 pub fn predict_for(
@@ -470,6 +473,8 @@ pub fn predict_for(
             memory: resolved.vm.memory,
             acpi_blobs: acpi_blobs.clone(),
             option_roms: option_roms.clone(),
+            smbios_tables: oracle.get(SMBIOS_TABLES).map(Vec::as_slice),
+            firmware_strings: resolved.firmware_strings.as_ref(),
             boot,
         };
         predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))

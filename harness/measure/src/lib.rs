@@ -17,5 +17,6 @@ pub mod quirks;
 pub mod systemd;
 pub mod tdvf;
 pub mod uefi;
+pub mod varstore;
 
 pub use event::{Digests, Event, EventType, Input, Platform, Platforms, Register, Registers};

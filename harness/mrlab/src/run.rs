@@ -442,6 +442,9 @@ pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, St
     }
 }
 
+/// QEMU's SMBIOS structures in fw_cfg, which OVMF installs (and, from 2025.05, measures).
+const SMBIOS_TABLES: &str = "etc/smbios/smbios-tables";
+
 /// The prediction for this VM: oracle blobs, the kernel as QEMU hands it to the firmware, and
 /// the initrd's digests ([`initrd_digests`]) for a `-kernel` boot.
 pub fn predict_for(
@@ -472,6 +475,8 @@ pub fn predict_for(
             option_roms: option_roms.clone(),
             fw_cfg_files: oracle,
             fw_cfg_boot_menu: oracle.get(qemu::fwcfg::BOOT_MENU_ITEM).map(Vec::as_slice),
+            smbios_tables: oracle.get(SMBIOS_TABLES).map(Vec::as_slice),
+            firmware_strings: resolved.firmware_strings.as_ref(),
             boot,
         };
         predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
@@ -494,6 +499,7 @@ pub fn predict_for(
                 block_size: 512,
                 disk_pci: uki.disk_pci.clone(),
                 other_disks_pci: uki.other_disks_pci.clone(),
+                nics: uki.nics.clone(),
                 bootloader: &bootloader,
                 loader_conf: uki.loader_conf.as_deref().map(str::as_bytes),
                 uki: &image,

@@ -707,13 +707,25 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// No qemu, swtpm or vsock daemon child of this test process is left.
 fn assert_no_children() {
     let me = std::process::id() as i32;
-    for p in qemu::process::processes().expect("/proc") {
-        if p.ppid == me
-            && (p.comm.starts_with("qemu")
-                || p.comm.starts_with("swtpm")
-                || p.comm.starts_with("vhost-device"))
-        {
-            panic!("leftover child {} ({})", p.comm, p.pid);
-        }
+    let ours = || -> Vec<(String, i32)> {
+        qemu::process::processes()
+            .expect("/proc")
+            .into_iter()
+            // A zombie has exited; tokio reaps it at its next SIGCHLD.
+            .filter(|p| p.ppid == me && p.state != "Z")
+            .filter(|p| {
+                p.comm.starts_with("qemu")
+                    || p.comm.starts_with("swtpm")
+                    || p.comm.starts_with("vhost-device")
+            })
+            .map(|p| (p.comm, p.pid))
+            .collect()
+    };
+    // A cancelled boot's groups are SIGKILLed as they drop; give the kernel a moment to end them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !ours().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let left = ours();
+    assert!(left.is_empty(), "leftover children: {left:?}");
 }

@@ -34,25 +34,26 @@ pub async fn start(run: &RunDir, setup: bool, timeout: Duration) -> Result<Group
         source,
     })?;
     if setup {
+        // In its own process group, like every child: a run cancelled mid-setup (its prediction
+        // failed first) kills swtpm_setup and the swtpm it started, not swtpm_setup alone.
+        let setup_log = run.path.join("swtpm_setup.log");
         let mut command = tokio::process::Command::new("swtpm_setup");
-        crate::process::die_with_parent(&mut command);
-        let output = command
-            .args(swtpm_setup_args(run))
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|source| SwtpmError::Spawn {
-                program: "swtpm_setup",
-                source,
+        command.args(swtpm_setup_args(run));
+        let mut group =
+            Group::spawn_command("swtpm_setup", command, &setup_log).map_err(|source| {
+                SwtpmError::Spawn {
+                    program: "swtpm_setup",
+                    source,
+                }
             })?;
-        if !output.status.success() {
+        let status = group.wait().await.map_err(|source| SwtpmError::Spawn {
+            program: "swtpm_setup",
+            source,
+        })?;
+        if !status.success() {
             return Err(SwtpmError::Setup {
-                status: output.status.to_string(),
-                output: format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                ),
+                status: status.to_string(),
+                output: read_log(&setup_log),
             });
         }
     }

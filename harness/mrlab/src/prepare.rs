@@ -199,7 +199,7 @@ pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, St
 }
 
 /// The prediction for this VM: oracle blobs, the kernel as QEMU hands it to the firmware, and
-/// the initrd's digests ([`initrd_digests`]) for a `-kernel` boot.
+/// the initrd's digests ([`read_initrd_digests`]) for a `-kernel` boot.
 pub fn predict_for(
     resolved: &Resolved,
     oracle: &BTreeMap<String, Vec<u8>>,

@@ -3,7 +3,7 @@
 use measure::tdvf::PageOrder;
 use measure::Platform;
 use mrlab::judge;
-use mrlab::predictor;
+use mrlab::predictors;
 use mrlab::prepare;
 use mrlab::recorded::{self, TdEvidence};
 use mrlab::report::{self, Verdict};
@@ -43,7 +43,7 @@ pub struct Args {
     pub mrtd_order: String,
     /// An external TD predictor: NAME=COMMAND or dstack-mr=PATH (see `mrlab run --help`).
     #[arg(long = "predictor", value_name = "NAME=COMMAND")]
-    pub predictors: Vec<predictor::Predictor>,
+    pub predictors: Vec<predictors::Predictor>,
     /// Print the JSON report instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -54,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cache = images::Cache::open(&images::workspace_root())?;
     let rt = tokio::runtime::Runtime::new()?;
     let file = args.scenario.display().to_string();
-    predictor::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
+    predictors::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
     // Predictors work (inputs.json, dstack-mr's image folder) in a folder dropped at exit.
     let work = tempfile::tempdir()?;
     // A results folder of a vTPM run is judged as the live run judged it; a TD's (a CCEL and no
@@ -74,13 +74,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut report =
             judge::judge_record(&prepared, &file, record).map_err(anyhow::Error::msg)?;
         if !args.predictors.is_empty() {
-            let rows = rt.block_on(predictor::vs_builtin(
+            let rows = rt.block_on(predictors::vs_builtin(
                 &args.predictors,
                 &scenario,
                 &cache,
                 work.path(),
             ));
-            predictor::apply(&mut report, rows);
+            predictors::apply(&mut report, rows);
         }
         report
     } else {
@@ -107,7 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
                 rtmr3: Some(td.rtmrs[3]),
             };
-            let rows = rt.block_on(predictor::check_all(
+            let rows = rt.block_on(predictors::check_all(
                 &args.predictors,
                 &prepared,
                 order,
@@ -115,7 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &label,
                 work.path(),
             ));
-            predictor::apply(&mut report, rows);
+            predictors::apply(&mut report, rows);
         }
         report
     };

@@ -9,6 +9,7 @@
 pub mod cpio;
 pub mod disk;
 pub mod modules;
+pub mod ovmf;
 pub mod uki;
 
 pub use disk::DiskSpec;

@@ -625,6 +625,110 @@ pub mod ovmf {
         }
     }
 
+    /// A network boot option OVMF's boot manager registers for a NIC: `BmEnumerateBootOptions`
+    /// creates one per LoadFile handle (after the block devices), described by
+    /// `BmGetNetworkDescription` (MdeModulePkg/Library/UefiBootManagerLib/BmBootDescription.c:
+    /// `"PXE"` or `"HTTP"` by a Uri node, `v4`/`v6` by the IP node, then the MAC in `%02x`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum NetworkBoot {
+        /// iPXE's LoadFile on the NIC's own path (QEMU's `efi-virtio.rom`): `…/MAC(m)`, PXEv4.
+        IpxeMac,
+        /// edk2 NetworkPkg UefiPxeBcDxe over IPv4: `…/MAC(m)/IPv4(0.0.0.0)`.
+        PxeIpv4,
+        /// UefiPxeBcDxe over IPv6: `…/MAC(m)/IPv6(::)` with prefix length 64.
+        PxeIpv6,
+        /// HttpBootDxe over IPv4: `…/MAC(m)/IPv4(0.0.0.0)/Uri()`.
+        HttpIpv4,
+        /// HttpBootDxe over IPv6: `…/MAC(m)/IPv6(::)/Uri()`.
+        HttpIpv6,
+    }
+
+    const MESSAGING: u8 = 0x03;
+    const MSG_MAC_ADDR: u8 = 0x0b;
+    const MSG_IPV4: u8 = 0x0c;
+    const MSG_IPV6: u8 = 0x0d;
+    const MSG_URI: u8 = 0x18;
+    /// `NET_IFTYPE_ETHERNET`.
+    const IFTYPE_ETHERNET: u8 = 0x01;
+    /// `IP6_PREFIX_LENGTH` of NetworkPkg's IPv6 nodes (observed: 0x40 in OVMF's options).
+    const IPV6_PREFIX_LENGTH: u8 = 64;
+
+    /// MAC_ADDR_DEVICE_PATH: the address in a 32-byte field, then the interface type.
+    fn mac_node(mac: [u8; 6]) -> Node {
+        let mut data = mac.to_vec();
+        data.resize(32, 0);
+        data.push(IFTYPE_ETHERNET);
+        Node::Other {
+            node_type: MESSAGING,
+            sub_type: MSG_MAC_ADDR,
+            data,
+        }
+    }
+
+    /// IPv4_DEVICE_PATH with every address, port and flag zero (23 bytes of data).
+    fn ipv4_node() -> Node {
+        Node::Other {
+            node_type: MESSAGING,
+            sub_type: MSG_IPV4,
+            data: vec![0; 23],
+        }
+    }
+
+    /// IPv6_DEVICE_PATH: zero addresses, ports, protocol and origin, prefix length 64, zero
+    /// gateway (56 bytes of data).
+    fn ipv6_node() -> Node {
+        let mut data = vec![0; 56];
+        data[39] = IPV6_PREFIX_LENGTH;
+        Node::Other {
+            node_type: MESSAGING,
+            sub_type: MSG_IPV6,
+            data,
+        }
+    }
+
+    fn uri_node() -> Node {
+        Node::Other {
+            node_type: MESSAGING,
+            sub_type: MSG_URI,
+            data: Vec::new(),
+        }
+    }
+
+    /// The boot options of one NIC at `pci` with `mac`, in the order OVMF registers `kinds`;
+    /// two PXEv4 options of one NIC share a description, so the second gets `" 2"`.
+    pub fn network_boot_options(
+        pci: &[(u8, u8)],
+        mac: [u8; 6],
+        kinds: &[NetworkBoot],
+    ) -> Vec<LoadOption> {
+        let mac_text: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        let mut seen: Vec<String> = Vec::new();
+        kinds
+            .iter()
+            .map(|kind| {
+                let (protocol, version, tail) = match kind {
+                    NetworkBoot::IpxeMac => ("PXE", 4, vec![]),
+                    NetworkBoot::PxeIpv4 => ("PXE", 4, vec![ipv4_node()]),
+                    NetworkBoot::PxeIpv6 => ("PXE", 6, vec![ipv6_node()]),
+                    NetworkBoot::HttpIpv4 => ("HTTP", 4, vec![ipv4_node(), uri_node()]),
+                    NetworkBoot::HttpIpv6 => ("HTTP", 6, vec![ipv6_node(), uri_node()]),
+                };
+                let base = format!("UEFI {protocol}v{version} (MAC:{mac_text})");
+                seen.push(base.clone());
+                let nth = seen.iter().filter(|s| **s == base).count();
+                let mut path = pci_path(pci);
+                path.nodes.push(mac_node(mac));
+                path.nodes.extend(tail);
+                LoadOption {
+                    attributes: LOAD_OPTION_ACTIVE,
+                    description: unique_description(&base, nth),
+                    file_paths: vec![path],
+                    optional_data: AUTO_CREATE_BOOT_OPTION.0.to_vec(),
+                }
+            })
+            .collect()
+    }
+
     /// `VenMedia(QEMU kernel loader FS)/\<name>`: how OVMF's `-kernel` image appears in the
     /// UEFI_IMAGE_LOAD_EVENT of its measurement (`name` is `kernel`).
     pub fn kernel_loader_file(name: &str) -> DevicePath {
@@ -642,6 +746,29 @@ pub mod ovmf {
 mod tests {
     use super::ovmf::*;
     use super::*;
+
+    /// Boot0003 and Boot0006 as Debian's OVMF 2022.11 wrote them on a vTPM UKI boot with a
+    /// virtio-net NIC at Pci(0x2,0x0) (MAC 52:54:00:12:34:56), from the PCR1 event data.
+    #[test]
+    fn network_boot_options_are_the_bytes_ovmf_wrote() {
+        const BOOT0003: &str = "0100000056005500450046004900200050005800450076003400200028004d00410043003a00350032003500340030003000310032003300340035003600290020003200000002010c00d041030a00000000010106000002030b2500525400123456000000000000000000000000000000000000000000000000000001030c1b0000000000000000000000000000000000000000000000007fff04004eac0881119f594d850ee21a522c59b2";
+        const BOOT0006: &str = "010000007b0055004500460049002000480054005400500076003600200028004d00410043003a003500320035003400300030003100320033003400350036002900000002010c00d041030a00000000010106000002030b2500525400123456000000000000000000000000000000000000000000000000000001030d3c000000000000000000000000000000000000000000000000000000000000000000000000000000004000000000000000000000000000000000031804007fff04004eac0881119f594d850ee21a522c59b2";
+        let options = network_boot_options(
+            &[(2, 0)],
+            [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+            &[
+                NetworkBoot::IpxeMac,
+                NetworkBoot::PxeIpv4,
+                NetworkBoot::PxeIpv6,
+                NetworkBoot::HttpIpv4,
+                NetworkBoot::HttpIpv6,
+            ],
+        );
+        assert_eq!(hex::encode(options[1].encode().unwrap()), BOOT0003);
+        assert_eq!(hex::encode(options[4].encode().unwrap()), BOOT0006);
+        assert_eq!(options[0].description, "UEFI PXEv4 (MAC:525400123456)");
+        assert_eq!(options[1].description, "UEFI PXEv4 (MAC:525400123456) 2");
+    }
 
     #[test]
     fn texts_follow_devicepathtotext() {

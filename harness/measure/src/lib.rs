@@ -6,13 +6,16 @@
 pub mod acpi;
 pub mod cpio;
 pub mod devpath;
+pub mod diff;
 pub mod event;
 pub mod firmware;
+pub mod fwcfg;
 pub mod gpt;
 pub mod optionrom;
 pub mod pe;
 pub mod predict;
 pub mod quirks;
+pub mod smbios;
 pub mod systemd;
 pub mod tdvf;
 pub mod uefi;

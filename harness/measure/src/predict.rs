@@ -7,13 +7,14 @@
 //! prediction covers completely. Registers are folded from these events, never predicted apart.
 
 use crate::devpath::ovmf::{self, boot_manager_menu, BootManagerMenu};
-use crate::devpath::LOAD_OPTION_ACTIVE;
+use crate::devpath::{LOAD_OPTION_ACTIVE, LOAD_OPTION_CATEGORY_APP};
 use crate::event::{Digests, Event, EventType, Input, Platform, Platforms};
-use crate::quirks::{Quirks, SecureBootVar};
+use crate::quirks::{CrtmVersion, Quirks, SecureBootVar};
+use crate::smbios::FirmwareStrings;
 use crate::systemd::{self, Uki};
 use crate::uefi::{self, EfiAction, SecureBootVariable};
 use crate::{gpt, pe, tdvf};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A direct kernel boot (`-kernel`): OVMF loads the kernel QEMU hands over in fw_cfg.
 pub struct KernelBoot<'a> {
@@ -40,6 +41,9 @@ pub struct UkiBoot<'a> {
     /// order, after the boot disk): each gets a "UEFI Misc Device N" boot option before the
     /// shell's. None is tried, since the boot disk's option comes first.
     pub other_disks_pci: Vec<Vec<(u8, u8)>>,
+    /// The NICs, in root-bus order. OVMF registers network boot options for each (see the
+    /// quirks) after the disks' and before the shell's.
+    pub nics: Vec<Nic>,
     /// systemd-boot as on the ESP.
     pub bootloader: &'a [u8],
     /// `loader/loader.conf` on the ESP, if there is one.
@@ -48,6 +52,14 @@ pub struct UkiBoot<'a> {
     pub uki: &'a [u8],
     /// Prediction-only override of the UKI's `.cmdline` text.
     pub cmdline_override: Option<&'a str>,
+}
+
+/// A NIC as OVMF's network boot options name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nic {
+    /// PCI path from the root bus, (device, function) per hop.
+    pub pci: Vec<(u8, u8)>,
+    pub mac: [u8; 6],
 }
 
 pub enum Boot<'a> {
@@ -67,6 +79,17 @@ pub struct Inputs<'a> {
     /// PCI option ROMs (label, ROM bytes) in PCI slot order: OVMF loads and measures their EFI
     /// drivers during PCI enumeration (see [`crate::optionrom`]).
     pub option_roms: Vec<(String, &'a [u8])>,
+    /// QEMU's fw_cfg file `etc/smbios/smbios-tables`, for an OVMF that measures its SMBIOS
+    /// table (quirk `ovmf-smbios-measured`).
+    pub smbios_tables: Option<&'a [u8]>,
+    /// The firmware build's version, vendor and release date strings, where known (a managed
+    /// OVMF package): its CRTM version and SMBIOS type 0.
+    pub firmware_strings: Option<&'a FirmwareStrings>,
+    /// Every fw_cfg file QEMU serves (name → bytes): the items OVMF caches and, in a TD, measures
+    /// (see [`crate::fwcfg`]).
+    pub fw_cfg_files: &'a BTreeMap<String, Vec<u8>>,
+    /// The numbered fw_cfg item `BootMenu` (0x0e) as QEMU serves it.
+    pub fw_cfg_boot_menu: Option<&'a [u8]>,
     pub boot: Boot<'a>,
 }
 
@@ -114,7 +137,7 @@ fn vtpm_unpredicted(q: &Quirks) -> Vec<Unpredicted> {
         "OVMF's PEI and DXE firmware volumes (EV_EFI_PLATFORM_FIRMWARE_BLOB) are measured as \
          decompressed in memory and not predicted",
     );
-    if q.crtm_version.is_none() {
+    if q.crtm_version == CrtmVersion::Unknown {
         pcr0_types.push(EventType::S_CRTM_VERSION);
         pcr0_reason.push_str(
             ", nor is this OVMF's version string (EV_S_CRTM_VERSION, quirk \
@@ -146,6 +169,8 @@ fn vtpm_unpredicted(q: &Quirks) -> Vec<Unpredicted> {
 pub enum PredictError {
     #[error("firmware: {0}")]
     Firmware(#[from] tdvf::TdvfError),
+    #[error("fw_cfg: {0}")]
+    FwCfg(#[from] crate::fwcfg::MissingItem),
     #[error("kernel image: {0}")]
     Kernel(#[from] pe::PeError),
     #[error("boot option: {0}")]
@@ -159,6 +184,17 @@ pub enum PredictError {
     },
     #[error("{0} disks: more boot options than OVMF numbers")]
     TooManyDisks(usize),
+    #[error("SMBIOS: {0}")]
+    Smbios(#[from] crate::smbios::SmbiosError),
+    #[error(
+        "this OVMF measures {what} (quirk {quirk}), but {missing}: use a managed OVMF id from \
+         images/packages.lock"
+    )]
+    FirmwareFact {
+        what: &'static str,
+        quirk: &'static str,
+        missing: &'static str,
+    },
     #[error("{what}: {source}")]
     Image {
         what: &'static str,
@@ -176,7 +212,22 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
     let mut events = Vec::new();
 
     // PCR0 (vTPM only; in a TD PCR0 is MRTD, not logged).
-    if let Some(version) = &q.crtm_version {
+    let crtm_version = match &q.crtm_version {
+        CrtmVersion::Known(version) => Some(version.as_str()),
+        CrtmVersion::FirmwareVersionString => Some(
+            inputs
+                .firmware_strings
+                .ok_or(PredictError::FirmwareFact {
+                    what: "its version string as EV_S_CRTM_VERSION",
+                    quirk: "ovmf-crtm-version-is-firmware-version",
+                    missing: "the firmware's version string is not known",
+                })?
+                .version
+                .as_str(),
+        ),
+        CrtmVersion::Unknown => None,
+    };
+    if let Some(version) = crtm_version {
         let mut data = uefi::utf16le(version);
         data.extend_from_slice(&[0, 0]);
         events.push(
@@ -191,6 +242,15 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
         let tdvf = tdvf::Tdvf::parse(inputs.firmware)?;
         events.push(tdvf::td_hob_event(&tdvf, inputs.memory)?);
         events.push(tdvf::cfv_event(&tdvf, inputs.firmware)?);
+        // Then the fw_cfg items PlatformPei / PeilessStartup caches (edk2 ≥ stable202505).
+        if q.td_measures_fw_cfg_items {
+            let boot_menu = inputs.fw_cfg_boot_menu;
+            events.extend(crate::fwcfg::td_events(inputs.fw_cfg_files, |number| {
+                (number == crate::fwcfg::BOOT_MENU_ITEM)
+                    .then_some(boot_menu)
+                    .flatten()
+            })?);
+        }
     }
 
     // PCR7: Secure Boot configuration, then its separator.
@@ -241,9 +301,31 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
         );
     }
 
+    // PCR1 at ReadyToBoot, before the boot variables: the SMBIOS table (SmbiosMeasurementDxe).
+    let smbios = if q.smbios_measured {
+        let missing = |missing| PredictError::FirmwareFact {
+            what: "its SMBIOS table",
+            quirk: "ovmf-smbios-measured",
+            missing,
+        };
+        let tables = inputs
+            .smbios_tables
+            .ok_or_else(|| missing("QEMU's etc/smbios/smbios-tables is not known"))?;
+        let strings = inputs
+            .firmware_strings
+            .ok_or_else(|| missing("the firmware's type 0 strings are not known"))?;
+        Some(crate::smbios::handoff_event(&crate::smbios::ovmf_table(
+            tables, strings,
+        )?)?)
+    } else {
+        None
+    };
+
     match &inputs.boot {
-        Boot::Kernel(kernel) => kernel_boot_events(kernel, q, &mut events)?,
-        Boot::Uki(uki) => uki_boot_events(uki, q, &mut events)?,
+        Boot::Kernel(kernel) => {
+            kernel_boot_events(kernel, q, inputs.platform, smbios, &mut events)?
+        }
+        Boot::Uki(uki) => uki_boot_events(uki, q, smbios, inputs.smbios_tables, &mut events)?,
     }
     // Every PCR 0–15 is predicted, events and value, but for the declared exceptions: a PCR
     // the boot does not touch (PCR8, 14, 15; PCR11–13 on -kernel boots) is predicted empty.
@@ -274,6 +356,8 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
 fn kernel_boot_events(
     kernel: &KernelBoot,
     q: &Quirks,
+    platform: Platform,
+    smbios: Option<Event>,
     events: &mut Vec<Event>,
 ) -> Result<(), PredictError> {
     // PCR4: the kernel image, loaded before ReadyToBoot by the -kernel path.
@@ -286,7 +370,7 @@ fn kernel_boot_events(
         label: "pe:kernel".into(),
         // QEMU writes the initrd address and size into the setup header it hands over, unless
         // the firmware loads the unpatched image (then the QEMU version alone decides that).
-        varies_with: if q.kernel_measured_unpatched() {
+        varies_with: if q.kernel_measured_unpatched_on(platform) {
             vec![Input::Kernel, Input::QemuVersion]
         } else {
             vec![
@@ -299,10 +383,15 @@ fn kernel_boot_events(
         platforms: Platforms::BOTH,
     });
 
-    // PCR1: BootOrder and the one boot option OVMF registers for -kernel boot (UiApp).
-    events.push(uefi::boot_order(&[0]));
-    let uiapp = boot_manager_menu(BootManagerMenu::UiApp).encode()?;
-    events.push(uefi::boot_option(0, &uiapp));
+    // PCR1: SMBIOS, BootOrder and the options OVMF registers for -kernel boot (its own).
+    events.extend(smbios);
+    let own = firmware_boot_options(q)?;
+    events.push(uefi::boot_order(
+        &(0..own.len() as u16).collect::<Vec<u16>>(),
+    ));
+    for (number, option) in (0u16..).zip(&own) {
+        events.push(uefi::boot_option(number, option));
+    }
 
     ready_to_boot(q, events);
 
@@ -328,6 +417,23 @@ fn kernel_boot_events(
         EfiAction::ExitBootServicesReturnedWithSuccess,
     ));
     Ok(())
+}
+
+/// The boot options OVMF registers before any device's, encoded: its boot manager menu, and
+/// with BootManagerMenuApp also "EFI Firmware Setup" (quirk `ovmf-boot-manager-menu-app`).
+fn firmware_boot_options(q: &Quirks) -> Result<Vec<Vec<u8>>, PredictError> {
+    let mut options = vec![boot_manager_menu(q.boot_menu).encode()?];
+    if q.boot_menu == BootManagerMenu::BootManagerMenuApp {
+        options.push(
+            ovmf::fv_application(
+                ovmf::UI_APP,
+                "EFI Firmware Setup",
+                LOAD_OPTION_ACTIVE | LOAD_OPTION_CATEGORY_APP,
+            )
+            .encode()?,
+        );
+    }
+    Ok(options)
 }
 
 /// ReadyToBoot: the action, then separators.
@@ -383,26 +489,47 @@ fn load_options_event(load_options: &[u8]) -> Event {
 fn uki_boot_events(
     boot: &UkiBoot,
     q: &Quirks,
+    smbios: Option<Event>,
+    smbios_tables: Option<&[u8]>,
     events: &mut Vec<Event>,
 ) -> Result<(), PredictError> {
     let uki = Uki::parse(boot.uki).map_err(image_err("UKI"))?;
 
-    // PCR1: BootOrder and the options OVMF has at ReadyToBoot: its menu, each disk (the boot
-    // disk first), the shell.
+    // PCR1: SMBIOS, BootOrder and the options OVMF has at ReadyToBoot: its own, each disk (the
+    // boot disk first), the shell.
+    events.extend(smbios);
     let disks: Vec<&[(u8, u8)]> = std::iter::once(boot.disk_pci.as_slice())
         .chain(boot.other_disks_pci.iter().map(Vec::as_slice))
         .collect();
-    let shell_number =
-        u16::try_from(disks.len() + 1).map_err(|_| PredictError::TooManyDisks(disks.len()))?;
-    events.push(uefi::boot_order(&(0..=shell_number).collect::<Vec<u16>>()));
-    let menu = boot_manager_menu(BootManagerMenu::UiApp).encode()?;
-    events.push(uefi::boot_option(0, &menu));
-    for (number, pci) in (1u16..).zip(&disks) {
-        let disk = ovmf::misc_device(pci, usize::from(number)).encode()?;
-        events.push(uefi::boot_option(number, &disk));
+    let own = firmware_boot_options(q)?;
+    let mut options: Vec<crate::devpath::LoadOption> = disks
+        .iter()
+        .enumerate()
+        .map(|(i, pci)| ovmf::misc_device(pci, i + 1))
+        .collect();
+    for nic in &boot.nics {
+        options.extend(ovmf::network_boot_options(
+            &nic.pci,
+            nic.mac,
+            q.ovmf_network_boot_options,
+        ));
     }
-    let shell = ovmf::fv_application(ovmf::UEFI_SHELL, "EFI Internal Shell", LOAD_OPTION_ACTIVE)
-        .encode()?;
+    let shell_number = u16::try_from(own.len() + options.len())
+        .map_err(|_| PredictError::TooManyDisks(disks.len()))?;
+    events.push(uefi::boot_order(&(0..=shell_number).collect::<Vec<u16>>()));
+    for (number, option) in (0u16..).zip(&own) {
+        events.push(uefi::boot_option(number, option));
+    }
+    for (number, option) in (own.len() as u16..).zip(&options) {
+        events.push(uefi::boot_option(number, &option.encode()?));
+    }
+    // edk2-stable202505 896907b53b makes the shell an app (no autoboot fallback).
+    let shell_attributes = match q.boot_menu {
+        BootManagerMenu::UiApp => LOAD_OPTION_ACTIVE,
+        BootManagerMenu::BootManagerMenuApp => LOAD_OPTION_ACTIVE | LOAD_OPTION_CATEGORY_APP,
+    };
+    let shell =
+        ovmf::fv_application(ovmf::UEFI_SHELL, "EFI Internal Shell", shell_attributes).encode()?;
     events.push(uefi::boot_option(shell_number, &shell));
 
     // ReadyToBoot (no image is loaded before it on this path).
@@ -414,6 +541,16 @@ fn uki_boot_events(
         .map_err(image_err("systemd-boot"))?;
     bootloader.varies_with = vec![Input::Bootloader, Input::SystemdVersion];
     events.push(bootloader);
+    if q.boot_measures_smbios {
+        let tables = smbios_tables.ok_or(PredictError::FirmwareFact {
+            what: "the SMBIOS structures systemd-boot measures",
+            quirk: "systemd-boot-smbios-measured",
+            missing: "QEMU's etc/smbios/smbios-tables is not known",
+        })?;
+        events.extend(systemd::smbios_events(&crate::smbios::qemu_structures(
+            tables,
+        )?));
+    }
     if let (true, Some(conf)) = (q.boot_measures_loader_conf, boot.loader_conf) {
         events.push(systemd::loader_conf_event(conf));
     }
@@ -447,10 +584,12 @@ fn uki_boot_events(
 
     // PCR4: the kernel the stub loads from `.linux`; PCR9: what the Linux EFI stub measures.
     let linux = uki.linux().map_err(image_err("UKI .linux"))?;
-    let mut kernel =
-        pe::boot_services_application("kernel", &linux, None).map_err(image_err("UKI .linux"))?;
-    kernel.varies_with = vec![Input::Kernel];
-    events.push(kernel);
+    if q.stub_kernel_measured_by_firmware {
+        let mut kernel = pe::boot_services_application("kernel", &linux, None)
+            .map_err(image_err("UKI .linux"))?;
+        kernel.varies_with = vec![Input::Kernel];
+        events.push(kernel);
+    }
     // systemd-stub decodes the UTF-8 `.cmdline` to UTF-16 (efi-string.c `xstrn8_to_16`), unlike
     // OVMF's `-kernel` loader, which widens bytes.
     let mut load_options = uefi::utf16le(&cmdline);
@@ -522,7 +661,11 @@ mod tests {
     #[test]
     fn vtpm_prediction_judges_all_but_firmware_volumes() {
         let ev = |pcr, t| Event::hashed_data(pcr, t, "", b"x".to_vec());
-        for (ovmf, crtm_judged) in [(Version(2022, 11), true), (Version(2025, 2), false)] {
+        for (ovmf, crtm_judged) in [
+            (Version(2022, 11), true),
+            (Version(2025, 2), false),
+            (Version(2026, 8), true),
+        ] {
             let quirks = Quirks::resolve(Some(ovmf), None, None);
             let prediction = Prediction {
                 platform: Platform::Vtpm,
@@ -564,5 +707,51 @@ mod tests {
         );
         // Not what a UTF-8 decoder would give (U+00E9 alone).
         assert_ne!(kernel_load_options("é", false, false), [0xe9, 0, 0, 0]);
+    }
+
+    /// An OVMF that measures its version string and SMBIOS table cannot be predicted without
+    /// them: a clear error naming the quirk, never an event left out.
+    #[test]
+    fn missing_firmware_facts_are_errors_naming_the_quirk() {
+        let quirks = Quirks::resolve(Some(Version(2026, 8)), Some(Version(7, 2)), None);
+        let strings = FirmwareStrings {
+            vendor: "v".into(),
+            version: "2026.08+ds-2".into(),
+            release_date: "09/26/2026".into(),
+        };
+        let no_files = BTreeMap::new();
+        let inputs = |smbios_tables, firmware_strings| Inputs {
+            platform: Platform::Vtpm,
+            quirks: &quirks,
+            firmware: &[],
+            memory: 2 << 30,
+            acpi_blobs: Vec::new(),
+            option_roms: Vec::new(),
+            smbios_tables,
+            firmware_strings,
+            fw_cfg_files: &no_files,
+            fw_cfg_boot_menu: None,
+            boot: Boot::Kernel(KernelBoot {
+                kernel: b"not reached",
+                initrd: None,
+                cmdline: "",
+            }),
+        };
+        let err = predict(&inputs(Some(&[]), None)).unwrap_err().to_string();
+        assert!(
+            err.contains("ovmf-crtm-version-is-firmware-version"),
+            "{err}"
+        );
+        let err = predict(&inputs(None, Some(&strings)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ovmf-smbios-measured") && err.contains("etc/smbios/smbios-tables"),
+            "{err}"
+        );
+        let err = predict(&inputs(Some(&[1, 2]), Some(&strings)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("SMBIOS: "), "{err}");
     }
 }

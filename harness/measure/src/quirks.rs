@@ -47,19 +47,37 @@ pub enum SecureBootVar {
     Disabled,
 }
 
+/// What OVMF measures as EV_S_CRTM_VERSION into PCR0 on vTPM (its PcdFirmwareVersionString).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CrtmVersion {
+    /// This string (edk2-stable202211 builds: empty).
+    Known(String),
+    /// The firmware build's version string ([`crate::smbios::FirmwareStrings::version`]).
+    FirmwareVersionString,
+    /// Not known: PCR0 is then only partly predicted.
+    Unknown,
+}
+
 /// The resolved behaviour for one combination of versions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Quirks {
     pub secure_boot: SecureBootVar,
-    /// UTF-16 `PcdFirmwareVersionString` measured as EV_S_CRTM_VERSION into PCR0 on vTPM;
-    /// `None` where we do not know the string (PCR0 is then only partly predicted).
-    pub crtm_version: Option<String>,
+    /// UTF-16 `PcdFirmwareVersionString` measured as EV_S_CRTM_VERSION into PCR0 on vTPM.
+    pub crtm_version: CrtmVersion,
     /// OVMF measures the fw_cfg ACPI blobs ("ACPI DATA") into PCR1 with a TPM too, not only in a TD.
     pub acpi_measured_on_vtpm: bool,
     /// OVMF's `-kernel` loader appends ` initrd=initrd` to LoadOptions when an initrd is given.
     pub kernel_load_options_initrd: bool,
-    /// ... and puts it first (`initrd=initrd CMDLINE`) instead of last (`CMDLINE initrd=initrd`).
+    /// ... and puts it first instead (`initrd=initrd ` + command line).
     pub kernel_load_options_initrd_first: bool,
+    /// The boot manager menu OVMF registers as Boot0000; with `BootManagerMenuApp` it also
+    /// registers "EFI Firmware Setup" (UiApp) as Boot0001, and its shell option is an app
+    /// (LOAD_OPTION_CATEGORY_APP).
+    pub boot_menu: crate::devpath::ovmf::BootManagerMenu,
+    /// OVMF measures its SMBIOS table into PCR1 at ReadyToBoot (EV_EFI_HANDOFF_TABLES).
+    pub smbios_measured: bool,
+    /// The network boot options OVMF registers per NIC, in order (a UKI boot lists them).
+    pub ovmf_network_boot_options: &'static [crate::devpath::ovmf::NetworkBoot],
     /// At ReadyToBoot a TD gets one separator, in RTMR1 only (PCR1's is folded into the early
     /// RTMR0 separator).
     pub td_ready_to_boot_separator_rtmr1_only: bool,
@@ -70,6 +88,10 @@ pub struct Quirks {
     pub stub_initrd_osrel_cpio: bool,
     /// systemd-boot measures `loader/loader.conf` (EV_EVENT_TAG, PCR5) when it exists.
     pub boot_measures_loader_conf: bool,
+    /// systemd-boot measures the firmware's SMBIOS type 1, 2 and 11 structures into PCR1.
+    pub boot_measures_smbios: bool,
+    /// The firmware measures (PCR4) the kernel systemd-stub loads from `.linux`.
+    pub stub_kernel_measured_by_firmware: bool,
     /// systemd-boot passes a UKI's `.cmdline` as its LoadOptions and measures it into PCR12; the
     /// stub, seeing LoadOptions, measures them into PCR12 again.
     pub boot_passes_uki_cmdline: bool,
@@ -83,6 +105,12 @@ pub struct Quirks {
     /// OVMF's `-kernel` loader takes fw_cfg file `etc/boot/kernel` when QEMU serves it, instead of
     /// the setup and kernel items QEMU patched.
     pub ovmf_prefers_unpatched_kernel: bool,
+    /// In a TD, OVMF measures the fw_cfg items it caches early into RTMR0 (see
+    /// [`crate::fwcfg`]).
+    pub td_measures_fw_cfg_items: bool,
+    /// QEMU leaves the `-kernel` setup header unpatched for a confidential guest: in a TD the
+    /// setup and kernel items are the file as given.
+    pub qemu_coco_kernel_unpatched: bool,
 }
 
 /// systemd v252 `src/boot/efi/tpm-pcr.c` `unified_sections[]` without `.pcrsig` (the stub never
@@ -103,24 +131,44 @@ pub const STUB_SECTIONS_257: &[&str] = &[
     ".pcrpkey", ".profile", ".dtbauto", ".hwids",
 ];
 
+use crate::devpath::ovmf::NetworkBoot;
+
+/// Per NIC: iPXE's PXEv4 (its option ROM), then edk2's PXEv4, PXEv6, HTTPv4, HTTPv6. Observed
+/// on a vTPM UKI boot of Debian's OVMF 2022.11 with two virtio-net NICs (Boot0002–Boot000B).
+const NETWORK_BOOT_2022_11: &[NetworkBoot] = &[
+    NetworkBoot::IpxeMac,
+    NetworkBoot::PxeIpv4,
+    NetworkBoot::PxeIpv6,
+    NetworkBoot::HttpIpv4,
+    NetworkBoot::HttpIpv6,
+];
+const NETWORK_BOOT_IPXE_ONLY: &[NetworkBoot] = &[NetworkBoot::IpxeMac];
+
 impl Quirks {
     /// The defaults rows override: edk2-stable202211 and systemd v252 behaviour.
     fn baseline() -> Quirks {
         Quirks {
             secure_boot: SecureBootVar::Disabled,
-            crtm_version: Some(String::new()),
+            crtm_version: CrtmVersion::Known(String::new()),
             acpi_measured_on_vtpm: false,
             kernel_load_options_initrd: true,
             kernel_load_options_initrd_first: false,
+            boot_menu: crate::devpath::ovmf::BootManagerMenu::UiApp,
+            smbios_measured: false,
+            ovmf_network_boot_options: NETWORK_BOOT_2022_11,
             td_ready_to_boot_separator_rtmr1_only: true,
             stub_measured_sections: STUB_SECTIONS_252,
             stub_initrd_osrel_cpio: false,
             boot_measures_loader_conf: false,
+            boot_measures_smbios: false,
+            stub_kernel_measured_by_firmware: true,
             boot_passes_uki_cmdline: true,
             mrtd_page_order: crate::tdvf::PageOrder::SinglePass,
             tdx_named_memory_backend: false,
             qemu_serves_unpatched_kernel: false,
             ovmf_prefers_unpatched_kernel: false,
+            td_measures_fw_cfg_items: false,
+            qemu_coco_kernel_unpatched: false,
         }
     }
 
@@ -128,6 +176,19 @@ impl Quirks {
     /// given, not as QEMU patched its setup header: both sides of the change are in use.
     pub fn kernel_measured_unpatched(&self) -> bool {
         self.qemu_serves_unpatched_kernel && self.ovmf_prefers_unpatched_kernel
+    }
+
+    /// Whether the prediction needs the firmware build's strings (its CRTM version or SMBIOS
+    /// type 0, see [`crate::smbios::FirmwareStrings`]).
+    pub fn needs_firmware_strings(&self) -> bool {
+        self.smbios_measured || self.crtm_version == CrtmVersion::FirmwareVersionString
+    }
+
+    /// The same on `platform`: a TD on a QEMU that does not patch a confidential guest's
+    /// kernel also loads the file as given, whichever fw_cfg items OVMF takes it from.
+    pub fn kernel_measured_unpatched_on(&self, platform: crate::Platform) -> bool {
+        self.kernel_measured_unpatched()
+            || (platform == crate::Platform::Tdx && self.qemu_coco_kernel_unpatched)
     }
 
     /// Apply every row matching the versions. A component whose version is unknown matches no
@@ -214,8 +275,8 @@ pub static ROWS: &[Row] = &[
         id: "ovmf-crtm-version-unknown",
         component: Component::Ovmf,
         since: Some(Version(2023, 0)),
-        until: None,
-        apply: |q| q.crtm_version = None,
+        until: Some(Version(2025, 5)),
+        apply: |q| q.crtm_version = CrtmVersion::Unknown,
         reason: "Debian's OVMF 2025.02 sets PcdFirmwareVersionString to the package version, \
                  measured as EV_S_CRTM_VERSION in PCR0; 2022.11 measures an empty string. \
                  PCR0 is vTPM-only and partly predicted, so we do not guess the string.",
@@ -312,16 +373,119 @@ pub static ROWS: &[Row] = &[
                  digest in Debian's signature); with QEMU 7.2, or OVMF 2022.11, the patched one.",
     },
     Row {
+        id: "ovmf-crtm-version-is-firmware-version",
+        component: Component::Ovmf,
+        since: Some(Version(2025, 5)),
+        until: None,
+        apply: |q| q.crtm_version = CrtmVersion::FirmwareVersionString,
+        reason: "Debian builds OVMF with PcdFirmwareVersionString set to the package version, \
+                 which edk2's Tcg2Pei measures as EV_S_CRTM_VERSION into PCR0. Observed with \
+                 2026.08+ds-2: the event holds \"2026.08+ds-2\", the same string as OVMF's SMBIOS \
+                 type 0 BiosVersion. 2025.02 keeps ovmf-crtm-version-unknown (not re-verified).",
+    },
+    Row {
+        id: "ovmf-smbios-measured",
+        component: Component::Ovmf,
+        since: Some(Version(2025, 5)),
+        until: None,
+        apply: |q| q.smbios_measured = true,
+        reason: "edk2-stable202505 \"OvmfPkg: Enable Smbios measurement\" (cd76265f1a) adds \
+                 MdeModulePkg SmbiosMeasurementDxe to OvmfPkgX64: at ReadyToBoot it measures the \
+                 SMBIOS table, filtered by mSmbiosFilterStandardTableBlackList, into PCR1 as \
+                 EV_EFI_HANDOFF_TABLES (see measure::smbios). Observed with 2026.08: one event \
+                 after the -kernel image, before BootOrder, equal to the prediction; 2025.02 \
+                 logs none.",
+    },
+    Row {
+        id: "ovmf-boot-manager-menu-app",
+        component: Component::Ovmf,
+        since: Some(Version(2025, 5)),
+        until: None,
+        apply: |q| q.boot_menu = crate::devpath::ovmf::BootManagerMenu::BootManagerMenuApp,
+        reason: "edk2-stable202505 9d9e3a2ba8 \"OvmfPkg: use BootManagerMenuApp as \
+                 BootManagerMenu\", d433b4c8e4 \"Register UiApp as an optional boot option\" \
+                 (\"EFI Firmware Setup\", ACTIVE|CATEGORY_APP) and 896907b53b \"Disable autoboot \
+                 for EFI Shell\" (CATEGORY_APP). Observed with 2026.08: BootOrder [0000,0001] on \
+                 -kernel (Boot0000 \"BootManagerMenuApp\" 0x109, Boot0001 \"EFI Firmware Setup\" \
+                 0x101), [0000..0003] on a disk boot with the shell at 0x101.",
+    },
+    Row {
+        id: "ovmf-network-boot-ipxe-only",
+        component: Component::Ovmf,
+        since: Some(Version(2023, 0)),
+        until: None,
+        apply: |q| q.ovmf_network_boot_options = NETWORK_BOOT_IPXE_ONLY,
+        reason: "Debian's OVMF 2025.02 registers one network boot option per NIC, iPXE's \
+                 \"UEFI PXEv4 (MAC:…)\" on `…/MAC(m)` from QEMU's efi-virtio.rom, and none of \
+                 edk2's NetworkPkg PXE/HTTP options that 2022.11 adds after it. Observed on a vTPM \
+                 UKI boot with two virtio-net NICs (Boot0002, Boot0003).",
+    },
+    Row {
         id: "ovmf-kernel-initrd-option-first",
         component: Component::Ovmf,
         since: Some(Version(2025, 8)),
         until: None,
         apply: |q| q.kernel_load_options_initrd_first = true,
-        reason: "OvmfPkg/Library/X86QemuLoadImageLib formats LoadOptions as \"initrd=initrd \" \
-                 then the command line since tianocore/edk2 PR #11115 (\"Prefix initrd=initrd in \
-                 cmdline\", so that arguments after `--` reach init unchanged), merged after the \
-                 edk2-stable202505 freeze; 2022.11 and 2025.02 append \" initrd=initrd\" (observed \
-                 on vTPM boots of both).",
+        reason: "edk2-stable202508 a2ac0fea49 \"[QemuLoadImageLib] Prefix initrd=initrd in \
+                 cmdline\" (tianocore/edk2 PR #11115, X86QemuLoadImageLib): LoadOptions are \
+                 \"initrd=initrd \" + the command line, so arguments after \"--\" reach init \
+                 intact; 2022.11 and 2025.02 append \" initrd=initrd\" (observed on vTPM boots of \
+                 both). Observed with 2026.08: the Linux LoadOptions event of -kernel boots.",
+    },
+    Row {
+        id: "systemd-boot-smbios-measured",
+        component: Component::SystemdBoot,
+        since: Some(Version(262, 0)),
+        until: None,
+        apply: |q| q.boot_measures_smbios = true,
+        reason: "systemd-boot measures SMBIOS type 1 (Wake-up Type zeroed), type 2 and each type \
+                 11 into PCR1 as EV_EVENT_TAG \"smbios:typeN\" (docs/TPM2_PCR_MEASUREMENTS.md, \
+                 tags 0xd5cb7cbc/0xe0d47bc8/0xc0b3bd23). Observed with 262.1 on QEMU's tables \
+                 (type 1 only): one event after systemd-boot's image, equal to the prediction; \
+                 absent with 257. 258–261 not verified.",
+    },
+    Row {
+        id: "systemd-stub-kernel-not-measured-by-firmware",
+        component: Component::SystemdStub,
+        since: Some(Version(262, 0)),
+        until: None,
+        apply: |q| q.stub_kernel_measured_by_firmware = false,
+        reason: "systemd-stub 257 starts the .linux kernel with LoadImage on a \
+                 VenMedia(STUB_PAYLOAD_GUID) path and OVMF measures it into PCR4 (observed); with \
+                 stub 262.1 the log has no such event (observed: PCR4 holds systemd-boot and the \
+                 UKI only, PCR9 still the Linux LoadOptions and initrd). The kernel is still \
+                 measured as the .linux section in PCR11. 258–261 not verified.",
+    },
+    Row {
+        id: "ovmf-td-fw-cfg-items-measured",
+        component: Component::Ovmf,
+        since: Some(Version(2025, 5)),
+        until: None,
+        apply: |q| q.td_measures_fw_cfg_items = true,
+        reason: "edk2 fb56dc78ef (\"OvmfPkg/QemuFwCfgLib: Support Cache FwCfg with optional \
+                 measurement\"), first in edk2-stable202505: OvmfPkg/Library/QemuFwCfgLib/\
+                 QemuFwCfgCacheInit.c caches etc/extra-pci-roots, BootMenu, etc/boot-menu-wait, \
+                 etc/reserved-memory-end, opt/ovmf/X-PciMmio64Mb and bootorder and, when \
+                 TdIsEnabled (), measures each one present into PCR1/RTMR0 as \
+                 EV_PLATFORM_CONFIG_FLAGS \"QEMU FW CFG\" + name. Read at edk2-stable202605 \
+                 (blob d3220c8f, unchanged since 202505; the 202608 tag Debian's 2026.08 is \
+                 built from is not in our edk2 mirror, whose pull refs to 2026-08-08 do not \
+                 touch the file). TD only: not on vTPM, and not yet seen in a real TD log.",
+    },
+    Row {
+        id: "qemu-coco-kernel-header-unpatched",
+        component: Component::Qemu,
+        since: Some(Version(10, 2)),
+        until: None,
+        apply: |q| q.qemu_coco_kernel_unpatched = true,
+        reason: "QEMU a7542a38f399 (\"x86/loader: Don't update kernel header for CoCo VMs\", \
+                 first in 10.2.0): hw/i386/x86-common.c `x86_load_linux` copies its patched \
+                 setup header into FW_CFG_SETUP_DATA only when the machine has no \
+                 confidential-guest-support (before: only without SEV). In a TD the setup and \
+                 kernel items are then the file's bytes, equal to etc/boot/kernel, so RTMR1's \
+                 kernel event is the file's Authenticode digest even with an OVMF that reads \
+                 the items (2022.11). Our oracle runs no TD, so the TD prediction takes \
+                 etc/boot/kernel; not yet seen in a real TD log.",
     },
 ];
 
@@ -351,7 +515,20 @@ mod tests {
         assert!(!old.kernel_load_options_initrd_first && !new.kernel_load_options_initrd_first);
         let ovmf2026 = Quirks::resolve(Some(Version(2026, 8)), None, None);
         assert!(ovmf2026.kernel_load_options_initrd_first);
-        assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 4);
+        assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 5);
+        assert_eq!(new.crtm_version, CrtmVersion::Unknown);
+        assert!(!new.smbios_measured && !new.kernel_load_options_initrd_first);
+        use crate::devpath::ovmf::BootManagerMenu;
+        assert_eq!(new.boot_menu, BootManagerMenu::UiApp);
+        assert!(!new.needs_firmware_strings() && !old.needs_firmware_strings());
+        let newest = Quirks::resolve(Some(Version(2026, 8)), None, None);
+        assert_eq!(newest.crtm_version, CrtmVersion::FirmwareVersionString);
+        assert!(newest.smbios_measured && newest.kernel_load_options_initrd_first);
+        assert_eq!(newest.boot_menu, BootManagerMenu::BootManagerMenuApp);
+        assert!(newest.needs_firmware_strings());
+        assert_eq!(newest.secure_boot, SecureBootVar::Absent);
+        assert_eq!(old.ovmf_network_boot_options.len(), 5);
+        assert_eq!(new.ovmf_network_boot_options, NETWORK_BOOT_IPXE_ONLY);
         let stub252 = Quirks::resolve(None, None, Some(Version(252, 39)));
         assert_eq!(stub252.stub_measured_sections, STUB_SECTIONS_252);
         assert!(stub252.boot_passes_uki_cmdline && !stub252.stub_initrd_osrel_cpio);
@@ -362,6 +539,11 @@ mod tests {
         assert_eq!(stub257.stub_measured_sections, STUB_SECTIONS_257);
         assert!(stub257.stub_initrd_osrel_cpio && stub257.boot_measures_loader_conf);
         assert!(!stub257.boot_passes_uki_cmdline);
+        assert!(!stub257.boot_measures_smbios && stub257.stub_kernel_measured_by_firmware);
+        let stub262 = Quirks::resolve(None, None, Some(Version(262, 1)));
+        assert_eq!(stub262.stub_measured_sections, STUB_SECTIONS_257);
+        assert!(stub262.boot_measures_smbios && !stub262.stub_kernel_measured_by_firmware);
+        assert!(stub262.boot_measures_loader_conf && stub262.stub_initrd_osrel_cpio);
         use crate::tdvf::PageOrder;
         let qemu = |major, minor| Quirks::resolve(None, Some(Version(major, minor)), None);
         assert_eq!(qemu(7, 2).mrtd_page_order, PageOrder::SinglePass);
@@ -379,5 +561,17 @@ mod tests {
         assert!(!both(Version(2025, 2), Version(7, 2)));
         assert!(!both(Version(2022, 11), Version(10, 0)));
         assert!(!Quirks::resolve(Some(Version(2025, 2)), None, None).kernel_measured_unpatched());
+        // A TD on QEMU ≥ 10.2 loads the file as given whatever the OVMF; vTPM does not.
+        use crate::Platform;
+        let on = |ovmf, qemu, platform| {
+            Quirks::resolve(Some(ovmf), Some(qemu), None).kernel_measured_unpatched_on(platform)
+        };
+        assert!(on(Version(2022, 11), Version(10, 2), Platform::Tdx));
+        assert!(!on(Version(2022, 11), Version(10, 2), Platform::Vtpm));
+        assert!(!on(Version(2022, 11), Version(10, 1), Platform::Tdx));
+        assert!(on(Version(2025, 2), Version(10, 0), Platform::Vtpm));
+        // The TD fw_cfg items: edk2-stable202505 on.
+        let ovmf = |v| Quirks::resolve(Some(v), None, None).td_measures_fw_cfg_items;
+        assert!(!ovmf(Version(2025, 2)) && ovmf(Version(2025, 5)) && ovmf(Version(2026, 8)));
     }
 }

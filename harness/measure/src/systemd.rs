@@ -18,6 +18,7 @@
 //!   `/.extra/os-release` cpio of `.osrel`, each padded to 4 bytes when there is more than one.
 //!
 //! Labels: `pe:systemd-boot`, `pe:uki`, `systemd-boot:loader.conf`, `systemd-boot:cmdline`,
+//! `systemd-boot:smbios:type1` (`type2`, `type11`),
 //! `uki:<section>:name` and `uki:<section>` (e.g. `uki:.cmdline`), `stub:cmdline`.
 
 use crate::event::{Event, EventType, Input};
@@ -28,6 +29,14 @@ use std::borrow::Cow;
 
 /// systemd `src/boot/measure.h` LOADER_CONF_EVENT_TAG_ID.
 pub const LOADER_CONF_EVENT_TAG: u32 = 0xf5bc_582a;
+/// systemd docs/TPM2_PCR_MEASUREMENTS.md: the event tags of the SMBIOS structures systemd-boot
+/// (or the stub, whichever runs first) measures into PCR1, by SMBIOS type.
+pub const SMBIOS_EVENT_TAGS: [(u8, u32); 3] =
+    [(1, 0xd5cb_7cbc), (2, 0xe0d4_7bc8), (11, 0xc0b3_bd23)];
+/// The TCG platform configuration register SMBIOS structures go to.
+pub const PCR_PLATFORM_CONFIG: u32 = 1;
+/// SMBIOS type 1 "Wake-up Type", zeroed before measuring (it says how the machine powered on).
+const SMBIOS_TYPE1_WAKE_UP_TYPE: usize = 0x18;
 /// systemd `TPM2_PCR_BOOT_LOADER_CONFIG`.
 pub const PCR_BOOT_LOADER_CONFIG: u32 = 5;
 /// systemd `TPM2_PCR_KERNEL_BOOT`: the UKI sections.
@@ -186,6 +195,39 @@ pub fn loader_conf_event(contents: &[u8]) -> Event {
         Some(data),
     )
     .varies_with(&[Input::Bootloader, Input::SystemdVersion])
+}
+
+/// systemd-boot's PCR1 SMBIOS events (docs/TPM2_PCR_MEASUREMENTS.md "PCR 1, EV_EVENT_TAG,
+/// SMBIOS information"): one tagged event per type 1, type 2 and type 11 structure the firmware
+/// installed, in table order, over its raw bytes (formatted area and strings), a type 1's
+/// Wake-up Type zeroed. `structures` are QEMU's (OVMF installs them unchanged).
+pub fn smbios_events(structures: &[&[u8]]) -> Vec<Event> {
+    let mut events = Vec::new();
+    for structure in structures {
+        let Some(&(kind, tag)) = SMBIOS_EVENT_TAGS.iter().find(|(k, _)| *k == structure[0]) else {
+            continue;
+        };
+        let mut measured = structure.to_vec();
+        if kind == 1 && usize::from(measured[1]) > SMBIOS_TYPE1_WAKE_UP_TYPE {
+            measured[SMBIOS_TYPE1_WAKE_UP_TYPE] = 0;
+        }
+        let name = format!("smbios:type{kind}");
+        let description = utf16z(&name);
+        let mut data = tag.to_le_bytes().to_vec();
+        data.extend_from_slice(&(description.len() as u32).to_le_bytes());
+        data.extend_from_slice(&description);
+        events.push(
+            Event::measured(
+                PCR_PLATFORM_CONFIG,
+                EventType::EVENT_TAG,
+                format!("systemd-boot:{name}"),
+                &measured,
+                Some(data),
+            )
+            .varies_with(&[Input::QemuVersion, Input::SystemdVersion]),
+        );
+    }
+    events
 }
 
 /// One newc record as systemd `cpio.c` writes it: nlink 1, times and ids zero.

@@ -39,6 +39,7 @@ pub fn firmware_pci(resolved: &Resolved) -> qemu::fwcfg::FirmwarePci {
 fn kernel_as_measured(
     resolved: &Resolved,
     oracle: &BTreeMap<String, Vec<u8>>,
+    platform: Platform,
 ) -> Result<Vec<u8>, String> {
     let served = oracle.get(qemu::fwcfg::BOOT_KERNEL_FILE);
     if served.is_some() != resolved.quirks.qemu_serves_unpatched_kernel {
@@ -61,7 +62,9 @@ fn kernel_as_measured(
         ));
     }
     match served {
-        Some(kernel) if resolved.quirks.kernel_measured_unpatched() => Ok(kernel.clone()),
+        Some(kernel) if resolved.quirks.kernel_measured_unpatched_on(platform) => {
+            Ok(kernel.clone())
+        }
         _ => qemu::fwcfg::kernel_as_loaded(oracle).map_err(|e| format!("fw_cfg oracle: {e}")),
     }
 }
@@ -198,6 +201,9 @@ pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, St
     }
 }
 
+/// QEMU's SMBIOS structures in fw_cfg, which OVMF installs (and, from 2025.05, measures).
+const SMBIOS_TABLES: &str = "etc/smbios/smbios-tables";
+
 /// The prediction for this VM: oracle blobs, the kernel as QEMU hands it to the firmware, and
 /// the initrd's digests ([`read_initrd_digests`]) for a `-kernel` boot.
 pub fn predict_for(
@@ -226,13 +232,17 @@ pub fn predict_for(
             memory: resolved.vm.memory,
             acpi_blobs: acpi_blobs.clone(),
             option_roms: option_roms.clone(),
+            smbios_tables: oracle.get(SMBIOS_TABLES).map(Vec::as_slice),
+            firmware_strings: resolved.firmware_strings.as_ref(),
+            fw_cfg_files: oracle,
+            fw_cfg_boot_menu: oracle.get(qemu::fwcfg::BOOT_MENU_ITEM).map(Vec::as_slice),
             boot,
         };
         predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
     };
     match (&resolved.vm.boot, &resolved.uki) {
         (qemu::vm::Boot::Kernel { cmdline, .. }, _) => {
-            let kernel = kernel_as_measured(resolved, oracle)?;
+            let kernel = kernel_as_measured(resolved, oracle, platform)?;
             predict(Boot::Kernel(KernelBoot {
                 kernel: &kernel,
                 initrd,
@@ -248,6 +258,7 @@ pub fn predict_for(
                 block_size: 512,
                 disk_pci: uki.disk_pci.clone(),
                 other_disks_pci: uki.other_disks_pci.clone(),
+                nics: uki.nics.clone(),
                 bootloader: &bootloader,
                 loader_conf: uki.loader_conf.as_deref().map(str::as_bytes),
                 uki: &image,

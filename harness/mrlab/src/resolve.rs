@@ -15,6 +15,8 @@ pub struct Resolved {
     /// Read from the binary itself (`--version`), not from the scenario or the lock.
     pub qemu_version: Option<Version>,
     pub ovmf_version: Option<Version>,
+    /// A managed OVMF's version, vendor and date strings, where its quirks measure them.
+    pub firmware_strings: Option<measure::smbios::FirmwareStrings>,
     pub quirks: Quirks,
     /// UKI boot: the files on the boot disk, for the prediction.
     pub uki: Option<UkiParts>,
@@ -30,6 +32,8 @@ pub struct UkiParts {
     pub disk_pci: Vec<(u8, u8)>,
     /// The other disks' PCI paths, in root-bus order (OVMF's boot options for them).
     pub other_disks_pci: Vec<Vec<(u8, u8)>>,
+    /// The NICs' PCI paths and MACs, in root-bus order (OVMF's network boot options).
+    pub nics: Vec<measure::predict::Nic>,
     /// systemd-boot as copied to `\EFI\BOOT\BOOTX64.EFI`.
     pub bootloader: PathBuf,
     pub uki: PathBuf,
@@ -260,18 +264,6 @@ pub fn resolve_without_qemu(
         });
     }
     if let Some(parts) = &mut uki {
-        if vm
-            .devices
-            .iter()
-            .any(|d| matches!(d, qemu::vm::Device::Net { .. }))
-        {
-            return Err(key_err(
-                "devices",
-                "UKI boot with virtio-net is not predicted: OVMF adds network boot options per \
-                 NIC (PXEv4 twice, PXEv6, HTTPv4, HTTPv6, named by MAC) ahead of the shell"
-                    .into(),
-            ));
-        }
         // First on the root bus, so OVMF enumerates it first ("UEFI Misc Device", Boot0001).
         vm.devices.insert(
             0,
@@ -293,15 +285,34 @@ pub fn resolve_without_qemu(
             .filter(|(_, d)| matches!(d, qemu::vm::Device::Disk(_)))
             .map(|(i, _)| vec![(root_bus_slot(&vm.devices, i), 0)])
             .collect();
+        let macs = vm.nic_macs().map_err(|m| key_err("devices", m))?;
+        parts.nics = vm
+            .devices
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| matches!(d, qemu::vm::Device::Net { .. }))
+            .map(|(i, _)| vec![(root_bus_slot(&vm.devices, i), 0)])
+            .zip(macs)
+            .map(|(pci, mac)| measure::predict::Nic { pci, mac })
+            .collect();
     }
     let systemd_version = uki.as_ref().and_then(|u| u.systemd_version);
     let quirks = Quirks::resolve(ovmf_version, qemu_version, systemd_version);
+    let firmware_strings = match (quirks.needs_firmware_strings(), ovmf_version) {
+        (true, Some(_)) => Some(
+            cache
+                .firmware_strings(&scenario.firmware)
+                .map_err(images_err)?,
+        ),
+        _ => None,
+    };
     Ok(Resolved {
         scenario: scenario.clone(),
         vm,
         qemu_binary,
         qemu_version,
         ovmf_version,
+        firmware_strings,
         quirks,
         uki,
         option_roms: Vec::new(),
@@ -382,6 +393,7 @@ fn uki_parts(
         disk,
         disk_pci: Vec::new(),
         other_disks_pci: Vec::new(),
+        nics: Vec::new(),
         bootloader: cache.systemd_boot(bootloader_id)?,
         uki,
         loader_conf: Some(LOADER_CONF.into()),

@@ -678,7 +678,6 @@ fn extra_events_fail_the_register_check_too() {
 #[case::qemu_rejects_an_argument("bad-arg.toml", "bogus-device")]
 #[case::unknown_key("bad-key.toml", "memroy")]
 #[case::missing_kernel("missing-kernel.toml", "no such file")]
-#[case::uki_with_a_nic("uki-with-nic.toml", "network boot options")]
 fn faults_are_errors(#[case] file: &str, #[case] reason: &str) {
     let _machine = exclusive();
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

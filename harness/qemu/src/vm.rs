@@ -187,6 +187,42 @@ impl Vm {
         }
     }
 
+    /// Each NIC's MAC, in device order: its own `mac`, or the one QEMU gives a NIC without one
+    /// (net/net.c `qemu_macaddr_default_if_unset`: 52:54:00:12:34:56, the last byte counting up
+    /// per such NIC in creation order; it skips addresses other NICs already use, which the
+    /// count here does not model, so an explicit MAC in that range is refused).
+    pub fn nic_macs(&self) -> Result<Vec<[u8; 6]>, String> {
+        let mut next_default = 0u8;
+        self.devices
+            .iter()
+            .filter_map(|d| match d {
+                Device::Net { mac, .. } => Some(mac),
+                _ => None,
+            })
+            .map(|mac| match mac {
+                Some(text) => {
+                    let bytes: Vec<u8> = text
+                        .split(':')
+                        .map(|b| u8::from_str_radix(b, 16))
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| format!("MAC {text:?} is not six hex bytes"))?;
+                    let mac: [u8; 6] = bytes
+                        .try_into()
+                        .map_err(|_| format!("MAC {text:?} is not six hex bytes"))?;
+                    if mac[..5] == [0x52, 0x54, 0x00, 0x12, 0x34] {
+                        return Err(format!("MAC {text}: in QEMU's default range"));
+                    }
+                    Ok(mac)
+                }
+                None => {
+                    let last = 0x56u8.checked_add(next_default).ok_or("too many NICs")?;
+                    next_default += 1;
+                    Ok([0x52, 0x54, 0x00, 0x12, 0x34, last])
+                }
+            })
+            .collect()
+    }
+
     /// Why this host cannot instantiate the VM, if it cannot; the runner skips it visibly.
     pub fn unsupported_reason(&self) -> Option<String> {
         self.unsupported_reason_on(Path::new(VHOST_VSOCK_DEVICE))
@@ -319,6 +355,34 @@ impl DstackLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nics_without_a_mac_get_qemus_defaults_in_order() {
+        let mut vm = Vm::new("/fw", 1, 1 << 30, Boot::Disk);
+        for (id, mac) in [
+            ("net0", None),
+            ("net1", Some("02:00:00:00:00:01")),
+            ("net2", None),
+        ] {
+            vm.devices.push(Device::Net {
+                id: id.into(),
+                mac: mac.map(Into::into),
+            });
+        }
+        assert_eq!(
+            vm.nic_macs().unwrap(),
+            [
+                [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+                [0x02, 0x00, 0x00, 0x00, 0x00, 0x01],
+                [0x52, 0x54, 0x00, 0x12, 0x34, 0x57]
+            ]
+        );
+        vm.devices.push(Device::Net {
+            id: "net3".into(),
+            mac: Some("52:54:00:12:34:58".into()),
+        });
+        assert!(vm.nic_macs().is_err());
+    }
 
     #[test]
     fn vsock_is_unsupported_without_the_device_node() {

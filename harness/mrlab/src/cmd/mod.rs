@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod diagnose;
+mod diff;
 mod firmware;
 mod fwcfg;
 mod images;
@@ -36,6 +37,9 @@ pub enum Command {
     Fwcfg(fwcfg::Args),
     /// Compare recorded evidence (a results folder, or a TD's event log + quote/TDREPORT) with a scenario's prediction.
     Diagnose(diagnose::Args),
+    /// The predicted events that appear, disappear or change between two scenarios, or one
+    /// scenario under another firmware, QEMU or systemd-boot package.
+    Diff(diff::Args),
     /// Boot scenarios, compare their measurements with the prediction, and report.
     Run(run::Args),
     /// Fetch pinned packages and build guest images (agent initramfs, UKI, ESP disk).
@@ -58,6 +62,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Diagnose(a) => diagnose::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Diff(a) => diff::run(a),
         Command::Fwcfg(a) => fwcfg::run(a),
         Command::Guard => {
             qemu::process::guard(std::io::stdin().lock());

@@ -5,10 +5,10 @@ use measure::Platform;
 use mrlab::judge;
 use mrlab::predictors;
 use mrlab::prepare;
-use mrlab::recorded::{self, TdEvidence};
+use mrlab::recorded::{self, quote_else_tdreport, Named, TdEvidence};
 use mrlab::report::{self, Verdict};
 use mrlab::scenario::Scenario;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -178,37 +178,47 @@ fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
             .map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
         (log, None)
     };
-    let (mrtd, rtmrs, source) = match (&args.quote, &args.tdreport, quote_bytes) {
-        (Some(q), _, _) => {
-            let bytes = mrlab::input::read(q, mrlab::input::QUOTE).map_err(anyhow::Error::msg)?;
-            let quote = evidence::quote::parse(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", q.display()))?;
-            (
-                quote.body.mrtd,
-                quote.body.rtmrs,
-                format!("quote {}", q.display()),
-            )
-        }
-        (None, Some(t), _) => {
-            let bytes = mrlab::input::read(t, mrlab::input::QUOTE).map_err(anyhow::Error::msg)?;
-            let r = evidence::tdreport::parse(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?;
-            (r.mrtd, r.rtmrs, format!("TDREPORT {}", t.display()))
-        }
-        (None, None, Some((q, source))) => {
-            let quote = evidence::quote::parse(&q).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
-            (quote.body.mrtd, quote.body.rtmrs, source)
-        }
-        (None, None, None) => {
-            anyhow::bail!("--event-log needs --quote or --tdreport (the TD's registers)")
-        }
+    let read = |path: &PathBuf| mrlab::input::read(path, mrlab::input::QUOTE);
+    let quote_file = args.quote.as_ref().map(read).transpose();
+    let tdreport_file = args.tdreport.as_ref().map(read).transpose();
+    let (quote_file, tdreport_file) = (
+        quote_file.map_err(anyhow::Error::msg)?,
+        tdreport_file.map_err(anyhow::Error::msg)?,
+    );
+    let tdreport = tdreport_file
+        .as_deref()
+        .zip(args.tdreport.as_ref())
+        .map(|(b, p)| named(b, p, "TDREPORT"));
+    // --quote first, then --tdreport, then the quote a dstack document carries.
+    let quote = match (quote_file.as_deref().zip(args.quote.as_ref()), &tdreport) {
+        (Some((b, p)), _) => Some(named(b, p, "quote")),
+        (None, Some(_)) => None,
+        (None, None) => quote_bytes.as_ref().map(|(q, source)| Named {
+            bytes: q,
+            name: source.clone(),
+            source: source.clone(),
+        }),
     };
+    let (mrtd, rtmrs, source) = quote_else_tdreport(quote, tdreport)
+        .unwrap_or_else(|| {
+            Err("--event-log needs --quote or --tdreport (the TD's registers)".into())
+        })
+        .map_err(anyhow::Error::msg)?;
     Ok(TdEvidence {
         log,
         mrtd,
         rtmrs,
         source,
     })
+}
+
+/// A quote or TDREPORT file given on the command line, for [`quote_else_tdreport`].
+fn named<'a>(bytes: &'a [u8], path: &Path, what: &str) -> Named<'a> {
+    Named {
+        bytes,
+        name: path.display().to_string(),
+        source: format!("{what} {}", path.display()),
+    }
 }
 
 fn ready(p: Result<Box<prepare::Prepared>, String>) -> anyhow::Result<Box<prepare::Prepared>> {

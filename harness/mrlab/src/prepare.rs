@@ -26,9 +26,11 @@ const TPM_LOG_ACPI_EVENT: &str = "acpi:etc/tpm/log";
 
 /// The chipset values the scenario's firmware programs before reading ACPI (its PCIEXBAR).
 pub fn firmware_pci(resolved: &Resolved) -> qemu::fwcfg::FirmwarePci {
-    match resolved.ovmf_version {
-        Some(v) if v >= measure::quirks::Version(2023, 0) => qemu::fwcfg::FirmwarePci::OVMF_2025_02,
-        _ => qemu::fwcfg::FirmwarePci::OVMF_2022_11,
+    use measure::quirks::OvmfPciLayout;
+    // Quirk ovmf-pciexbar-0xe0000000.
+    match resolved.quirks.ovmf_pci_layout {
+        OvmfPciLayout::Stable202211 => qemu::fwcfg::FirmwarePci::OVMF_2022_11,
+        OvmfPciLayout::Stable202502 => qemu::fwcfg::FirmwarePci::OVMF_2025_02,
     }
 }
 

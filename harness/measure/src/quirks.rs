@@ -2,7 +2,7 @@
 //!
 //! Every behaviour that changed between versions is one row in [`ROWS`]: which component, which
 //! versions, what it sets and why (the upstream change). `Quirks::resolve` applies the rows that
-//! match the versions in use; a scenario can then override any field by name.
+//! match the versions in use.
 
 use std::fmt;
 
@@ -58,10 +58,22 @@ pub enum CrtmVersion {
     Unknown,
 }
 
+/// Where OVMF puts the PCI Express MMCONFIG window and how it places the 64-bit aperture, which
+/// the fw_cfg oracle must program as the firmware does before it reads ACPI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OvmfPciLayout {
+    /// edk2-stable202211: `PcdPciExpressBaseAddress|0xB0000000`.
+    Stable202211,
+    /// edk2-stable202502: `PcdPciExpressBaseAddress|0xE0000000`, E820 reservations avoided.
+    Stable202502,
+}
+
 /// The resolved behaviour for one combination of versions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Quirks {
     pub secure_boot: SecureBootVar,
+    /// The chipset layout OVMF programs (the oracle programs the same before reading ACPI).
+    pub ovmf_pci_layout: OvmfPciLayout,
     /// UTF-16 `PcdFirmwareVersionString` measured as EV_S_CRTM_VERSION into PCR0 on vTPM.
     pub crtm_version: CrtmVersion,
     /// OVMF measures the fw_cfg ACPI blobs ("ACPI DATA") into PCR1 with a TPM too, not only in a TD.
@@ -149,6 +161,7 @@ impl Quirks {
     fn baseline() -> Quirks {
         Quirks {
             secure_boot: SecureBootVar::Disabled,
+            ovmf_pci_layout: OvmfPciLayout::Stable202211,
             crtm_version: CrtmVersion::Known(String::new()),
             acpi_measured_on_vtpm: false,
             kernel_load_options_initrd: true,
@@ -240,6 +253,19 @@ pub struct Row {
 }
 
 pub static ROWS: &[Row] = &[
+    Row {
+        id: "ovmf-pciexbar-0xe0000000",
+        component: Component::Ovmf,
+        since: Some(Version(2023, 0)),
+        until: None,
+        apply: |q| q.ovmf_pci_layout = OvmfPciLayout::Stable202502,
+        reason: "OvmfPkg/OvmfPkgX64.dsc sets PcdPciExpressBaseAddress to 0xB0000000 at \
+                 edk2-stable202211 and to 0xE0000000 at edk2-stable202502, whose PlatformInitLib \
+                 MemDetect.c also keeps the 64-bit aperture clear of E820 reservations \
+                 (qemu::fwcfg::FirmwarePci). The two are the releases pinned here; the cut at \
+                 the first release after 2022.11 is where the harness has always put it, the \
+                 releases 2023.02–2024.11 are not verified.",
+    },
     Row {
         id: "qemu-8-tdx-two-pass-mrtd",
         component: Component::Qemu,
@@ -515,7 +541,9 @@ mod tests {
         assert!(!old.kernel_load_options_initrd_first && !new.kernel_load_options_initrd_first);
         let ovmf2026 = Quirks::resolve(Some(Version(2026, 8)), None, None);
         assert!(ovmf2026.kernel_load_options_initrd_first);
-        assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 5);
+        assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 6);
+        assert_eq!(old.ovmf_pci_layout, OvmfPciLayout::Stable202211);
+        assert_eq!(new.ovmf_pci_layout, OvmfPciLayout::Stable202502);
         assert_eq!(new.crtm_version, CrtmVersion::Unknown);
         assert!(!new.smbios_measured && !new.kernel_load_options_initrd_first);
         use crate::devpath::ovmf::BootManagerMenu;

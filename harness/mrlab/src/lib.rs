@@ -3,7 +3,7 @@
 
 pub mod input;
 pub mod judge;
-pub mod predictor;
+pub mod predictors;
 pub mod prepare;
 pub mod recorded;
 pub mod report;

@@ -26,9 +26,11 @@ const TPM_LOG_ACPI_EVENT: &str = "acpi:etc/tpm/log";
 
 /// The chipset values the scenario's firmware programs before reading ACPI (its PCIEXBAR).
 pub fn firmware_pci(resolved: &Resolved) -> qemu::fwcfg::FirmwarePci {
-    match resolved.ovmf_version {
-        Some(v) if v >= measure::quirks::Version(2023, 0) => qemu::fwcfg::FirmwarePci::OVMF_2025_02,
-        _ => qemu::fwcfg::FirmwarePci::OVMF_2022_11,
+    use measure::quirks::OvmfPciLayout;
+    // Quirk ovmf-pciexbar-0xe0000000.
+    match resolved.quirks.ovmf_pci_layout {
+        OvmfPciLayout::Stable202211 => qemu::fwcfg::FirmwarePci::OVMF_2022_11,
+        OvmfPciLayout::Stable202502 => qemu::fwcfg::FirmwarePci::OVMF_2025_02,
     }
 }
 
@@ -205,7 +207,7 @@ pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, St
 const SMBIOS_TABLES: &str = "etc/smbios/smbios-tables";
 
 /// The prediction for this VM: oracle blobs, the kernel as QEMU hands it to the firmware, and
-/// the initrd's digests ([`initrd_digests`]) for a `-kernel` boot.
+/// the initrd's digests ([`read_initrd_digests`]) for a `-kernel` boot.
 pub fn predict_for(
     resolved: &Resolved,
     oracle: &BTreeMap<String, Vec<u8>>,

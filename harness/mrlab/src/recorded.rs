@@ -51,6 +51,37 @@ pub struct TdEvidence {
     pub source: String,
 }
 
+/// Register evidence of a TD: its bytes, the name its errors carry, and what messages call it.
+pub struct Named<'a> {
+    pub bytes: &'a [u8],
+    pub name: String,
+    pub source: String,
+}
+
+/// MRTD, RTMR0–3 and where they came from.
+pub type TdRegistersSeen = ([u8; 48], [[u8; 48]; 4], String);
+
+/// The one place that picks a TD's registers: the quote when there is one, else the TDREPORT;
+/// `None` when there is neither. A quote or TDREPORT that does not parse is an error naming it.
+pub fn quote_else_tdreport(
+    quote: Option<Named>,
+    tdreport: Option<Named>,
+) -> Option<Result<TdRegistersSeen, String>> {
+    if let Some(q) = quote {
+        return Some(
+            evidence::quote::parse(q.bytes)
+                .map(|quote| (quote.body.mrtd, quote.body.rtmrs, q.source))
+                .map_err(|e| format!("{}: {e}", q.name)),
+        );
+    }
+    let t = tdreport?;
+    Some(
+        evidence::tdreport::parse(t.bytes)
+            .map(|report| (report.mrtd, report.rtmrs, t.source))
+            .map_err(|e| format!("{}: {e}", t.name)),
+    )
+}
+
 impl TdEvidence {
     /// A TD's evidence from the agent's record: the CCEL log (`ccel/data`) and the registers of
     /// the quote (`tdx/quote`) or, without one, of the TDREPORT (`tdx/tdreport`). What is missing
@@ -70,23 +101,26 @@ impl TdEvidence {
         })?;
         let log = evidence::log::parse(data, evidence::log::Format::Ccel)
             .map_err(|e| format!("ccel/data: {e}"))?;
-        let (mrtd, rtmrs, source) = if let Some(q) = record.get("tdx/quote") {
-            let quote = evidence::quote::parse(q).map_err(|e| format!("tdx/quote: {e}"))?;
-            (quote.body.mrtd, quote.body.rtmrs, "quote")
-        } else if let Some(r) = record.get("tdx/tdreport") {
-            let report = evidence::tdreport::parse(r).map_err(|e| format!("tdx/tdreport: {e}"))?;
-            (report.mrtd, report.rtmrs, "TDREPORT")
-        } else {
-            return Err(format!(
+        let named = |entry: &str, source: &str| {
+            record.get(entry).map(|bytes| Named {
+                bytes,
+                name: entry.to_string(),
+                source: source.to_string(),
+            })
+        };
+        let quote = named("tdx/quote", "quote");
+        let tdreport = named("tdx/tdreport", "TDREPORT");
+        let (mrtd, rtmrs, source) = quote_else_tdreport(quote, tdreport).unwrap_or_else(|| {
+            Err(format!(
                 "neither tdx/quote nor tdx/tdreport: no TD registers{}",
                 agent_said()
-            ));
-        };
+            ))
+        })?;
         Ok(TdEvidence {
             log,
             mrtd,
             rtmrs,
-            source: source.to_string(),
+            source,
         })
     }
 }

@@ -582,25 +582,6 @@ mod tests {
     }
 
     #[test]
-    fn vtpm_vsock_falls_back_to_the_daemon_and_a_td_never_does() {
-        let cache = images::Cache::open(&images::workspace_root()).expect("lock");
-        let s = scenario("name = \"x\"\n[[devices]]\nkind = \"vhost-vsock\"\ncid = 3\n");
-        let vtpm = resolve(&s, &cache, true).expect("resolves").vm.vsock_host;
-        if Path::new(qemu::vm::VHOST_VSOCK_DEVICE).exists() {
-            assert_eq!(vtpm, qemu::VsockHost::Kernel);
-        } else {
-            assert_eq!(
-                vtpm,
-                qemu::VsockHost::User {
-                    daemon: vsock_daemon(&cache)
-                }
-            );
-        }
-        let td = resolve(&s, &cache, false).expect("resolves").vm.vsock_host;
-        assert_eq!(td, qemu::VsockHost::Kernel);
-    }
-
-    #[test]
     fn vsock_daemon_is_where_the_install_script_puts_it() {
         let script = std::fs::read_to_string(
             images::workspace_root().join("ci/install-vhost-device-vsock.sh"),

@@ -22,7 +22,7 @@ pub struct Options {
     pub platform: Platform,
     pub accel: qemu::argv::Accel,
     /// External predictors, each compared with the builtin TD prediction (`--predictor`).
-    pub predictors: Vec<crate::predictor::Predictor>,
+    pub predictors: Vec<crate::predictors::Predictor>,
 }
 
 /// Everything a run produced, for the report and for tests.
@@ -180,8 +180,8 @@ async fn run_inner(
             let mut report = judge(&prepared, file, &serial, dir)?;
             if !opts.predictors.is_empty() {
                 let predictors =
-                    crate::predictor::vs_builtin(&opts.predictors, scenario, cache, dir).await;
-                crate::predictor::apply(&mut report, predictors);
+                    crate::predictors::vs_builtin(&opts.predictors, scenario, cache, dir).await;
+                crate::predictors::apply(&mut report, predictors);
             }
             report
         }
@@ -208,7 +208,7 @@ async fn judge_td(
     file: &str,
     serial: &[u8],
     dir: &Path,
-    predictors: &[crate::predictor::Predictor],
+    predictors: &[crate::predictors::Predictor],
 ) -> Result<ScenarioReport, String> {
     let mut report = judge(prepared, file, serial, dir)?;
     if !predictors.is_empty() {
@@ -221,7 +221,7 @@ async fn judge_td(
             rtmr3: Some(td.rtmrs[3]),
         };
         let label = format!("actual ({})", td.source);
-        let rows = crate::predictor::check_all(
+        let rows = crate::predictors::check_all(
             predictors,
             prepared,
             prepared.resolved.quirks.mrtd_page_order,
@@ -230,7 +230,7 @@ async fn judge_td(
             &dir.join("predictors"),
         )
         .await;
-        crate::predictor::apply(&mut report, rows);
+        crate::predictors::apply(&mut report, rows);
     }
     Ok(report)
 }

@@ -3,7 +3,7 @@
 //! are wrong, crash or print garbage; and the dstack-mr adapter against a stub that records what
 //! it was given (no boot: resolving and the fw_cfg oracle are enough).
 
-use mrlab::predictor::{self, Prediction, Predictor};
+use mrlab::predictors::{self, Prediction, Predictor};
 use mrlab::report::predictors::Status;
 use mrlab::report::Verdict;
 use mrlab::run::{self, Options};
@@ -187,7 +187,7 @@ fn dstack_mr_adapter_maps_the_vm() {
     let dir = work("dstack-shaped");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let oracle = BTreeMap::from([("etc/acpi/tables".to_string(), b"DSDT".to_vec())]);
-    let prediction = rt.block_on(predictor::predict(
+    let prediction = rt.block_on(predictors::exec::predict(
         &stub(),
         &resolved,
         &oracle,
@@ -262,7 +262,7 @@ fn dstack_mr_adapter_maps_the_vm() {
     }
 
     // The generic contract's inputs for the same VM: devices in command-line order.
-    let inputs = predictor::inputs_json(&resolved, measure::tdvf::PageOrder::SinglePass);
+    let inputs = predictors::contract::inputs_json(&resolved, measure::tdvf::PageOrder::SinglePass);
     let kinds: Vec<&str> = inputs["devices"]
         .as_array()
         .unwrap()
@@ -292,7 +292,7 @@ fn dstack_mr_adapter_is_honest_about_what_it_cannot_model() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cache = cache();
     let like = Scenario::load(&scenario_path("dstack-like")).unwrap();
-    let rows = rt.block_on(predictor::vs_builtin(
+    let rows = rt.block_on(predictors::vs_builtin(
         &[stub()],
         &like,
         &cache,
@@ -310,7 +310,7 @@ fn dstack_mr_adapter_is_honest_about_what_it_cannot_model() {
 
     let uki = Scenario::load(&scenario_path("uki-smoke")).unwrap();
     let resolved = mrlab::resolve::resolve(&uki, &cache, false).unwrap();
-    let prediction = rt.block_on(predictor::predict(
+    let prediction = rt.block_on(predictors::exec::predict(
         &stub(),
         &resolved,
         &BTreeMap::new(),

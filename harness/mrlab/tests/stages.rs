@@ -7,6 +7,7 @@ use mrlab::judge::judge_record;
 use mrlab::prepare::prepare;
 use mrlab::recorded;
 use mrlab::report::Verdict;
+use mrlab::resolve;
 use mrlab::run;
 use mrlab::scenario::Scenario;
 use std::path::Path;
@@ -124,4 +125,33 @@ fn td_record_is_judged_by_the_td_judge() {
     vtpm.push("tpm/binary_bios_measurements", vec![0u8; 8]);
     let err = judge_record(&prepared, "kernel-smoke", &vtpm).unwrap_err();
     assert!(err.starts_with("no ccel/data"), "{err}");
+}
+
+#[test]
+fn vtpm_vsock_falls_back_to_the_daemon_and_a_td_never_does() {
+    let cache = images::Cache::open(&images::workspace_root()).expect("lock");
+    let s = Scenario::parse(
+        "name = \"x\"\n[[devices]]\nkind = \"vhost-vsock\"\ncid = 3\n",
+        Path::new("scenarios/x.toml"),
+    )
+    .expect("scenario");
+    let vtpm = resolve::resolve(&s, &cache, true)
+        .expect("resolves")
+        .vm
+        .vsock_host;
+    if Path::new(qemu::vm::VHOST_VSOCK_DEVICE).exists() {
+        assert_eq!(vtpm, qemu::VsockHost::Kernel);
+    } else {
+        assert_eq!(
+            vtpm,
+            qemu::VsockHost::User {
+                daemon: resolve::vsock_daemon(&cache)
+            }
+        );
+    }
+    let td = resolve::resolve(&s, &cache, false)
+        .expect("resolves")
+        .vm
+        .vsock_host;
+    assert_eq!(td, qemu::VsockHost::Kernel);
 }

@@ -3,12 +3,12 @@
 use measure::tdvf::PageOrder;
 use measure::Platform;
 use mrlab::judge;
-use mrlab::predictor;
+use mrlab::predictors;
 use mrlab::prepare;
-use mrlab::recorded::{self, TdEvidence};
+use mrlab::recorded::{self, quote_else_tdreport, Named, TdEvidence};
 use mrlab::report::{self, Verdict};
 use mrlab::scenario::Scenario;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -43,7 +43,7 @@ pub struct Args {
     pub mrtd_order: String,
     /// An external TD predictor: NAME=COMMAND or dstack-mr=PATH (see `mrlab run --help`).
     #[arg(long = "predictor", value_name = "NAME=COMMAND")]
-    pub predictors: Vec<predictor::Predictor>,
+    pub predictors: Vec<predictors::Predictor>,
     /// Print the JSON report instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -54,7 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cache = images::Cache::open(&images::workspace_root())?;
     let rt = tokio::runtime::Runtime::new()?;
     let file = args.scenario.display().to_string();
-    predictor::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
+    predictors::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
     // Predictors work (inputs.json, dstack-mr's image folder) in a folder dropped at exit.
     let work = tempfile::tempdir()?;
     // A results folder of a vTPM run is judged as the live run judged it; a TD's (a CCEL and no
@@ -74,13 +74,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut report =
             judge::judge_record(&prepared, &file, record).map_err(anyhow::Error::msg)?;
         if !args.predictors.is_empty() {
-            let rows = rt.block_on(predictor::vs_builtin(
+            let rows = rt.block_on(predictors::vs_builtin(
                 &args.predictors,
                 &scenario,
                 &cache,
                 work.path(),
             ));
-            predictor::apply(&mut report, rows);
+            predictors::apply(&mut report, rows);
         }
         report
     } else {
@@ -107,7 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
                 rtmr3: Some(td.rtmrs[3]),
             };
-            let rows = rt.block_on(predictor::check_all(
+            let rows = rt.block_on(predictors::check_all(
                 &args.predictors,
                 &prepared,
                 order,
@@ -115,7 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &label,
                 work.path(),
             ));
-            predictor::apply(&mut report, rows);
+            predictors::apply(&mut report, rows);
         }
         report
     };
@@ -178,37 +178,47 @@ fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
             .map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
         (log, None)
     };
-    let (mrtd, rtmrs, source) = match (&args.quote, &args.tdreport, quote_bytes) {
-        (Some(q), _, _) => {
-            let bytes = mrlab::input::read(q, mrlab::input::QUOTE).map_err(anyhow::Error::msg)?;
-            let quote = evidence::quote::parse(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", q.display()))?;
-            (
-                quote.body.mrtd,
-                quote.body.rtmrs,
-                format!("quote {}", q.display()),
-            )
-        }
-        (None, Some(t), _) => {
-            let bytes = mrlab::input::read(t, mrlab::input::QUOTE).map_err(anyhow::Error::msg)?;
-            let r = evidence::tdreport::parse(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?;
-            (r.mrtd, r.rtmrs, format!("TDREPORT {}", t.display()))
-        }
-        (None, None, Some((q, source))) => {
-            let quote = evidence::quote::parse(&q).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
-            (quote.body.mrtd, quote.body.rtmrs, source)
-        }
-        (None, None, None) => {
-            anyhow::bail!("--event-log needs --quote or --tdreport (the TD's registers)")
-        }
+    let read = |path: &PathBuf| mrlab::input::read(path, mrlab::input::QUOTE);
+    let quote_file = args.quote.as_ref().map(read).transpose();
+    let tdreport_file = args.tdreport.as_ref().map(read).transpose();
+    let (quote_file, tdreport_file) = (
+        quote_file.map_err(anyhow::Error::msg)?,
+        tdreport_file.map_err(anyhow::Error::msg)?,
+    );
+    let tdreport = tdreport_file
+        .as_deref()
+        .zip(args.tdreport.as_ref())
+        .map(|(b, p)| named(b, p, "TDREPORT"));
+    // --quote first, then --tdreport, then the quote a dstack document carries.
+    let quote = match (quote_file.as_deref().zip(args.quote.as_ref()), &tdreport) {
+        (Some((b, p)), _) => Some(named(b, p, "quote")),
+        (None, Some(_)) => None,
+        (None, None) => quote_bytes.as_ref().map(|(q, source)| Named {
+            bytes: q,
+            name: source.clone(),
+            source: source.clone(),
+        }),
     };
+    let (mrtd, rtmrs, source) = quote_else_tdreport(quote, tdreport)
+        .unwrap_or_else(|| {
+            Err("--event-log needs --quote or --tdreport (the TD's registers)".into())
+        })
+        .map_err(anyhow::Error::msg)?;
     Ok(TdEvidence {
         log,
         mrtd,
         rtmrs,
         source,
     })
+}
+
+/// A quote or TDREPORT file given on the command line, for [`quote_else_tdreport`].
+fn named<'a>(bytes: &'a [u8], path: &Path, what: &str) -> Named<'a> {
+    Named {
+        bytes,
+        name: path.display().to_string(),
+        source: format!("{what} {}", path.display()),
+    }
 }
 
 fn ready(p: Result<Box<prepare::Prepared>, String>) -> anyhow::Result<Box<prepare::Prepared>> {

@@ -22,7 +22,7 @@ pub struct Args {
     /// Predict a TD (MRTD, RTMR0-3) or a vTPM guest (PCR0-15).
     #[arg(long, default_value = "tdx", value_parser = ["tdx", "vtpm"])]
     pub platform: String,
-    /// Print the DESIGN.md JSON contract instead of a table.
+    /// Print the prediction as JSON (events and registers) instead of a table.
     #[arg(long)]
     pub json: bool,
     /// Also write the predicted events as a TCG2 crypto-agile log (SHA-256 + SHA-384).

@@ -44,7 +44,7 @@ pub struct Args {
     /// An external TD predictor, compared register by register with the builtin prediction:
     /// NAME=COMMAND (run by sh with inputs.json appended) or dstack-mr=PATH. Repeatable.
     #[arg(long = "predictor", value_name = "NAME=COMMAND")]
-    pub predictors: Vec<mrlab::predictor::Predictor>,
+    pub predictors: Vec<mrlab::predictors::Predictor>,
     /// Folder for per-scenario results.
     #[arg(long, default_value = "results/runs")]
     pub results: PathBuf,
@@ -62,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         measure::Platform::Vtpm
     };
-    mrlab::predictor::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
+    mrlab::predictors::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
     let files = scenario_files(&args.scenarios)?;
     let cache = Arc::new(images::Cache::open(&images::workspace_root())?);
     let budget = Budget::new(Capacity::of_host(args.jobs));

@@ -7,12 +7,40 @@ mod vtpm;
 
 use crate::prepare::Prepared;
 use crate::recorded::TdEvidence;
-use crate::report::{Divergence, ScenarioReport};
+use crate::report::{Divergence, ScenarioReport, Verdict};
 use align::Alignment;
 use measure::{Event, Platform};
 use std::fmt::Write as _;
 
 pub use td::diagnose_td;
+
+/// What a judge found, by kind. The verdict comes from here alone: an integrity problem (the
+/// log does not replay to the registers the guest reported) makes the run an error; otherwise
+/// the first failing check, events before registers before fw_cfg blobs, makes it a fail.
+#[derive(Debug, Default)]
+pub struct Findings {
+    /// Each way the log fails to replay to the reported registers.
+    pub integrity: Vec<String>,
+    /// The first divergence of the event alignment, as one line, when events differ.
+    pub events: Option<String>,
+    /// Which registers differ from the prediction, as one line.
+    pub registers: Option<String>,
+    /// Which fw_cfg blobs differ between the oracle and the guest, as one line.
+    pub blobs: Option<String>,
+}
+
+impl Findings {
+    /// The verdict and its one-line reason.
+    pub fn verdict(self) -> (Verdict, Option<String>) {
+        if !self.integrity.is_empty() {
+            return (Verdict::Error, Some(self.integrity.join("; ")));
+        }
+        match self.events.or(self.registers).or(self.blobs) {
+            Some(reason) => (Verdict::Fail, Some(reason)),
+            None => (Verdict::Pass, None),
+        }
+    }
+}
 
 /// Judge an evidence record (decoded from a serial log, or read back from a results folder) by
 /// the platform it was predicted for: a vTPM guest's TPM log, PCRs and fw_cfg blobs; a TD's
@@ -104,5 +132,40 @@ pub fn divergence(entry: &align::Entry, predicted: &[Event], actual: &[Event]) -
         predicted_data: p.map(evidence::decode::describe),
         actual_data: a.map(evidence::decode::describe),
         varies_with: p.map(|e| e.varies_with.clone()).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verdict_takes_integrity_then_events_then_registers_then_blobs() {
+        let line = |s: &str| Some(s.to_string());
+        assert_eq!(Findings::default().verdict(), (Verdict::Pass, None));
+        let all = || Findings {
+            integrity: vec!["no replay".into(), "nor here".into()],
+            events: line("first divergence"),
+            registers: line("registers differ: pcr7:sha256"),
+            blobs: line("fw_cfg blobs differ"),
+        };
+        assert_eq!(
+            all().verdict(),
+            (Verdict::Error, line("no replay; nor here"))
+        );
+        let mut f = all();
+        f.integrity.clear();
+        assert_eq!(f.verdict(), (Verdict::Fail, line("first divergence")));
+        let mut f = all();
+        (f.integrity, f.events) = (Vec::new(), None);
+        assert_eq!(
+            f.verdict(),
+            (Verdict::Fail, line("registers differ: pcr7:sha256"))
+        );
+        let f = Findings {
+            blobs: line("fw_cfg blobs differ"),
+            ..Findings::default()
+        };
+        assert_eq!(f.verdict(), (Verdict::Fail, line("fw_cfg blobs differ")));
     }
 }

@@ -2,12 +2,11 @@
 //! fold to the predicted PCRs, and the ACPI and boot-order blobs must be the oracle's.
 
 use super::align::{self, Alignment};
-use super::{divergence, divergence_reason};
+use super::{divergence, divergence_reason, Findings};
 use crate::prepare::{fold_pcr, Prepared};
 use crate::recorded::sysfs_pcr;
 use crate::report::{
     EventRow, NotCheckable, Outcome, RegisterRow, ScenarioReport, TdxEvents, UnpredictedPcr,
-    Verdict,
 };
 use measure::predict::Prediction;
 use measure::Event;
@@ -28,16 +27,16 @@ pub(super) fn compare_vtpm(
     file: &str,
     record: &agent::record::Record,
 ) -> Result<ScenarioReport, String> {
-    let (scenario, resolved, prediction, oracle) = (
+    let (scenario, resolved, prediction) = (
         &prepared.resolved.scenario,
         &prepared.resolved,
         &prepared.prediction,
-        &prepared.oracle,
     );
-    let mut notes = Vec::new();
-    for e in record.errors() {
-        notes.push(format!("agent: {e}"));
-    }
+    let mut notes: Vec<String> = record
+        .errors()
+        .iter()
+        .map(|e| format!("agent: {e}"))
+        .collect();
     let log_bytes = record.get("tpm/binary_bios_measurements").ok_or(
         "evidence record has no tpm/binary_bios_measurements: the guest saw no TPM event log",
     )?;
@@ -50,27 +49,6 @@ pub(super) fn compare_vtpm(
         .filter(|e| prediction.judges(e))
         .collect();
 
-    // Integrity: the log must replay to the PCRs the TPM reports.
-    let mut problems = Vec::new();
-    for bank in log.replay_pcrs() {
-        let name = match bank.alg.name().as_str() {
-            "sha256" => "sha256",
-            "sha384" => "sha384",
-            _ => continue,
-        };
-        // PCR10 belongs to the kernel's IMA, which logs to its own list, not the firmware log.
-        for pcr in (0..16u32).filter(|&p| p != IMA_PCR) {
-            let reported = sysfs_pcr(record, name, pcr)?;
-            if reported != bank.pcrs[pcr as usize] {
-                problems.push(format!(
-                    "event log does not replay to the TPM's PCR{pcr} ({name}): log {} vs TPM {}",
-                    hex::encode(&bank.pcrs[pcr as usize]),
-                    hex::encode(&reported)
-                ));
-            }
-        }
-    }
-
     let judged_pcrs = prediction
         .full_pcrs
         .iter()
@@ -79,37 +57,9 @@ pub(super) fn compare_vtpm(
         .collect();
     let alignment = align::align(&prediction.events, &actual, &judged_pcrs);
     let counts = alignment.counts();
-
-    // Registers: every fully predicted PCR, folded from predicted events (zero when none lands
-    // in it), against the TPM.
-    let mut registers = Vec::new();
-    for &pcr in &prediction.full_pcrs {
-        for bank in ["sha256", "sha384"] {
-            let predicted = fold_pcr(&prediction.events, pcr, bank);
-            let actual = sysfs_pcr(record, bank, pcr)?;
-            registers.push(RegisterRow {
-                name: format!("pcr{pcr}:{bank}"),
-                matches: predicted == actual,
-                predicted: Some(hex::encode(&predicted)),
-                actual: Some(hex::encode(&actual)),
-            });
-        }
-    }
-
-    // ACPI and boot order: the oracle's bytes must be what the guest read.
-    let mut acpi_blobs = Vec::new();
-    for name in CROSS_CHECKED_FW_CFG {
-        let predicted = oracle.get(*name);
-        let actual = record.get(&format!("fw_cfg/{name}"));
-        acpi_blobs.push(RegisterRow {
-            name: name.to_string(),
-            predicted: predicted.map(|b| sha384_hex(b)),
-            actual: actual.map(sha384_hex),
-            matches: predicted.is_some()
-                && actual.is_some()
-                && predicted.map(Vec::as_slice) == actual,
-        });
-    }
+    let integrity = replay_problems(&log, record)?;
+    let registers = pcr_rows(prediction, record)?;
+    let acpi_blobs = blob_rows(&prepared.oracle, record);
 
     let tdx_events = match &prepared.td_events {
         Ok(td_events) => Some(tdx_events(td_events, prediction, &alignment)),
@@ -122,51 +72,22 @@ pub(super) fn compare_vtpm(
     let first_divergence = alignment
         .first_divergence()
         .map(|d| divergence(d, &prediction.events, &actual));
-    let registers_ok = registers.iter().all(|r| r.matches);
-    let blobs_ok = acpi_blobs.iter().all(|r| r.matches);
-    let events_ok = counts.mismatched == 0 && counts.missing == 0 && counts.unexpected == 0;
-    let (verdict, reason) = if !problems.is_empty() {
-        (Verdict::Error, Some(problems.join("; ")))
-    } else if !events_ok {
-        let d = alignment
-            .first_divergence()
-            .expect("a divergence when events differ");
-        (
-            Verdict::Fail,
-            Some(divergence_reason(
+    let findings = Findings {
+        integrity,
+        events: alignment.first_divergence().map(|d| {
+            divergence_reason(
                 &alignment,
                 d,
                 &prediction.events,
                 &actual,
                 &format!("PCR{}", d.pcr),
-            )),
-        )
-    } else if !registers_ok {
-        let bad: Vec<&str> = registers
-            .iter()
-            .filter(|r| !r.matches)
-            .map(|r| r.name.as_str())
-            .collect();
-        (
-            Verdict::Fail,
-            Some(format!("registers differ: {}", bad.join(", "))),
-        )
-    } else if !blobs_ok {
-        let bad: Vec<&str> = acpi_blobs
-            .iter()
-            .filter(|r| !r.matches)
-            .map(|r| r.name.as_str())
-            .collect();
-        (
-            Verdict::Fail,
-            Some(format!(
-                "fw_cfg blobs differ between oracle and guest: {}",
-                bad.join(", ")
-            )),
-        )
-    } else {
-        (Verdict::Pass, None)
+            )
+        }),
+        registers: differing(&registers).map(|bad| format!("registers differ: {bad}")),
+        blobs: differing(&acpi_blobs)
+            .map(|bad| format!("fw_cfg blobs differ between oracle and guest: {bad}")),
     };
+    let (verdict, reason) = findings.verdict();
 
     Ok(ScenarioReport {
         name: scenario.name.clone(),
@@ -194,6 +115,87 @@ pub(super) fn compare_vtpm(
         event_rows: event_rows(&alignment, prediction, &actual),
         predictors: Vec::new(),
     })
+}
+
+/// Integrity: where the log does not replay to the PCRs the TPM reports, in either bank.
+fn replay_problems(
+    log: &evidence::log::EventLog,
+    record: &agent::record::Record,
+) -> Result<Vec<String>, String> {
+    let mut problems = Vec::new();
+    for bank in log.replay_pcrs() {
+        let name = match bank.alg.name().as_str() {
+            "sha256" => "sha256",
+            "sha384" => "sha384",
+            _ => continue,
+        };
+        // PCR10 belongs to the kernel's IMA, which logs to its own list, not the firmware log.
+        for pcr in (0..16u32).filter(|&p| p != IMA_PCR) {
+            let reported = sysfs_pcr(record, name, pcr)?;
+            if reported != bank.pcrs[pcr as usize] {
+                problems.push(format!(
+                    "event log does not replay to the TPM's PCR{pcr} ({name}): log {} vs TPM {}",
+                    hex::encode(&bank.pcrs[pcr as usize]),
+                    hex::encode(&reported)
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// Every fully predicted PCR, folded from predicted events (zero when none lands in it), against
+/// the TPM, in both banks.
+fn pcr_rows(
+    prediction: &Prediction,
+    record: &agent::record::Record,
+) -> Result<Vec<RegisterRow>, String> {
+    let mut registers = Vec::new();
+    for &pcr in &prediction.full_pcrs {
+        for bank in ["sha256", "sha384"] {
+            let predicted = fold_pcr(&prediction.events, pcr, bank);
+            let actual = sysfs_pcr(record, bank, pcr)?;
+            registers.push(RegisterRow {
+                name: format!("pcr{pcr}:{bank}"),
+                matches: predicted == actual,
+                predicted: Some(hex::encode(&predicted)),
+                actual: Some(hex::encode(&actual)),
+            });
+        }
+    }
+    Ok(registers)
+}
+
+/// ACPI and boot order: the oracle's bytes must be what the guest read.
+fn blob_rows(
+    oracle: &std::collections::BTreeMap<String, Vec<u8>>,
+    record: &agent::record::Record,
+) -> Vec<RegisterRow> {
+    CROSS_CHECKED_FW_CFG
+        .iter()
+        .map(|name| {
+            let predicted = oracle.get(*name);
+            let actual = record.get(&format!("fw_cfg/{name}"));
+            RegisterRow {
+                name: name.to_string(),
+                predicted: predicted.map(|b| sha384_hex(b)),
+                actual: actual.map(sha384_hex),
+                matches: predicted.is_some()
+                    && actual.is_some()
+                    && predicted.map(Vec::as_slice) == actual,
+            }
+        })
+        .collect()
+}
+
+/// The names of the rows that do not match, joined, if any.
+fn differing(rows: &[RegisterRow]) -> Option<String> {
+    let bad: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.matches)
+        .map(|r| r.name.as_str())
+        .collect();
+    (!bad.is_empty()).then(|| bad.join(", "))
 }
 
 /// Every event of the TD prediction: checked when the same event (by label, in order) of the

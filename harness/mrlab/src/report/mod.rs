@@ -1,5 +1,5 @@
 //! Reports: the model every stage fills in (a leaf: it imports nothing of this crate), then its
-//! renderings: the JSON contract (DESIGN.md), a markdown summary and JUnit XML.
+//! renderings: the JSON contract (`report.json`, fields below), a markdown summary and JUnit XML.
 
 mod json;
 mod junit;

@@ -1,0 +1,218 @@
+//! The predictor contract (`contract: 1`): what the harness gives a predictor and what it must
+//! print.
+//!
+//! A predictor predicts a TD's MRTD and RTMR0–2 (RTMR3 optional) for one VM.
+//!
+//! - **Command** (`--predictor NAME=COMMAND`): the harness writes `inputs.json` (below) into
+//!   `<results>/<scenario>/predictors/<NAME>/` and runs `sh -c 'COMMAND "$@"' NAME
+//!   <that inputs.json>`, i.e. COMMAND with the path appended as its last argument, in its own
+//!   process group, with a time limit of [`TIMEOUT`](super::exec::TIMEOUT). Exit status 0 and stdout one JSON object
+//!   `{"mrtd": H, "rtmr0": H, "rtmr1": H, "rtmr2": H}` (each `H` 96 hex digits, the SHA-384
+//!   register value; `"rtmr3"` optional; other keys ignored) is a prediction. Anything else (a
+//!   non-zero exit, a bad document, the time limit) is an error naming the predictor.
+//! - **dstack-mr** (`--predictor dstack-mr=PATH`): an adapter for `dstack-mr measure --json`
+//!   (Dstack-TEE/dstack `dstack/dstack-mr/cli`). It writes the image folder dstack-mr reads
+//!   (`metadata.json` naming `ovmf.fd`, `bzImage`, `initramfs.cpio`, symlinks to the VM's files)
+//!   and maps the VM onto its flags. dstack-mr models one VM shape only, so:
+//!   - a VM it cannot express at all (UKI boot, no initrd) makes the whole result
+//!     `unsupported: <reason>`;
+//!   - a VM whose ACPI it cannot express (device list other than dstack's, HPET on, QEMU older
+//!     than 8.0, no serial port) keeps MRTD/RTMR1/RTMR2 and marks RTMR0 `unsupported`.
+//!
+//!   dstack-mr itself runs `dstack-acpi-tables` (dstack's QEMU build) from `PATH` for RTMR0; a
+//!   host without it gets dstack-mr's own error.
+//!
+//! `inputs.json` (`"contract": 1`): `scenario`; `boot` (`kernel` or `uki`); absolute paths
+//! `firmware`, `kernel`, `initrd` (null when absent), `uki` (`{disk, bootloader, uki}` for a UKI
+//! boot, else null); `cmdline`, the `-append` value QEMU hands the firmware (OVMF's loader appends
+//! ` initrd=initrd` when there is an initrd, as both the builtin prediction and dstack-mr model);
+//! `cpus`; `memory` in bytes; `machine` (`smm`, `hpet`, `pic`, `kernel_irqchip`,
+//! `pci_hole64_size`, `acpi_pci_hotplug_with_bridge_support`, `phys_bits`; null = QEMU's default); `serial`;
+//! `devices` in command-line order, which decides PCI slots and so ACPI (`{kind: virtio-blk, id,
+//! file, format, readonly}`, `{kind: virtio-net, id}`, `{kind: vhost-vsock, guest_cid}`, `{kind:
+//! virtfs, id, mount_tag}`, `{kind: cdrom, file}`, `{kind: pcie-root-port, chassis}`); `qemu`
+//! (`binary`, `version`, `data_dirs`, `env`); `ovmf_version`; `mrtd_page_order` (`single-pass` or `two-pass`, the
+//! reference's order).
+
+use super::absolute;
+use crate::prepare::TdRegisters;
+use crate::resolve::Resolved;
+use measure::tdvf::PageOrder;
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// The register names of the contract, in report order.
+pub const REGISTERS: [&str; 5] = ["mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"];
+
+/// The contract's side of the TD registers: by register name, and read from stdout.
+impl TdRegisters {
+    pub(super) fn get(&self, name: &str) -> Option<[u8; 48]> {
+        match name {
+            "mrtd" => Some(self.mrtd),
+            "rtmr0" => Some(self.rtmr[0]),
+            "rtmr1" => Some(self.rtmr[1]),
+            "rtmr2" => Some(self.rtmr[2]),
+            "rtmr3" => self.rtmr3,
+            _ => None,
+        }
+    }
+
+    /// Parse the contract's stdout document.
+    pub fn from_json(stdout: &[u8]) -> Result<TdRegisters, String> {
+        let doc: serde_json::Map<String, Value> = serde_json::from_slice(stdout)
+            .map_err(|e| format!("stdout is not a JSON object: {e}"))?;
+        let field = |name: &str| -> Result<Option<[u8; 48]>, String> {
+            let Some(value) = doc.get(name) else {
+                return Ok(None);
+            };
+            let text = value
+                .as_str()
+                .ok_or_else(|| format!("`{name}` is {value}, expected a hex string"))?;
+            let bytes = hex::decode(text).map_err(|e| format!("`{name}`: not hex: {e}"))?;
+            let len = bytes.len();
+            <[u8; 48]>::try_from(bytes)
+                .map(Some)
+                .map_err(|_| format!("`{name}`: {len} bytes, expected 48 (SHA-384)"))
+        };
+        let required = |name: &str| {
+            field(name)?.ok_or_else(|| {
+                format!(
+                    "stdout has no `{name}` (expected {{\"mrtd\",\"rtmr0\",\"rtmr1\",\"rtmr2\"}})"
+                )
+            })
+        };
+        Ok(TdRegisters {
+            mrtd: required("mrtd")?,
+            rtmr: [required("rtmr0")?, required("rtmr1")?, required("rtmr2")?],
+            rtmr3: field("rtmr3")?,
+        })
+    }
+}
+
+/// The generic contract's `inputs.json` for the TD VM of `resolved`.
+pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
+    use qemu::vm::{Boot, Device};
+    let vm = &resolved.vm;
+    let path = |p: &Path| absolute(p).display().to_string();
+    let cmdline_override = resolved.scenario.predict.cmdline.clone();
+    let (boot, kernel, initrd, cmdline, uki) = match (&vm.boot, &resolved.uki) {
+        (
+            Boot::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+            },
+            _,
+        ) => (
+            "kernel",
+            Some(path(kernel)),
+            initrd.as_deref().map(path),
+            Some(cmdline_override.unwrap_or_else(|| cmdline.clone())),
+            Value::Null,
+        ),
+        (Boot::Disk, uki) => (
+            "uki",
+            None,
+            None,
+            cmdline_override,
+            uki.as_ref().map_or(Value::Null, |u| {
+                json!({"disk": path(&u.disk), "bootloader": path(&u.bootloader), "uki": path(&u.uki)})
+            }),
+        ),
+    };
+    let devices: Vec<Value> = vm
+        .devices
+        .iter()
+        .map(|d| match d {
+            Device::Disk(disk) => json!({
+                "kind": "virtio-blk", "id": disk.id, "file": path(&disk.file),
+                "format": disk.format.as_str(), "readonly": disk.readonly,
+            }),
+            Device::Net { id, .. } => json!({"kind": "virtio-net", "id": id}),
+            Device::Vsock { guest_cid } => json!({"kind": "vhost-vsock", "guest_cid": guest_cid}),
+            Device::Share(share) => {
+                json!({"kind": "virtfs", "id": share.id, "mount_tag": share.mount_tag})
+            }
+            Device::Cdrom { file } => json!({"kind": "cdrom", "file": path(file)}),
+            Device::PcieRootPort { chassis } => {
+                json!({"kind": "pcie-root-port", "chassis": chassis})
+            }
+        })
+        .collect();
+    let m = &vm.machine;
+    json!({
+        "contract": 1,
+        "scenario": resolved.scenario.name,
+        "boot": boot,
+        "firmware": path(&vm.firmware),
+        "kernel": kernel,
+        "initrd": initrd,
+        "uki": uki,
+        "cmdline": cmdline,
+        "cpus": vm.cpus,
+        "memory": vm.memory,
+        "machine": {
+            "smm": m.smm,
+            "hpet": m.hpet,
+            "pic": m.pic,
+            "kernel_irqchip": m.kernel_irqchip.map(|k| k.as_str()),
+            "pci_hole64_size": m.pci_hole64_size,
+            "acpi_pci_hotplug_with_bridge_support": m.acpi_pci_hotplug_with_bridge_support,
+            "phys_bits": m.phys_bits,
+        },
+        "serial": vm.serial,
+        "devices": devices,
+        "qemu": {
+            "binary": resolved.qemu_binary.program.display().to_string(),
+            // How to start it: a managed QEMU runs through its root's own loader, so `binary`
+            // alone may not start on this host. Append QEMU's own arguments to this.
+            "command": std::iter::once(resolved.qemu_binary.executable().display().to_string())
+                .chain(resolved.qemu_binary.leading_args())
+                .collect::<Vec<_>>(),
+            // An extracted QEMU runs with these `-L` dirs first and this environment.
+            "data_dirs": resolved.qemu_binary.data_dirs.iter()
+                .map(|d| d.display().to_string()).collect::<Vec<_>>(),
+            "env": resolved.qemu_binary.env.iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.display().to_string())))
+                .collect::<serde_json::Map<String, Value>>(),
+            "version": resolved.qemu_version.map(|v| v.to_string()),
+        },
+        "ovmf_version": resolved.ovmf_version.map(|v| v.to_string()),
+        "mrtd_page_order": page_order_name(order),
+    })
+}
+
+fn page_order_name(order: PageOrder) -> &'static str {
+    match order {
+        PageOrder::SinglePass => "single-pass",
+        PageOrder::TwoPass => "two-pass",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_output_is_checked() {
+        let h = |b: u8| hex::encode([b; 48]);
+        let ok = format!(
+            r#"{{"mrtd":"{}","rtmr0":"{}","rtmr1":"{}","rtmr2":"{}","extra":1}}"#,
+            h(1),
+            h(2),
+            h(3),
+            h(4)
+        );
+        let regs = TdRegisters::from_json(ok.as_bytes()).unwrap();
+        assert_eq!((regs.mrtd[0], regs.rtmr[2][47], regs.rtmr3), (1, 4, None));
+        let short = ok.replace(&h(3), "abcd");
+        assert!(TdRegisters::from_json(short.as_bytes())
+            .unwrap_err()
+            .contains("rtmr1"));
+        let missing = format!(r#"{{"mrtd":"{}"}}"#, h(1));
+        assert!(TdRegisters::from_json(missing.as_bytes())
+            .unwrap_err()
+            .contains("rtmr0"));
+        assert!(TdRegisters::from_json(b"MRTD: 00").is_err());
+    }
+}

@@ -1,0 +1,351 @@
+//! The dstack-mr adapter (`--predictor dstack-mr=PATH`): the VM as the flags and image folder
+//! of `dstack-mr measure --json` (Dstack-TEE/dstack `dstack/dstack-mr/cli`), and which
+//! registers dstack-mr cannot model for it.
+
+use super::absolute;
+use crate::resolve::Resolved;
+use measure::tdvf::PageOrder;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// A dstack-mr invocation for one VM: its image folder and argv.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DstackMrPlan {
+    pub image_dir: PathBuf,
+    /// `metadata.json` (dstack-types `ImageInfo`).
+    pub metadata: Value,
+    /// (name in the image folder, target).
+    pub links: Vec<(&'static str, PathBuf)>,
+    pub argv: Vec<String>,
+    /// Registers dstack-mr computes for a different VM than this one, and why.
+    pub unsupported: Vec<(&'static str, String)>,
+}
+
+impl DstackMrPlan {
+    pub(super) fn write_image(&self) -> Result<(), String> {
+        let dir = &self.image_dir;
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for (name, target) in &self.links {
+            let link = dir.join(name);
+            std::os::unix::fs::symlink(absolute(target), &link)
+                .map_err(|e| format!("{}: {e}", link.display()))?;
+        }
+        let path = dir.join("metadata.json");
+        let text = serde_json::to_string_pretty(&self.metadata).expect("metadata serializes");
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// The VM as dstack-mr's flags: `Err` when dstack-mr cannot express it at all.
+pub fn dstack_mr_plan(
+    resolved: &Resolved,
+    order: PageOrder,
+    dir: &Path,
+) -> Result<DstackMrPlan, String> {
+    let vm = &resolved.vm;
+    let qemu::vm::Boot::Kernel {
+        kernel,
+        initrd,
+        cmdline,
+    } = &vm.boot
+    else {
+        return Err("dstack-mr models -kernel direct boot only, this VM boots a UKI".into());
+    };
+    let initrd = initrd
+        .as_ref()
+        .ok_or("dstack-mr needs an initrd (it measures one into RTMR2)")?;
+    if vm.tpm {
+        return Err("dstack-mr does not model a TPM device (`swtpm` is unsupported there)".into());
+    }
+    let image_dir = dir.join("image");
+    let cmdline = resolved
+        .scenario
+        .predict
+        .cmdline
+        .clone()
+        .unwrap_or_else(|| cmdline.clone());
+    // dstack-mr appends " initrd=initrd" itself, as OVMF's -kernel loader does.
+    let metadata = json!({
+        "cmdline": cmdline,
+        "kernel": "bzImage",
+        "initrd": "initramfs.cpio",
+        "bios": "ovmf.fd",
+    });
+    let links = vec![
+        ("ovmf.fd", vm.firmware.clone()),
+        ("bzImage", kernel.clone()),
+        ("initramfs.cpio", initrd.clone()),
+    ];
+
+    let mut unsupported = Vec::new();
+    let shape = dstack_shape(vm);
+    let m = &vm.machine;
+    let mut acpi_problems = Vec::new();
+    if let Err(why) = &shape {
+        acpi_problems.push(why.clone());
+    }
+    if m.hpet != Some(false) {
+        acpi_problems.push("dstack-mr's VM has hpet=off, this one has the HPET".to_string());
+    }
+    if !vm.serial {
+        acpi_problems.push("dstack-mr's VM has a serial port, this one has none".to_string());
+    }
+    let qemu_version = match resolved.qemu_version {
+        Some(v) if v >= measure::quirks::Version(8, 0) => Some(format!("{}.{}.0", v.0, v.1)),
+        Some(v) => {
+            acpi_problems.push(format!(
+                "dstack-mr models the ACPI of QEMU >= 8.0 (TDX), this VM's QEMU is {v}"
+            ));
+            None
+        }
+        None => {
+            acpi_problems.push("this VM's QEMU version is unknown".to_string());
+            None
+        }
+    };
+    if !acpi_problems.is_empty() {
+        unsupported.push(("rtmr0", acpi_problems.join("; ")));
+    }
+    let shape = shape.unwrap_or_default();
+    let flag = |b: bool| if b { "true" } else { "false" }.to_string();
+    let mut argv: Vec<String> = vec![
+        "measure".into(),
+        "--json".into(),
+        "--cpu".into(),
+        vm.cpus.to_string(),
+        "--memory".into(),
+        vm.memory.to_string(),
+        "--two-pass-add-pages".into(),
+        flag(order == PageOrder::TwoPass),
+        // QEMU's own default when the VM leaves it unset: the i8259 PIC is on (what the
+        // fw_cfg oracle of this VM served).
+        "--pic".into(),
+        flag(m.pic.unwrap_or(true)),
+        // QEMU refuses SMM for a TD (tdx-guest turns `smm=auto` off).
+        "--smm".into(),
+        flag(m.smm.unwrap_or(false)),
+        "--hotplug-off".into(),
+        flag(m.acpi_pci_hotplug_with_bridge_support == Some(false)),
+        "--num-nics".into(),
+        shape.nics.to_string(),
+        "--num-verity-volumes".into(),
+        shape.verity_volumes.to_string(),
+        "--root-verity".into(),
+        flag(shape.root_verity),
+    ];
+    if let Some(size) = m.pci_hole64_size {
+        argv.extend(["--pci-hole64-size".into(), size.to_string()]);
+    }
+    if let Some(v) = qemu_version {
+        argv.extend(["--qemu-version".into(), v]);
+    }
+    argv.push(
+        absolute(dir)
+            .join("image/metadata.json")
+            .display()
+            .to_string(),
+    );
+    Ok(DstackMrPlan {
+        image_dir,
+        metadata,
+        links,
+        argv,
+        unsupported,
+    })
+}
+
+/// The parameters of dstack-mr's device layout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DstackShape {
+    pub nics: usize,
+    pub verity_volumes: usize,
+    /// The rootfs is a virtio-blk verity disk (`hd0`), not a `-cdrom`.
+    pub root_verity: bool,
+}
+
+/// Match the VM's PCI devices against dstack-mr's layout (`acpi.rs`): virtio-blk `hd1`, N
+/// virtio-blk verity volumes, N virtio-net, vhost-vsock, 9p `host-shared`, then the rootfs
+/// (virtio-blk `hd0`, or a `-cdrom`, which takes no PCI slot). dstack-vmm puts `hd0` first
+/// instead (`qemu::vm::DstackLayout`); identical virtio-blk functions make both orders give
+/// the same slots per device class, so both are accepted. dstack-mr's CLI cannot express a
+/// disk host share, PCIe root ports without GPUs, or a TPM.
+pub fn dstack_shape(vm: &qemu::vm::Vm) -> Result<DstackShape, String> {
+    use qemu::vm::Device;
+    let cdrom = vm
+        .devices
+        .iter()
+        .filter(|d| matches!(d, Device::Cdrom { .. }))
+        .count();
+    if cdrom > 1 {
+        return Err(format!(
+            "dstack-mr's VM has at most one cdrom, this one has {cdrom}"
+        ));
+    }
+    let kinds: Vec<char> = vm
+        .devices
+        .iter()
+        .filter_map(|d| match d {
+            Device::Disk(_) => Some('b'),
+            Device::Net { .. } => Some('n'),
+            Device::Vsock { .. } => Some('v'),
+            Device::Share(_) => Some('s'),
+            Device::PcieRootPort { .. } => Some('r'),
+            Device::Cdrom { .. } => None,
+        })
+        .collect();
+    let text: String = kinds.iter().collect();
+    let describe = || {
+        let these = if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            format!(
+                "[{}]",
+                kinds
+                    .iter()
+                    .map(|k| match k {
+                        'b' => "blk",
+                        'n' => "net",
+                        'v' => "vsock",
+                        's' => "9p",
+                        _ => "root-port",
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        format!(
+            "dstack-mr's VM has PCI devices blk, blk×volumes, net×N, vsock, 9p[, blk rootfs]; \
+             this one has {these}"
+        )
+    };
+    let blks = text.chars().take_while(|&c| c == 'b').count();
+    let rest = &text[blks..];
+    let nics = rest.chars().take_while(|&c| c == 'n').count();
+    let tail = &rest[nics..];
+    let root_verity = cdrom == 0;
+    // Blk disks before the NICs: hd1 and the volumes, plus hd0 when it comes first.
+    let leading_root = match tail {
+        "vs" => root_verity,
+        "vsb" if root_verity => false,
+        _ => return Err(describe()),
+    };
+    let before_volumes = 1 + usize::from(leading_root);
+    if blks < before_volumes {
+        return Err(describe());
+    }
+    Ok(DstackShape {
+        nics,
+        verity_volumes: blks - before_volumes,
+        root_verity,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qemu::vm::{Boot, Device, Share, Vm};
+
+    fn blk(id: &str) -> Device {
+        Device::readonly_raw_disk(id, "/d")
+    }
+
+    fn net(i: usize) -> Device {
+        Device::Net {
+            id: format!("net{i}"),
+            mac: None,
+        }
+    }
+
+    fn share() -> Device {
+        Device::Share(Share {
+            id: "virtfs0".into(),
+            path: "/s".into(),
+            mount_tag: "host-shared".into(),
+            readonly: true,
+            security_model: "none".into(),
+        })
+    }
+
+    fn vm(devices: Vec<Device>) -> Vm {
+        let mut vm = Vm::new("/fw", 1, 1 << 30, Boot::Disk);
+        vm.devices = devices;
+        vm
+    }
+
+    #[test]
+    fn dstack_shapes_are_recognised_in_both_orders() {
+        let vsock = Device::Vsock { guest_cid: 3 };
+        // dstack-vmm order: hd0, hd1, vol0, net0, net1, vsock, 9p.
+        let vmm = vm(vec![
+            blk("hd0"),
+            blk("hd1"),
+            blk("vol0"),
+            net(0),
+            net(1),
+            vsock.clone(),
+            share(),
+        ]);
+        let want = DstackShape {
+            nics: 2,
+            verity_volumes: 1,
+            root_verity: true,
+        };
+        assert_eq!(dstack_shape(&vmm), Ok(want));
+        // dstack-mr's own order: hd1, vol0, net0, net1, vsock, 9p, hd0.
+        let mr = vm(vec![
+            blk("hd1"),
+            blk("vol0"),
+            net(0),
+            net(1),
+            vsock.clone(),
+            share(),
+            blk("hd0"),
+        ]);
+        assert_eq!(dstack_shape(&mr), Ok(want));
+        // An ISO rootfs: cdrom, hd1, net0, vsock, 9p.
+        let iso = vm(vec![
+            Device::Cdrom { file: "/i".into() },
+            blk("hd1"),
+            net(0),
+            vsock.clone(),
+            share(),
+        ]);
+        assert_eq!(
+            dstack_shape(&iso),
+            Ok(DstackShape {
+                nics: 1,
+                verity_volumes: 0,
+                root_verity: false
+            })
+        );
+    }
+
+    #[test]
+    fn other_device_lists_are_not_dstack_shapes() {
+        // The repo's dstack-like scenario (no vsock on this kind of host) and a bare VM.
+        let like = vm(vec![blk("disk0"), net(1), share()]);
+        let why = dstack_shape(&like).unwrap_err();
+        assert!(why.contains("[blk, net, 9p]"), "{why}");
+        assert!(dstack_shape(&vm(vec![])).is_err());
+        // Root ports alone (no GPU) have no dstack-mr flag.
+        let ports = vm(vec![
+            blk("hd0"),
+            blk("hd1"),
+            net(0),
+            Device::Vsock { guest_cid: 3 },
+            share(),
+            Device::PcieRootPort { chassis: 1 },
+        ]);
+        assert!(dstack_shape(&ports).is_err());
+        // A disk host share (hd2) is not expressible through `dstack-mr measure`.
+        let hd2 = vm(vec![
+            blk("hd0"),
+            blk("hd1"),
+            net(0),
+            Device::Vsock { guest_cid: 3 },
+            blk("hd2"),
+        ]);
+        assert!(dstack_shape(&hd2).is_err());
+    }
+}

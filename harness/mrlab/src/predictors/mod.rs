@@ -1,0 +1,415 @@
+//! External predictors: other implementations of the TD prediction, run beside the builtin one
+//! and judged against the same reference, so a TDX host can check the library its users ship.
+//!
+//! - [`contract`]: what a predictor is given (`inputs.json`) and must print;
+//! - [`exec`]: running one in its own process group, with a time limit;
+//! - [`dstack`]: the adapter that maps a VM onto `dstack-mr measure` flags;
+//! - here: parsing `--predictor`, comparing each result with the reference.
+//!
+//! # The reference
+//!
+//! On a TD, the registers it reported. On the vtpm backend there are no RTMRs: the reference is
+//! the builtin TD prediction of the same VM, whose TDX-relevant events the vTPM run checks
+//! against the real firmware; reports label it `builtin (vtpm-verified)`.
+
+pub mod contract;
+pub mod dstack;
+pub mod exec;
+
+use crate::prepare::{builtin_registers, Prepared, TdRegisters};
+use crate::report::predictors::{PredictorReport, RegisterRow, Status};
+use crate::report::{ScenarioReport, Verdict};
+use contract::REGISTERS;
+use exec::predict;
+
+use measure::tdvf::PageOrder;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// One external predictor, as given on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Predictor {
+    pub name: String,
+    pub kind: Kind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A shell command that reads `inputs.json` (its last argument) and prints the registers.
+    Command { command: String },
+    /// The `dstack-mr` CLI at this path.
+    DstackMr { path: PathBuf },
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("--predictor {0:?}: expected NAME=COMMAND or dstack-mr=PATH")]
+    NoEquals(String),
+    #[error(
+        "--predictor {0:?}: NAME must be letters, digits, `.`, `_` or `-` (it names a folder)"
+    )]
+    BadName(String),
+    #[error("--predictor {0:?}: `builtin` is the harness's own prediction; pick another name")]
+    Reserved(String),
+    #[error("--predictor {0:?}: empty command")]
+    EmptyCommand(String),
+}
+
+impl FromStr for Predictor {
+    type Err = ParseError;
+
+    fn from_str(arg: &str) -> Result<Predictor, ParseError> {
+        let (name, rest) = arg
+            .split_once('=')
+            .ok_or_else(|| ParseError::NoEquals(arg.into()))?;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            || name.starts_with('.')
+        {
+            return Err(ParseError::BadName(arg.into()));
+        }
+        if name == "builtin" {
+            return Err(ParseError::Reserved(arg.into()));
+        }
+        if rest.trim().is_empty() {
+            return Err(ParseError::EmptyCommand(arg.into()));
+        }
+        let kind = if name == "dstack-mr" {
+            Kind::DstackMr {
+                path: PathBuf::from(rest),
+            }
+        } else {
+            Kind::Command {
+                command: rest.to_string(),
+            }
+        };
+        Ok(Predictor {
+            name: name.to_string(),
+            kind,
+        })
+    }
+}
+
+impl Predictor {
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Command { .. } => "command",
+            Kind::DstackMr { .. } => "dstack-mr",
+        }
+    }
+}
+
+/// Names must be unique: each predictor gets its own folder and report row.
+pub fn check_unique(predictors: &[Predictor]) -> Result<(), String> {
+    for (i, p) in predictors.iter().enumerate() {
+        if predictors[..i].iter().any(|q| q.name == p.name) {
+            return Err(format!("--predictor {}: given twice", p.name));
+        }
+    }
+    Ok(())
+}
+
+/// What a predictor produced for one VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prediction {
+    /// Registers; `unsupported` lists registers the predictor cannot model for this VM, why.
+    Registers {
+        registers: Box<TdRegisters>,
+        unsupported: Vec<(&'static str, String)>,
+    },
+    /// The predictor cannot express this VM at all.
+    Unsupported(String),
+    Error(String),
+}
+
+/// Compare a predictor's result with the reference.
+pub fn compare(
+    predictor: &Predictor,
+    prediction: Prediction,
+    reference: &TdRegisters,
+    reference_label: &str,
+) -> PredictorReport {
+    let mut report = errored(predictor, String::new(), reference_label);
+    report.error = None;
+    let (registers, unsupported) = match prediction {
+        Prediction::Error(e) => return errored(predictor, e, reference_label),
+        Prediction::Unsupported(why) => {
+            report.status = Status::Unsupported;
+            report.unsupported = Some(why);
+            return report;
+        }
+        Prediction::Registers {
+            registers,
+            unsupported,
+        } => (registers, unsupported),
+    };
+    for name in REGISTERS {
+        let predicted = registers.get(name);
+        let expected = reference.get(name);
+        // RTMR3 is optional in the contract: no row when the predictor does not give it.
+        if name == "rtmr3" && predicted.is_none() {
+            continue;
+        }
+        let why = unsupported
+            .iter()
+            .find(|(r, _)| *r == name)
+            .map(|(_, why)| why.clone());
+        let matches = match (&why, predicted, expected) {
+            (None, Some(p), Some(e)) => Some(p == e),
+            _ => None,
+        };
+        report.registers.push(RegisterRow {
+            name: name.into(),
+            predicted: predicted.map(hex::encode),
+            reference: expected.map(hex::encode),
+            matches,
+            unsupported: why,
+        });
+    }
+    report.status = if report.registers.iter().any(|r| r.matches == Some(false)) {
+        Status::Mismatch
+    } else if report.registers.iter().all(|r| r.matches == Some(true)) {
+        Status::Match
+    } else {
+        Status::Partial
+    };
+    report
+}
+
+/// Fold the predictors into the scenario's verdict: an error makes it `error`, a register that
+/// differs makes a pass `fail`; each names the predictor. Unsupported results become notes.
+pub fn apply(report: &mut ScenarioReport, predictors: Vec<PredictorReport>) {
+    let mut reasons = Vec::new();
+    let mut worst = report.verdict;
+    for p in &predictors {
+        match p.status {
+            Status::Error => {
+                worst = Verdict::Error;
+                reasons.push(format!(
+                    "predictor `{}` failed: {}",
+                    p.name,
+                    p.error.as_deref().unwrap_or("")
+                ));
+            }
+            Status::Mismatch => {
+                if worst == Verdict::Pass {
+                    worst = Verdict::Fail;
+                }
+                let bad: Vec<&str> = p
+                    .registers
+                    .iter()
+                    .filter(|r| r.matches == Some(false))
+                    .map(|r| r.name.as_str())
+                    .collect();
+                reasons.push(format!(
+                    "predictor `{}`: {} differ{} from {}",
+                    p.name,
+                    bad.join(", "),
+                    if bad.len() == 1 { "s" } else { "" },
+                    p.reference
+                ));
+            }
+            Status::Unsupported => report.notes.push(format!(
+                "predictor `{}` unsupported: {}",
+                p.name,
+                p.unsupported.as_deref().unwrap_or("")
+            )),
+            Status::Partial => {
+                for r in p.registers.iter().filter(|r| r.unsupported.is_some()) {
+                    report.notes.push(format!(
+                        "predictor `{}` {} not compared, unsupported: {}",
+                        p.name,
+                        r.name,
+                        r.unsupported.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+            Status::Match => {}
+        }
+    }
+    if !reasons.is_empty() {
+        report.reason = Some(match report.reason.take() {
+            Some(existing) if !existing.is_empty() => {
+                format!("{existing}; {}", reasons.join("; "))
+            }
+            _ => reasons.join("; "),
+        });
+    }
+    report.verdict = worst;
+    report.predictors = predictors;
+}
+
+/// The vtpm reference: each predictor against the builtin TD prediction of the scenario's VM
+/// (prepared here for the TDX platform: no TPM device), working in `dir/predictors/`.
+pub async fn vs_builtin(
+    predictors: &[Predictor],
+    scenario: &crate::scenario::Scenario,
+    cache: &images::Cache,
+    dir: &Path,
+) -> Vec<PredictorReport> {
+    const LABEL: &str = "builtin (vtpm-verified)";
+    let order = PageOrder::SinglePass;
+    let td = crate::prepare::prepare(scenario, cache, measure::Platform::Tdx)
+        .await
+        .and_then(|p| builtin_registers(&p, order).map(|reference| (p, reference)));
+    match td {
+        Ok((td, reference)) => {
+            check_all(
+                predictors,
+                &td,
+                order,
+                &reference,
+                LABEL,
+                &dir.join("predictors"),
+            )
+            .await
+        }
+        Err(e) => predictors
+            .iter()
+            .map(|p| errored(p, format!("builtin TD prediction: {e}"), LABEL))
+            .collect(),
+    }
+}
+
+/// A predictor that could not be run or compared.
+pub fn errored(predictor: &Predictor, error: String, reference_label: &str) -> PredictorReport {
+    PredictorReport {
+        name: predictor.name.clone(),
+        kind: predictor.kind_name().into(),
+        reference: reference_label.into(),
+        status: Status::Error,
+        error: Some(error),
+        unsupported: None,
+        registers: Vec::new(),
+    }
+}
+
+/// Run every predictor on the TD VM of `td` (each in `work/<name>/`) and compare it with
+/// `reference`.
+pub async fn check_all(
+    predictors: &[Predictor],
+    td: &Prepared,
+    order: PageOrder,
+    reference: &TdRegisters,
+    reference_label: &str,
+    work: &Path,
+) -> Vec<PredictorReport> {
+    let mut out = Vec::new();
+    for p in predictors {
+        let prediction = predict(p, &td.resolved, &td.oracle, order, &work.join(&p.name)).await;
+        out.push(compare(p, prediction, reference, reference_label));
+    }
+    out
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_command_and_dstack_mr_predictors() {
+        assert_eq!(
+            "mine=python3 predict.py --fast".parse::<Predictor>(),
+            Ok(Predictor {
+                name: "mine".into(),
+                kind: Kind::Command {
+                    command: "python3 predict.py --fast".into()
+                }
+            })
+        );
+        // `=` inside the command stays in the command.
+        assert_eq!(
+            "x=env A=1 ./p".parse::<Predictor>().unwrap().kind,
+            Kind::Command {
+                command: "env A=1 ./p".into()
+            }
+        );
+        assert_eq!(
+            "dstack-mr=/opt/bin/dstack-mr".parse::<Predictor>(),
+            Ok(Predictor {
+                name: "dstack-mr".into(),
+                kind: Kind::DstackMr {
+                    path: "/opt/bin/dstack-mr".into()
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_bad_predictor_arguments() {
+        type Case = (&'static str, fn(String) -> ParseError);
+        let cases: [Case; 6] = [
+            ("dstack-mr", ParseError::NoEquals),
+            ("=cmd", ParseError::BadName),
+            ("a/b=cmd", ParseError::BadName),
+            ("..=cmd", ParseError::BadName),
+            ("builtin=cmd", ParseError::Reserved),
+            ("p=  ", ParseError::EmptyCommand),
+        ];
+        for (arg, error) in cases {
+            assert_eq!(arg.parse::<Predictor>(), Err(error(arg.into())), "{arg}");
+        }
+        let twice = ["a=x".parse().unwrap(), "a=y".parse().unwrap()];
+        assert!(check_unique(&twice).unwrap_err().contains("a"));
+    }
+
+    fn regs(b: u8) -> TdRegisters {
+        TdRegisters {
+            mrtd: [b; 48],
+            rtmr: [[b; 48]; 3],
+            rtmr3: None,
+        }
+    }
+
+    #[test]
+    fn comparison_statuses_and_verdicts() {
+        let p: Predictor = "p=x".parse().unwrap();
+        let reference = regs(7);
+        let mut one_off = regs(7);
+        one_off.rtmr[1] = [8; 48];
+        let partial = compare(
+            &p,
+            Prediction::Registers {
+                registers: Box::new(one_off.clone()),
+                unsupported: vec![("rtmr1", "no".into())],
+            },
+            &reference,
+            "actual",
+        );
+        assert_eq!(partial.status, Status::Partial);
+        let wrong = compare(
+            &p,
+            Prediction::Registers {
+                registers: Box::new(one_off),
+                unsupported: Vec::new(),
+            },
+            &reference,
+            "builtin (vtpm-verified)",
+        );
+        assert_eq!(wrong.status, Status::Mismatch);
+        let mut report = ScenarioReport::error("s", "s.toml", "vtpm", String::new(), 0.0);
+        report.verdict = Verdict::Pass;
+        report.reason = None;
+        apply(&mut report, vec![wrong, partial]);
+        assert_eq!(report.verdict, Verdict::Fail);
+        assert_eq!(
+            report.reason.as_deref(),
+            Some("predictor `p`: rtmr1 differs from builtin (vtpm-verified)")
+        );
+        assert!(report.notes[0].contains("rtmr1 not compared"));
+        let failed = compare(&p, Prediction::Error("boom".into()), &reference, "actual");
+        apply(&mut report, vec![failed]);
+        assert_eq!(report.verdict, Verdict::Error);
+        assert!(report
+            .reason
+            .unwrap()
+            .contains("predictor `p` failed: boom"));
+    }
+}

@@ -44,6 +44,7 @@ pub fn describe(event: &Event) -> String {
         EventType::S_CRTM_VERSION => <[u8; 16]>::try_from(data)
             .ok()
             .map(|g| format!("version GUID {}", guid(&g))),
+        EventType::PLATFORM_CONFIG_FLAGS if data.starts_with(QEMU_FW_CFG_TAG) => qemu_fw_cfg(data),
         EventType::PLATFORM_CONFIG_FLAGS
         | EventType::IPL
         | EventType::POST_CODE
@@ -72,6 +73,18 @@ pub fn describe(event: &Event) -> String {
         _ => None,
     };
     described.unwrap_or_else(|| fallback(data))
+}
+
+/// edk2 QemuFwCfgCacheInit.c `FW_CFG_EVENT`: this tag, then the item's 56-byte name.
+const QEMU_FW_CFG_TAG: &[u8] = b"QEMU FW CFG\0";
+
+/// The fw_cfg item an OVMF ≥ edk2-stable202505 TD measured (`QEMU FW CFG "bootorder"`).
+fn qemu_fw_cfg(data: &[u8]) -> Option<String> {
+    let name = data.strip_prefix(QEMU_FW_CFG_TAG)?;
+    if name.len() != 56 {
+        return None;
+    }
+    Some(format!("QEMU FW CFG \"{}\"", ascii(name)))
 }
 
 /// Size and a printable rendering: text when it is text, else a hex prefix.
@@ -525,6 +538,22 @@ mod tests {
         assert_eq!(
             guid(&bytes.try_into().unwrap()),
             "8be4df61-93ca-11d2-aa0d-00e098032b8c"
+        );
+    }
+
+    #[test]
+    fn qemu_fw_cfg_events_name_their_item() {
+        let mut data = b"QEMU FW CFG\0bootorder".to_vec();
+        data.resize(12 + 56, 0);
+        assert_eq!(
+            describe(&ev(EventType::PLATFORM_CONFIG_FLAGS, &data)),
+            "QEMU FW CFG \"bootorder\""
+        );
+        // A truncated name field is not taken for one.
+        assert!(describe(&ev(EventType::PLATFORM_CONFIG_FLAGS, &data[..40])).contains("bytes"));
+        assert_eq!(
+            describe(&ev(EventType::PLATFORM_CONFIG_FLAGS, b"ACPI DATA")),
+            "\"ACPI DATA\""
         );
     }
 

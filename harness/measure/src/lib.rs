@@ -9,6 +9,7 @@ pub mod devpath;
 pub mod diff;
 pub mod event;
 pub mod firmware;
+pub mod fwcfg;
 pub mod gpt;
 pub mod optionrom;
 pub mod pe;

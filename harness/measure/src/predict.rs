@@ -14,7 +14,7 @@ use crate::smbios::FirmwareStrings;
 use crate::systemd::{self, Uki};
 use crate::uefi::{self, EfiAction, SecureBootVariable};
 use crate::{gpt, pe, tdvf};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A direct kernel boot (`-kernel`): OVMF loads the kernel QEMU hands over in fw_cfg.
 pub struct KernelBoot<'a> {
@@ -85,6 +85,11 @@ pub struct Inputs<'a> {
     /// The firmware build's version, vendor and release date strings, where known (a managed
     /// OVMF package): its CRTM version and SMBIOS type 0.
     pub firmware_strings: Option<&'a FirmwareStrings>,
+    /// Every fw_cfg file QEMU serves (name → bytes): the items OVMF caches and, in a TD, measures
+    /// (see [`crate::fwcfg`]).
+    pub fw_cfg_files: &'a BTreeMap<String, Vec<u8>>,
+    /// The numbered fw_cfg item `BootMenu` (0x0e) as QEMU serves it.
+    pub fw_cfg_boot_menu: Option<&'a [u8]>,
     pub boot: Boot<'a>,
 }
 
@@ -164,6 +169,8 @@ fn vtpm_unpredicted(q: &Quirks) -> Vec<Unpredicted> {
 pub enum PredictError {
     #[error("firmware: {0}")]
     Firmware(#[from] tdvf::TdvfError),
+    #[error("fw_cfg: {0}")]
+    FwCfg(#[from] crate::fwcfg::MissingItem),
     #[error("kernel image: {0}")]
     Kernel(#[from] pe::PeError),
     #[error("boot option: {0}")]
@@ -235,6 +242,15 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
         let tdvf = tdvf::Tdvf::parse(inputs.firmware)?;
         events.push(tdvf::td_hob_event(&tdvf, inputs.memory)?);
         events.push(tdvf::cfv_event(&tdvf, inputs.firmware)?);
+        // Then the fw_cfg items PlatformPei / PeilessStartup caches (edk2 ≥ stable202505).
+        if q.td_measures_fw_cfg_items {
+            let boot_menu = inputs.fw_cfg_boot_menu;
+            events.extend(crate::fwcfg::td_events(inputs.fw_cfg_files, |number| {
+                (number == crate::fwcfg::BOOT_MENU_ITEM)
+                    .then_some(boot_menu)
+                    .flatten()
+            })?);
+        }
     }
 
     // PCR7: Secure Boot configuration, then its separator.
@@ -306,7 +322,9 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
     };
 
     match &inputs.boot {
-        Boot::Kernel(kernel) => kernel_boot_events(kernel, q, smbios, &mut events)?,
+        Boot::Kernel(kernel) => {
+            kernel_boot_events(kernel, q, inputs.platform, smbios, &mut events)?
+        }
         Boot::Uki(uki) => uki_boot_events(uki, q, smbios, inputs.smbios_tables, &mut events)?,
     }
     // Every PCR 0–15 is predicted, events and value, but for the declared exceptions: a PCR
@@ -338,6 +356,7 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
 fn kernel_boot_events(
     kernel: &KernelBoot,
     q: &Quirks,
+    platform: Platform,
     smbios: Option<Event>,
     events: &mut Vec<Event>,
 ) -> Result<(), PredictError> {
@@ -351,7 +370,7 @@ fn kernel_boot_events(
         label: "pe:kernel".into(),
         // QEMU writes the initrd address and size into the setup header it hands over, unless
         // the firmware loads the unpatched image (then the QEMU version alone decides that).
-        varies_with: if q.kernel_measured_unpatched() {
+        varies_with: if q.kernel_measured_unpatched_on(platform) {
             vec![Input::Kernel, Input::QemuVersion]
         } else {
             vec![
@@ -700,6 +719,7 @@ mod tests {
             version: "2026.08+ds-2".into(),
             release_date: "09/26/2026".into(),
         };
+        let no_files = BTreeMap::new();
         let inputs = |smbios_tables, firmware_strings| Inputs {
             platform: Platform::Vtpm,
             quirks: &quirks,
@@ -709,6 +729,8 @@ mod tests {
             option_roms: Vec::new(),
             smbios_tables,
             firmware_strings,
+            fw_cfg_files: &no_files,
+            fw_cfg_boot_menu: None,
             boot: Boot::Kernel(KernelBoot {
                 kernel: b"not reached",
                 initrd: None,

@@ -105,6 +105,12 @@ pub struct Quirks {
     /// OVMF's `-kernel` loader takes fw_cfg file `etc/boot/kernel` when QEMU serves it, instead of
     /// the setup and kernel items QEMU patched.
     pub ovmf_prefers_unpatched_kernel: bool,
+    /// In a TD, OVMF measures the fw_cfg items it caches early into RTMR0 (see
+    /// [`crate::fwcfg`]).
+    pub td_measures_fw_cfg_items: bool,
+    /// QEMU leaves the `-kernel` setup header unpatched for a confidential guest: in a TD the
+    /// setup and kernel items are the file as given.
+    pub qemu_coco_kernel_unpatched: bool,
 }
 
 /// systemd v252 `src/boot/efi/tpm-pcr.c` `unified_sections[]` without `.pcrsig` (the stub never
@@ -161,6 +167,8 @@ impl Quirks {
             tdx_named_memory_backend: false,
             qemu_serves_unpatched_kernel: false,
             ovmf_prefers_unpatched_kernel: false,
+            td_measures_fw_cfg_items: false,
+            qemu_coco_kernel_unpatched: false,
         }
     }
 
@@ -174,6 +182,13 @@ impl Quirks {
     /// type 0, see [`crate::smbios::FirmwareStrings`]).
     pub fn needs_firmware_strings(&self) -> bool {
         self.smbios_measured || self.crtm_version == CrtmVersion::FirmwareVersionString
+    }
+
+    /// The same on `platform`: a TD on a QEMU that does not patch a confidential guest's
+    /// kernel also loads the file as given, whichever fw_cfg items OVMF takes it from.
+    pub fn kernel_measured_unpatched_on(&self, platform: crate::Platform) -> bool {
+        self.kernel_measured_unpatched()
+            || (platform == crate::Platform::Tdx && self.qemu_coco_kernel_unpatched)
     }
 
     /// Apply every row matching the versions. A component whose version is unknown matches no
@@ -441,6 +456,37 @@ pub static ROWS: &[Row] = &[
                  UKI only, PCR9 still the Linux LoadOptions and initrd). The kernel is still \
                  measured as the .linux section in PCR11. 258–261 not verified.",
     },
+    Row {
+        id: "ovmf-td-fw-cfg-items-measured",
+        component: Component::Ovmf,
+        since: Some(Version(2025, 5)),
+        until: None,
+        apply: |q| q.td_measures_fw_cfg_items = true,
+        reason: "edk2 fb56dc78ef (\"OvmfPkg/QemuFwCfgLib: Support Cache FwCfg with optional \
+                 measurement\"), first in edk2-stable202505: OvmfPkg/Library/QemuFwCfgLib/\
+                 QemuFwCfgCacheInit.c caches etc/extra-pci-roots, BootMenu, etc/boot-menu-wait, \
+                 etc/reserved-memory-end, opt/ovmf/X-PciMmio64Mb and bootorder and, when \
+                 TdIsEnabled (), measures each one present into PCR1/RTMR0 as \
+                 EV_PLATFORM_CONFIG_FLAGS \"QEMU FW CFG\" + name. Read at edk2-stable202605 \
+                 (blob d3220c8f, unchanged since 202505; the 202608 tag Debian's 2026.08 is \
+                 built from is not in our edk2 mirror, whose pull refs to 2026-08-08 do not \
+                 touch the file). TD only: not on vTPM, and not yet seen in a real TD log.",
+    },
+    Row {
+        id: "qemu-coco-kernel-header-unpatched",
+        component: Component::Qemu,
+        since: Some(Version(10, 2)),
+        until: None,
+        apply: |q| q.qemu_coco_kernel_unpatched = true,
+        reason: "QEMU a7542a38f399 (\"x86/loader: Don't update kernel header for CoCo VMs\", \
+                 first in 10.2.0): hw/i386/x86-common.c `x86_load_linux` copies its patched \
+                 setup header into FW_CFG_SETUP_DATA only when the machine has no \
+                 confidential-guest-support (before: only without SEV). In a TD the setup and \
+                 kernel items are then the file's bytes, equal to etc/boot/kernel, so RTMR1's \
+                 kernel event is the file's Authenticode digest even with an OVMF that reads \
+                 the items (2022.11). Our oracle runs no TD, so the TD prediction takes \
+                 etc/boot/kernel; not yet seen in a real TD log.",
+    },
 ];
 
 #[cfg(test)]
@@ -515,5 +561,17 @@ mod tests {
         assert!(!both(Version(2025, 2), Version(7, 2)));
         assert!(!both(Version(2022, 11), Version(10, 0)));
         assert!(!Quirks::resolve(Some(Version(2025, 2)), None, None).kernel_measured_unpatched());
+        // A TD on QEMU ≥ 10.2 loads the file as given whatever the OVMF; vTPM does not.
+        use crate::Platform;
+        let on = |ovmf, qemu, platform| {
+            Quirks::resolve(Some(ovmf), Some(qemu), None).kernel_measured_unpatched_on(platform)
+        };
+        assert!(on(Version(2022, 11), Version(10, 2), Platform::Tdx));
+        assert!(!on(Version(2022, 11), Version(10, 2), Platform::Vtpm));
+        assert!(!on(Version(2022, 11), Version(10, 1), Platform::Tdx));
+        assert!(on(Version(2025, 2), Version(10, 0), Platform::Vtpm));
+        // The TD fw_cfg items: edk2-stable202505 on.
+        let ovmf = |v| Quirks::resolve(Some(v), None, None).td_measures_fw_cfg_items;
+        assert!(!ovmf(Version(2025, 2)) && ovmf(Version(2025, 5)) && ovmf(Version(2026, 8)));
     }
 }

@@ -475,13 +475,15 @@ pub fn predict_for(
             option_roms: option_roms.clone(),
             smbios_tables: oracle.get(SMBIOS_TABLES).map(Vec::as_slice),
             firmware_strings: resolved.firmware_strings.as_ref(),
+            fw_cfg_files: oracle,
+            fw_cfg_boot_menu: oracle.get(qemu::fwcfg::BOOT_MENU_ITEM).map(Vec::as_slice),
             boot,
         };
         predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
     };
     match (&resolved.vm.boot, &resolved.uki) {
         (qemu::vm::Boot::Kernel { cmdline, .. }, _) => {
-            let kernel = kernel_as_measured(resolved, oracle)?;
+            let kernel = kernel_as_measured(resolved, oracle, platform)?;
             predict(Boot::Kernel(KernelBoot {
                 kernel: &kernel,
                 initrd,
@@ -517,6 +519,7 @@ pub fn predict_for(
 fn kernel_as_measured(
     resolved: &Resolved,
     oracle: &BTreeMap<String, Vec<u8>>,
+    platform: Platform,
 ) -> Result<Vec<u8>, String> {
     let served = oracle.get(qemu::fwcfg::BOOT_KERNEL_FILE);
     if served.is_some() != resolved.quirks.qemu_serves_unpatched_kernel {
@@ -539,7 +542,9 @@ fn kernel_as_measured(
         ));
     }
     match served {
-        Some(kernel) if resolved.quirks.kernel_measured_unpatched() => Ok(kernel.clone()),
+        Some(kernel) if resolved.quirks.kernel_measured_unpatched_on(platform) => {
+            Ok(kernel.clone())
+        }
         _ => qemu::fwcfg::kernel_as_loaded(oracle).map_err(|e| format!("fw_cfg oracle: {e}")),
     }
 }

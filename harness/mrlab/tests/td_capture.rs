@@ -56,6 +56,8 @@ fn predicted_kernel_boot_has_the_td_capture_shape_and_digests() {
         option_roms: Vec::new(),
         smbios_tables: None,
         firmware_strings: None,
+        fw_cfg_files: &Default::default(),
+        fw_cfg_boot_menu: None,
         boot: Boot::Kernel(KernelBoot {
             kernel: &kernel,
             initrd: Some(&measure::Digests::of(b"stand-in initrd")),

@@ -598,14 +598,22 @@ async fn read_all(
             files.insert(name.to_string(), fw_cfg.read(data_item, size).await?);
         }
     }
+    // OVMF ≥ edk2-stable202505 reads (and in a TD measures) the numbered BootMenu item.
+    files.insert(
+        BOOT_MENU_ITEM.to_string(),
+        fw_cfg.read(FW_CFG_BOOT_MENU, 2).await?,
+    );
     Ok(files)
 }
 
 /// Keys of the -kernel items in a [`dump_fw_cfg`] map (parenthesised: no fw_cfg file has them).
 pub const SETUP_ITEM: &str = "(setup)";
 pub const KERNEL_ITEM: &str = "(kernel)";
+/// Key of the numbered item `FW_CFG_BOOT_MENU` (`-boot menu=`, a little-endian u16).
+pub const BOOT_MENU_ITEM: &str = "(BootMenu)";
 /// `include/standard-headers/linux/qemu_fw_cfg.h`.
 const FW_CFG_KERNEL_SIZE: u16 = 0x08;
+const FW_CFG_BOOT_MENU: u16 = 0x0e;
 const FW_CFG_KERNEL_DATA: u16 = 0x11;
 const FW_CFG_SETUP_SIZE: u16 = 0x17;
 const FW_CFG_SETUP_DATA: u16 = 0x18;

@@ -95,6 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "digest": e.digests.sha384_hex(),
                     "digest_sha256": e.digests.sha256_hex(),
                     "label": e.label,
+                    "data": evidence::decode::describe(e),
                     "varies_with": e.varies_with,
                 })
             })

@@ -1,0 +1,134 @@
+//! The TD prediction on the newest stack, through `mrlab predict --platform tdx`: what OVMF
+//! 2026.08 measures in a TD that 2025.02 does not.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// Writes a `-kernel` scenario on `firmware` and `qemu` into `dir` and returns its TD prediction.
+fn predict_td(dir: &Path, firmware: &str, qemu: &str) -> Value {
+    let name = format!("{firmware}-{qemu}");
+    let scenario = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"{name}\"\nboot = \"kernel\"\ncpus = 1\nmemory = \"2G\"\n\
+             firmware = \"{firmware}\"\nkernel = \"kernel-6.12\"\ninitrd = \"none\"\n\
+             cmdline = \"console=ttyS0\"\nqemu = \"{qemu}\"\n"
+        ),
+    )
+    .expect("write scenario");
+    let out = Command::new(env!("CARGO_BIN_EXE_mrlab"))
+        .args(["predict", "--platform", "tdx", "--json"])
+        .arg(&scenario)
+        .output()
+        .expect("run mrlab predict");
+    assert!(
+        out.status.success(),
+        "mrlab predict {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("predict --json")
+}
+
+fn event<'a>(prediction: &'a Value, label: &str) -> &'a Value {
+    prediction["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["label"] == label)
+        .unwrap_or_else(|| panic!("no {label} event"))
+}
+
+fn events_labelled<'a>(prediction: &'a Value, prefix: &str) -> Vec<&'a Value> {
+    prediction["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["label"].as_str().is_some_and(|l| l.starts_with(prefix)))
+        .collect()
+}
+
+/// edk2 ≥ stable202505 measures the cached fw_cfg items into RTMR0 right after the TD HOB and
+/// CFV (quirk ovmf-td-fw-cfg-items-measured); 2025.02 does not. This VM has no extra PCI
+/// roots, boot menu wait, reserved memory end or PciMmio64 file: BootMenu (always read) and
+/// bootorder are the two.
+#[test]
+fn fw_cfg_items_are_measured_by_ovmf_2026_08_and_not_by_2025_02() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let new = predict_td(dir.path(), "ovmf-2026.08", "qemu-11.1");
+    let items = events_labelled(&new, "fw_cfg:");
+    let labels: Vec<&str> = items.iter().map(|e| e["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["fw_cfg:BootMenu", "fw_cfg:bootorder"]);
+    for e in &items {
+        assert_eq!(e["register"], "rtmr0");
+        assert_eq!(e["type"], "EV_PLATFORM_CONFIG_FLAGS");
+    }
+    assert_eq!(items[0]["data"], "QEMU FW CFG \"BootMenu\"");
+    assert_eq!(items[1]["data"], "QEMU FW CFG \"bootorder\"");
+    // BootMenu is QEMU's `-boot menu=` default, off: the u16 0, whose SHA-384 is that of two
+    // zero bytes (the same as the BootOrder variable `00 00` of a -kernel boot).
+    assert_eq!(
+        items[0]["digest"],
+        "1dd6f7b457ad880d840d41c961283bab688e94e4b59359ea45686581e90feccea3c624b1226113f824f315eb60ae0a7c"
+    );
+    // The bootorder of a -kernel VM without bootindex devices: the bytes every vtpm boot's guest
+    // read back from fw_cfg (results/snapshots, e.g. kernel-smoke.snap `bootorder 53d3dbc0…`).
+    assert_eq!(
+        items[1]["digest"],
+        "53d3dbc00691328371e74c1b1c77bdf1bf4ff79dd1b55222b694fe8341cd8b0adb3a9ab9286552c681272883b9b0fc1d"
+    );
+    // Right after the TD HOB and the CFV.
+    let order: Vec<&str> = new["events"].as_array().unwrap()[..4]
+        .iter()
+        .map(|e| e["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["td_hob", "cfv", "fw_cfg:BootMenu", "fw_cfg:bootorder"]
+    );
+
+    let old = predict_td(dir.path(), "ovmf-2025.02", "qemu-10.0");
+    assert!(events_labelled(&old, "fw_cfg:").is_empty());
+    assert_ne!(new["registers"]["rtmr0"], Value::Null);
+}
+
+/// QEMU ≥ 10.2 no longer patches the setup header of a confidential guest's `-kernel` (quirk
+/// qemu-coco-kernel-header-unpatched): with OVMF 2022.11, which reads the setup and kernel items,
+/// RTMR1's kernel event is QEMU 10.0's patched image but QEMU 11.1's file as given, whose
+/// Authenticode SHA-256 is the digest Debian's signature in that file signs.
+#[test]
+fn a_td_on_qemu_11_1_measures_the_kernel_file_as_given() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let patched = predict_td(dir.path(), "ovmf-2022.11", "qemu-10.0");
+    let unpatched = predict_td(dir.path(), "ovmf-2022.11", "qemu-11.1");
+    let (patched, unpatched) = (event(&patched, "pe:kernel"), event(&unpatched, "pe:kernel"));
+    assert_eq!(unpatched["register"], "rtmr1");
+    assert_ne!(patched["digest"], unpatched["digest"]);
+
+    let cache = images::Cache::open(&images::workspace_root()).expect("image cache");
+    let vmlinuz = std::fs::read(cache.kernel("kernel-6.12").expect("kernel-6.12").vmlinuz)
+        .expect("read vmlinuz");
+    let image = measure::pe::PeImage::parse(&vmlinuz).expect("vmlinuz is a PE image");
+    let signed: Vec<String> = image
+        .signed_digests()
+        .expect("signature")
+        .iter()
+        .filter(|d| d.algorithm == measure::pe::DigestAlgorithm::Sha256)
+        .map(|d| hex::encode(&d.digest))
+        .collect();
+    assert!(
+        !signed.is_empty(),
+        "Debian's vmlinuz carries a SHA-256 signature"
+    );
+    assert!(
+        signed
+            .iter()
+            .any(|d| unpatched["digest_sha256"] == d.as_str()),
+        "{signed:?} vs {}",
+        unpatched["digest_sha256"]
+    );
+    assert!(!signed
+        .iter()
+        .any(|d| patched["digest_sha256"] == d.as_str()));
+}

@@ -141,6 +141,21 @@ pub struct GptData {
     pub partitions: Vec<PartitionEntry>,
 }
 
+/// How many leading bytes of a disk its primary GPT spans, through the end of the partition
+/// entry array its header (LBA 1, in `head`) points to: all of the disk that
+/// [`GptData::from_disk`] reads. `None` when `head` holds no decodable header; the caller then
+/// hands over the whole disk and `from_disk` names the problem.
+pub fn primary_gpt_len(head: &[u8], block_size: u32) -> Option<u64> {
+    let bs = block_size as usize;
+    let header = GptHeader::decode(head.get(bs..bs.checked_mul(2)?)?).ok()?;
+    let entries =
+        u64::from(header.number_of_partition_entries) * u64::from(header.size_of_partition_entry);
+    header
+        .partition_entry_lba
+        .checked_mul(u64::from(block_size))?
+        .checked_add(entries)
+}
+
 impl GptData {
     /// Read and validate the primary GPT of a disk image with `block_size`-byte sectors.
     pub fn from_disk(disk: &[u8], block_size: u32) -> Result<GptData, GptError> {

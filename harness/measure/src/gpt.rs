@@ -328,6 +328,25 @@ mod tests {
     }
 
     #[test]
+    fn the_primary_gpt_spans_through_its_entry_array() {
+        // UEFI 2.10 §5.3.2: PartitionEntryLBA at offset 72, NumberOfPartitionEntries at 80,
+        // SizeOfPartitionEntry at 84. The usual layout (entries at LBA 2, 128 × 128 bytes) spans
+        // 2 × 512 + 16384 bytes.
+        let mut head = vec![0u8; 1024];
+        head[512..520].copy_from_slice(SIGNATURE);
+        head[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+        head[512 + 80..512 + 84].copy_from_slice(&128u32.to_le_bytes());
+        head[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+        assert_eq!(primary_gpt_len(&head, 512), Some(17408));
+        // No header, or too little of one: the caller reads the whole disk.
+        assert_eq!(primary_gpt_len(&head[..600], 512), None);
+        assert_eq!(primary_gpt_len(&[0u8; 1024], 512), None);
+        // An entry LBA whose byte offset overflows.
+        head[512 + 72..512 + 80].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(primary_gpt_len(&head, 512), None);
+    }
+
+    #[test]
     fn decode_never_panics_on_truncation_or_flips() {
         let mut header = [0u8; HEADER_SIZE];
         header[..8].copy_from_slice(SIGNATURE);

@@ -206,6 +206,20 @@ impl Cache {
         &self.packages
     }
 
+    /// Why a VM with a TPM cannot run on firmware package `id`, if it cannot: Debian's
+    /// `ovmf-inteltdx` is edk2's OvmfPkg/IntelTdx build, whose IntelTdxX64.dsc has TdTcg2Dxe
+    /// (RTMR measurement) and no TPM driver (no Tcg2Dxe, no TPM2_ENABLE).
+    pub fn firmware_without_tpm(&self, id: &str) -> Option<String> {
+        let package = self.packages.iter().find(|p| p.id == id)?;
+        (package.name == "ovmf-inteltdx").then(|| {
+            format!(
+                "{id} is Debian's {} {}, edk2's IntelTdx build: it has no TPM driver and boots \
+                 only as a TD (`--platform tdx`, `--backend tdx`), never on vtpm",
+                package.name, package.version
+            )
+        })
+    }
+
     pub(crate) fn locked(&self, id: &str) -> Result<&Package, Error> {
         self.packages
             .iter()

@@ -19,5 +19,6 @@ pub mod smbios;
 pub mod systemd;
 pub mod tdvf;
 pub mod uefi;
+pub mod varstore;
 
 pub use event::{Digests, Event, EventType, Input, Platform, Platforms, Register, Registers};

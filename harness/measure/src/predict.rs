@@ -169,6 +169,8 @@ fn vtpm_unpredicted(q: &Quirks) -> Vec<Unpredicted> {
 pub enum PredictError {
     #[error("firmware: {0}")]
     Firmware(#[from] tdvf::TdvfError),
+    #[error("firmware variable store: {0}")]
+    VarStore(#[from] crate::varstore::VarStoreError),
     #[error("fw_cfg: {0}")]
     FwCfg(#[from] crate::fwcfg::MissingItem),
     #[error("kernel image: {0}")]
@@ -238,8 +240,10 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
     }
 
     // RTMR0 in a TD starts with the TD HOB and the CFV (TdxHelperLib).
+    let mut enrolled = None;
     if inputs.platform == Platform::Tdx {
         let tdvf = tdvf::Tdvf::parse(inputs.firmware)?;
+        enrolled = enrolled_keys(tdvf::cfv(&tdvf, inputs.firmware)?)?;
         events.push(tdvf::td_hob_event(&tdvf, inputs.memory)?);
         events.push(tdvf::cfv_event(&tdvf, inputs.firmware)?);
         // Then the fw_cfg items PlatformPei / PeilessStartup caches (edk2 ≥ stable202505).
@@ -255,11 +259,17 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
 
     // PCR7: Secure Boot configuration, then its separator.
     for variable in SecureBootVariable::ALL {
-        let data: &[u8] = match (variable, q.secure_boot) {
-            (SecureBootVariable::SecureBoot, SecureBootVar::Disabled) => &[0],
+        let data: &[u8] = match (&enrolled, variable, q.secure_boot) {
+            (Some(_), SecureBootVariable::SecureBoot, _) => &[1],
+            (Some(store), _, _) => store.get(&variable).map_or(&[], Vec::as_slice),
+            (None, SecureBootVariable::SecureBoot, SecureBootVar::Disabled) => &[0],
             _ => &[],
         };
-        events.push(uefi::secure_boot_variable(variable, data));
+        let mut event = uefi::secure_boot_variable(variable, data);
+        if enrolled.is_some() {
+            event.varies_with.push(Input::Firmware);
+        }
+        events.push(event);
     }
     events.push(uefi::separator(7));
 
@@ -329,10 +339,21 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
     }
     // Every PCR 0–15 is predicted, events and value, but for the declared exceptions: a PCR
     // the boot does not touch (PCR8, 14, 15; PCR11–13 on -kernel boots) is predicted empty.
-    let unpredicted = match inputs.platform {
+    let mut unpredicted = match inputs.platform {
         Platform::Vtpm => vtpm_unpredicted(q),
         Platform::Tdx => Vec::new(),
     };
+    if enrolled.is_some() {
+        unpredicted.push(Unpredicted {
+            pcr: 7,
+            event_types: vec![EventType::EFI_VARIABLE_AUTHORITY],
+            reason: "this firmware enrolls Secure Boot keys: each image it verifies logs the db \
+                     entry that allowed it (EV_EFI_VARIABLE_AUTHORITY), which is not predicted, \
+                     so RTMR0 differs if any is logged; an image no db key signs does not load \
+                     at all"
+                .into(),
+        });
+    }
     let full_pcrs: BTreeSet<u32> = match inputs.platform {
         Platform::Vtpm => (0..=15)
             .filter(|p| unpredicted.iter().all(|u| u.pcr != *p))
@@ -350,6 +371,30 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
         full_pcrs,
         unpredicted,
     })
+}
+
+/// The Secure Boot keys a firmware image enrolls at build time: PK, KEK, db, dbx as its CFV's
+/// variable store holds them, when it holds a PK; `None` for a store without one (Secure Boot
+/// not enrolled: the quirks decide `SecureBoot`).
+///
+/// With a PK the platform is in user mode, and SecurityPkg AuthVariableLib
+/// (`AuthVariableLibInitialize`) then creates `SecureBootEnable` = enabled when the store has
+/// none, and `SecureBoot` = 1.
+fn enrolled_keys(
+    cfv: &[u8],
+) -> Result<Option<BTreeMap<SecureBootVariable, Vec<u8>>>, PredictError> {
+    let store = crate::varstore::variables(cfv)?;
+    let key = |v: SecureBootVariable| (v.vendor(), v.name().to_string());
+    if !store.contains_key(&key(SecureBootVariable::Pk)) {
+        return Ok(None);
+    }
+    Ok(Some(
+        SecureBootVariable::ALL
+            .into_iter()
+            .filter(|v| *v != SecureBootVariable::SecureBoot)
+            .filter_map(|v| store.get(&key(v)).map(|data| (v, data.clone())))
+            .collect(),
+    ))
 }
 
 /// The -kernel path: OVMF loads the kernel before ReadyToBoot, then the Linux EFI stub runs.

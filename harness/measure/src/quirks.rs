@@ -417,8 +417,8 @@ pub static ROWS: &[Row] = &[
         apply: |q| q.ovmf_network_boot_options = NETWORK_BOOT_IPXE_ONLY,
         reason: "Debian's OVMF 2025.02 registers one network boot option per NIC, iPXE's \
                  \"UEFI PXEv4 (MAC:…)\" on `…/MAC(m)` from QEMU's efi-virtio.rom, and none of \
-                 edk2's NetworkPkg PXE/HTTP options that 2022.11 adds after it. Observed on a vTPM \
-                 UKI boot with two virtio-net NICs (Boot0002, Boot0003).",
+                 edk2's NetworkPkg PXE/HTTP options that 2022.11 adds after it. Observed on vTPM \
+                 UKI boots with two virtio-net NICs, 2025.02 and 2026.08 alike.",
     },
     Row {
         id: "ovmf-kernel-initrd-option-first",

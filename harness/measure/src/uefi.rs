@@ -292,7 +292,7 @@ impl VariableData {
 }
 
 /// The Secure Boot configuration variables measured into PCR7 (in this order by edk2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SecureBootVariable {
     SecureBoot,
     Pk,

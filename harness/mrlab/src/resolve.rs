@@ -121,6 +121,9 @@ pub fn resolve_without_qemu(
             None,
         )
     } else {
+        if let (true, Some(why)) = (tpm, cache.firmware_without_tpm(&scenario.firmware)) {
+            return Err(key_err("firmware", why));
+        }
         let path = cache.firmware(&scenario.firmware).map_err(images_err)?;
         let version = package_version(cache, &scenario.firmware);
         (path, version)

@@ -7,6 +7,16 @@ use std::process::Command;
 
 /// Writes a `-kernel` scenario on `firmware` and `qemu` into `dir` and returns its TD prediction.
 fn predict_td(dir: &Path, firmware: &str, qemu: &str) -> Value {
+    let out = predict(dir, firmware, qemu, "tdx");
+    assert!(
+        out.status.success(),
+        "mrlab predict {firmware} {qemu}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("predict --json")
+}
+
+fn predict(dir: &Path, firmware: &str, qemu: &str, platform: &str) -> std::process::Output {
     let name = format!("{firmware}-{qemu}");
     let scenario = dir.join(format!("{name}.toml"));
     std::fs::write(
@@ -18,17 +28,11 @@ fn predict_td(dir: &Path, firmware: &str, qemu: &str) -> Value {
         ),
     )
     .expect("write scenario");
-    let out = Command::new(env!("CARGO_BIN_EXE_mrlab"))
-        .args(["predict", "--platform", "tdx", "--json"])
+    Command::new(env!("CARGO_BIN_EXE_mrlab"))
+        .args(["predict", "--platform", platform, "--json"])
         .arg(&scenario)
         .output()
-        .expect("run mrlab predict");
-    assert!(
-        out.status.success(),
-        "mrlab predict {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("predict --json")
+        .expect("run mrlab predict")
 }
 
 fn event<'a>(prediction: &'a Value, label: &str) -> &'a Value {
@@ -131,4 +135,71 @@ fn a_td_on_qemu_11_1_measures_the_kernel_file_as_given() {
     assert!(!signed
         .iter()
         .any(|d| patched["digest_sha256"] == d.as_str()));
+}
+
+/// Debian's IntelTdx build (`OVMF.inteltdx.ms.fd`) enrolls the Microsoft keys in its CFV: the
+/// TD prediction measures SecureBoot = 1 and PK, KEK, db, dbx with the store's bytes, not the
+/// empty variables of the generic 2026.08 build; on vtpm the build is refused (no TPM).
+#[test]
+fn the_inteltdx_build_measures_its_enrolled_keys_and_is_refused_on_vtpm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tdx = predict_td(dir.path(), "ovmf-2026.08-inteltdx", "qemu-11.1");
+    let generic = predict_td(dir.path(), "ovmf-2026.08", "qemu-11.1");
+
+    let cache = images::Cache::open(&images::workspace_root()).expect("image cache");
+    let image = std::fs::read(cache.firmware("ovmf-2026.08-inteltdx").expect("firmware"))
+        .expect("read firmware");
+    let tdvf = measure::tdvf::Tdvf::parse(&image).expect("TDVF metadata");
+    let store = measure::varstore::variables(measure::tdvf::cfv(&tdvf, &image).expect("CFV"))
+        .expect("variable store");
+    let contains = |name: &str, text: &[u8]| {
+        store
+            .iter()
+            .find(|((_, n), _)| n == name)
+            .is_some_and(|(_, data)| data.windows(text.len()).any(|w| w == text))
+    };
+    // The certificates' subject names, as Microsoft issues them.
+    assert!(contains("KEK", b"Microsoft Corporation KEK CA 2011"));
+    assert!(contains("db", b"Microsoft Windows Production PCA 2011"));
+    assert!(contains("db", b"Microsoft Corporation UEFI CA 2011"));
+
+    let sha384 = |bytes: &[u8]| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha384::digest(bytes))
+    };
+    for (name, vendor) in [
+        ("SecureBoot", measure::uefi::EFI_GLOBAL_VARIABLE),
+        ("PK", measure::uefi::EFI_GLOBAL_VARIABLE),
+        ("KEK", measure::uefi::EFI_GLOBAL_VARIABLE),
+        ("db", measure::uefi::EFI_IMAGE_SECURITY_DATABASE),
+        ("dbx", measure::uefi::EFI_IMAGE_SECURITY_DATABASE),
+    ] {
+        let data = if name == "SecureBoot" {
+            vec![1]
+        } else {
+            store[&(vendor, name.to_string())].clone()
+        };
+        // UEFI_VARIABLE_DATA (TCG PC Client spec): GUID, name length, data length, UTF-16 name,
+        // data.
+        let mut logged = vendor.0.to_vec();
+        logged.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        logged.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        logged.extend(name.encode_utf16().flat_map(u16::to_le_bytes));
+        logged.extend_from_slice(&data);
+        let label = format!("efi:{name}");
+        assert_eq!(event(&tdx, &label)["digest"], sha384(&logged), "{label}");
+        assert_ne!(
+            event(&tdx, &label)["digest"],
+            event(&generic, &label)["digest"]
+        );
+    }
+    assert_eq!(tdx["registers"]["mrtd"].as_str().map(str::len), Some(96));
+
+    let refused = predict(dir.path(), "ovmf-2026.08-inteltdx", "qemu-11.1", "vtpm");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("key `firmware`") && stderr.contains("no TPM driver"),
+        "{stderr}"
+    );
 }

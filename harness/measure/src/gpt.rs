@@ -141,6 +141,21 @@ pub struct GptData {
     pub partitions: Vec<PartitionEntry>,
 }
 
+/// How many leading bytes of a disk its primary GPT spans, through the end of the partition
+/// entry array its header (LBA 1, in `head`) points to: all of the disk that
+/// [`GptData::from_disk`] reads. `None` when `head` holds no decodable header; the caller then
+/// hands over the whole disk and `from_disk` names the problem.
+pub fn primary_gpt_len(head: &[u8], block_size: u32) -> Option<u64> {
+    let bs = block_size as usize;
+    let header = GptHeader::decode(head.get(bs..bs.checked_mul(2)?)?).ok()?;
+    let entries =
+        u64::from(header.number_of_partition_entries) * u64::from(header.size_of_partition_entry);
+    header
+        .partition_entry_lba
+        .checked_mul(u64::from(block_size))?
+        .checked_add(entries)
+}
+
 impl GptData {
     /// Read and validate the primary GPT of a disk image with `block_size`-byte sectors.
     pub fn from_disk(disk: &[u8], block_size: u32) -> Result<GptData, GptError> {
@@ -310,6 +325,25 @@ mod tests {
     fn crc32_check_value() {
         // The CRC-32/ISO-HDLC check value from the CRC catalogue.
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn the_primary_gpt_spans_through_its_entry_array() {
+        // UEFI 2.10 §5.3.2: PartitionEntryLBA at offset 72, NumberOfPartitionEntries at 80,
+        // SizeOfPartitionEntry at 84. The usual layout (entries at LBA 2, 128 × 128 bytes) spans
+        // 2 × 512 + 16384 bytes.
+        let mut head = vec![0u8; 1024];
+        head[512..520].copy_from_slice(SIGNATURE);
+        head[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+        head[512 + 80..512 + 84].copy_from_slice(&128u32.to_le_bytes());
+        head[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+        assert_eq!(primary_gpt_len(&head, 512), Some(17408));
+        // No header, or too little of one: the caller reads the whole disk.
+        assert_eq!(primary_gpt_len(&head[..600], 512), None);
+        assert_eq!(primary_gpt_len(&[0u8; 1024], 512), None);
+        // An entry LBA whose byte offset overflows.
+        head[512 + 72..512 + 80].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(primary_gpt_len(&head, 512), None);
     }
 
     #[test]

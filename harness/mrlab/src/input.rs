@@ -67,6 +67,28 @@ pub fn read(path: &Path, kind: Kind) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// The part of the disk image at `path` that its primary GPT spans (what a UEFI boot from it
+/// measures), not the whole image: an ESP image is 130 MiB, its GPT 17 KiB. A disk whose first
+/// two blocks hold no GPT header is read whole, so the GPT check names what is wrong with it.
+pub fn read_gpt_span(path: &Path, block_size: u32) -> Result<Vec<u8>, String> {
+    let name = path.display();
+    let head_len = 2 * u64::from(block_size);
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(head_len).read_to_end(&mut head))
+        .map_err(|e| format!("{name}: {e}"))?;
+    match measure::gpt::primary_gpt_len(&head, block_size) {
+        Some(len) if len <= DISK.max => {
+            let mut span = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(len).read_to_end(&mut span))
+                .map_err(|e| format!("{name}: {e}"))?;
+            Ok(span)
+        }
+        _ => read(path, DISK),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -252,12 +252,13 @@ pub fn predict_for(
             }))
         }
         (qemu::vm::Boot::Disk, Some(uki)) => {
-            let disk = read(&uki.disk, DISK)?;
+            let block_size = 512;
+            let disk = crate::input::read_gpt_span(&uki.disk, block_size)?;
             let bootloader = read(&uki.bootloader, IMAGE)?;
             let image = read(&uki.uki, IMAGE)?;
             predict(Boot::Uki(UkiBoot {
                 disk: &disk,
-                block_size: 512,
+                block_size,
                 disk_pci: uki.disk_pci.clone(),
                 other_disks_pci: uki.other_disks_pci.clone(),
                 nics: uki.nics.clone(),

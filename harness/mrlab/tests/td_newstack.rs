@@ -203,3 +203,31 @@ fn the_inteltdx_build_measures_its_enrolled_keys_and_is_refused_on_vtpm() {
         "{stderr}"
     );
 }
+
+/// Every predicted TD event carries its verification status: the empty Secure Boot variables
+/// of the generic build equal the dstack TD capture's (harness/fixtures), the fw_cfg items were
+/// never seen by anything but this code, and the IntelTdx build's enrolled keys neither (its
+/// SecureBoot = 01 is in a capture).
+#[test]
+fn every_td_event_says_how_far_it_is_verified() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status = |p: &Value, label: &str| event(p, label)["verification"].clone();
+    let generic = predict_td(dir.path(), "ovmf-2026.08", "qemu-11.1");
+    for e in generic["events"].as_array().unwrap() {
+        assert!(
+            ["verified-vtpm", "verified-capture", "unverified"]
+                .contains(&e["verification"].as_str().unwrap_or_default()),
+            "{e}"
+        );
+    }
+    assert_eq!(status(&generic, "efi:SecureBoot"), "verified-capture");
+    assert_eq!(status(&generic, "fw_cfg:BootMenu"), "unverified");
+    assert_eq!(status(&generic, "fw_cfg:bootorder"), "unverified");
+    assert_eq!(status(&generic, "linux:cmdline"), "verified-vtpm");
+    let inteltdx = predict_td(dir.path(), "ovmf-2026.08-inteltdx", "qemu-11.1");
+    // SecureBoot = 01 is the same event in any TD with Secure Boot on, and a capture has it.
+    assert_eq!(status(&inteltdx, "efi:SecureBoot"), "verified-capture");
+    for label in ["efi:PK", "efi:KEK", "efi:db", "efi:dbx"] {
+        assert_eq!(status(&inteltdx, label), "unverified", "{label}");
+    }
+}

@@ -1,6 +1,7 @@
-//! Unified kernel images built with systemd's own `ukify` (package `ukify-257`), so the UKIs
-//! the harness boots are laid out exactly as the ones users ship; the systemd-stub is selectable
-//! (`systemd-boot-252` or `systemd-boot-257`), which decides what gets measured into PCR 11.
+//! Unified kernel images built with systemd's own `ukify` (the stub's version where the lock
+//! pins it, `ukify-262` for `systemd-boot-262`; else `ukify-257`), so the UKIs the harness boots
+//! are laid out exactly as the ones users ship; the systemd-stub is selectable
+//! (`systemd-boot-252` … `systemd-boot-262`), which decides what gets measured into PCR 11.
 //!
 //! Determinism: ukify copies the stub and appends sections in a fixed order; the only clock it
 //! reads is for signing certificates, which is not used. `SOURCE_DATE_EPOCH` is pinned anyway and
@@ -17,7 +18,7 @@ pub const UKI_OS_RELEASE: &str = "ID=mrlab\nNAME=\"mrlab agent\"\nVERSION_ID=1\n
 
 /// Bumped whenever the way UKIs are assembled changes.
 const UKI_FORMAT: &str = "mrlab-uki-v1";
-/// Package providing `usr/bin/ukify`.
+/// Package providing `usr/bin/ukify` for stubs whose own systemd version has no pinned ukify.
 pub const UKIFY_PACKAGE: &str = "ukify-257";
 
 /// What goes into a UKI.
@@ -58,12 +59,23 @@ impl Cache {
         Ok(path)
     }
 
+    /// The ukify package a UKI with stub `stub_id` is built with: `ukify-<v>` for
+    /// `systemd-boot-<v>` when the lock pins it, else [`UKIFY_PACKAGE`].
+    pub fn ukify_for(&self, stub_id: &str) -> String {
+        stub_id
+            .strip_prefix("systemd-boot-")
+            .map(|v| format!("ukify-{v}"))
+            .filter(|id| self.packages().iter().any(|p| &p.id == id))
+            .unwrap_or_else(|| UKIFY_PACKAGE.to_owned())
+    }
+
     /// Builds (or finds) the UKI for `spec` under `<root>/images/uki-<key>/uki.efi`, keyed by
     /// the locked kernel, stub and ukify packages, the cmdline and the initrd's sha256.
     pub fn uki(&self, spec: &UkiSpec) -> Result<PathBuf, Error> {
         let kernel = self.kernel(&spec.kernel_id)?;
         let stub = self.stub(&spec.stub_id)?;
-        let ukify = self.package(UKIFY_PACKAGE)?.join("usr/bin/ukify");
+        let ukify_id = self.ukify_for(&spec.stub_id);
+        let ukify = self.package(&ukify_id)?.join("usr/bin/ukify");
         let initrd = fs::read(&spec.initrd).map_err(|e| Error::Io(spec.initrd.clone(), e))?;
 
         let mut key = Sha256::new();
@@ -71,7 +83,7 @@ impl Cache {
             UKI_FORMAT,
             &self.locked(&spec.kernel_id)?.sha256,
             &self.locked(&spec.stub_id)?.sha256,
-            &self.locked(UKIFY_PACKAGE)?.sha256,
+            &self.locked(&ukify_id)?.sha256,
             &spec.cmdline,
             UKI_OS_RELEASE,
         ] {
@@ -147,5 +159,19 @@ impl Cache {
             });
         }
         Ok(output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stub_is_built_with_the_ukify_of_its_own_systemd_where_pinned() {
+        let cache = Cache::open(&crate::workspace_root()).expect("lock");
+        assert_eq!(cache.ukify_for("systemd-boot-262"), "ukify-262");
+        assert_eq!(cache.ukify_for("systemd-boot-257"), "ukify-257");
+        // No ukify-252 is pinned: 257's builds the old stubs' UKIs.
+        assert_eq!(cache.ukify_for("systemd-boot-252"), UKIFY_PACKAGE);
     }
 }

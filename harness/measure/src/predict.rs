@@ -79,17 +79,17 @@ pub struct Inputs<'a> {
     /// PCI option ROMs (label, ROM bytes) in PCI slot order: OVMF loads and measures their EFI
     /// drivers during PCI enumeration (see [`crate::optionrom`]).
     pub option_roms: Vec<(String, &'a [u8])>,
-    /// Every fw_cfg file QEMU serves (name → bytes): the items OVMF caches and, in a TD, measures
-    /// (see [`crate::fwcfg`]).
-    pub fw_cfg_files: &'a BTreeMap<String, Vec<u8>>,
-    /// The numbered fw_cfg item `BootMenu` (0x0e) as QEMU serves it.
-    pub fw_cfg_boot_menu: Option<&'a [u8]>,
     /// QEMU's fw_cfg file `etc/smbios/smbios-tables`, for an OVMF that measures its SMBIOS
     /// table (quirk `ovmf-smbios-measured`).
     pub smbios_tables: Option<&'a [u8]>,
     /// The firmware build's version, vendor and release date strings, where known (a managed
     /// OVMF package): its CRTM version and SMBIOS type 0.
     pub firmware_strings: Option<&'a FirmwareStrings>,
+    /// Every fw_cfg file QEMU serves (name → bytes): the items OVMF caches and, in a TD, measures
+    /// (see [`crate::fwcfg`]).
+    pub fw_cfg_files: &'a BTreeMap<String, Vec<u8>>,
+    /// The numbered fw_cfg item `BootMenu` (0x0e) as QEMU serves it.
+    pub fw_cfg_boot_menu: Option<&'a [u8]>,
     pub boot: Boot<'a>,
 }
 

@@ -178,17 +178,17 @@ impl Quirks {
         self.qemu_serves_unpatched_kernel && self.ovmf_prefers_unpatched_kernel
     }
 
+    /// Whether the prediction needs the firmware build's strings (its CRTM version or SMBIOS
+    /// type 0, see [`crate::smbios::FirmwareStrings`]).
+    pub fn needs_firmware_strings(&self) -> bool {
+        self.smbios_measured || self.crtm_version == CrtmVersion::FirmwareVersionString
+    }
+
     /// The same on `platform`: a TD on a QEMU that does not patch a confidential guest's
     /// kernel also loads the file as given, whichever fw_cfg items OVMF takes it from.
     pub fn kernel_measured_unpatched_on(&self, platform: crate::Platform) -> bool {
         self.kernel_measured_unpatched()
             || (platform == crate::Platform::Tdx && self.qemu_coco_kernel_unpatched)
-    }
-
-    /// Whether the prediction needs the firmware build's strings (its CRTM version or SMBIOS
-    /// type 0, see [`crate::smbios::FirmwareStrings`]).
-    pub fn needs_firmware_strings(&self) -> bool {
-        self.smbios_measured || self.crtm_version == CrtmVersion::FirmwareVersionString
     }
 
     /// Apply every row matching the versions. A component whose version is unknown matches no
@@ -417,8 +417,8 @@ pub static ROWS: &[Row] = &[
         apply: |q| q.ovmf_network_boot_options = NETWORK_BOOT_IPXE_ONLY,
         reason: "Debian's OVMF 2025.02 registers one network boot option per NIC, iPXE's \
                  \"UEFI PXEv4 (MAC:…)\" on `…/MAC(m)` from QEMU's efi-virtio.rom, and none of \
-                 edk2's NetworkPkg PXE/HTTP options that 2022.11 adds after it. Observed on a vTPM \
-                 UKI boot with two virtio-net NICs (Boot0002, Boot0003).",
+                 edk2's NetworkPkg PXE/HTTP options that 2022.11 adds after it. Observed on vTPM \
+                 UKI boots with two virtio-net NICs, 2025.02 and 2026.08 alike.",
     },
     Row {
         id: "ovmf-kernel-initrd-option-first",

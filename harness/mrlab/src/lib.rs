@@ -1,10 +1,11 @@
 //! mrlab as a library: scenarios, prediction inputs, the runner, comparison and reports. The
 //! `mrlab` binary is a thin CLI over this; the e2e tests drive it directly.
 
-pub mod compare;
-pub mod diagnose;
 pub mod input;
+pub mod judge;
 pub mod predictor;
+pub mod prepare;
+pub mod recorded;
 pub mod report;
 pub mod resolve;
 pub mod run;

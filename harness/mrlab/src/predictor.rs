@@ -42,11 +42,11 @@
 //! the builtin TD prediction of the same VM, whose TDX-relevant events the vTPM run checks
 //! against the real firmware; reports label it `builtin (vtpm-verified)`.
 
+use crate::prepare::{builtin_registers, Prepared, TdRegisters};
+use crate::report::predictors::{PredictorReport, RegisterRow, Status};
 use crate::report::{ScenarioReport, Verdict};
 use crate::resolve::Resolved;
-use measure::tdvf::{self, PageOrder};
-use measure::{Register, Registers};
-use serde::Serialize;
+use measure::tdvf::PageOrder;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -144,14 +144,7 @@ pub fn check_unique(predictors: &[Predictor]) -> Result<(), String> {
     Ok(())
 }
 
-/// TD registers: MRTD, RTMR0–2 and, when known, RTMR3.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TdRegisters {
-    pub mrtd: [u8; 48],
-    pub rtmr: [[u8; 48]; 3],
-    pub rtmr3: Option<[u8; 48]>,
-}
-
+/// The contract's side of the TD registers: by register name, and read from stdout.
 impl TdRegisters {
     fn get(&self, name: &str) -> Option<[u8; 48]> {
         match name {
@@ -196,28 +189,6 @@ impl TdRegisters {
     }
 }
 
-/// The builtin TD registers of a TD preparation: MRTD from the firmware in `order`, RTMRs
-/// folded from the predicted events.
-pub fn builtin_registers(
-    prepared: &crate::run::Prepared,
-    order: PageOrder,
-) -> Result<TdRegisters, String> {
-    let path = &prepared.resolved.vm.firmware;
-    let firmware = crate::input::read(path, crate::input::FIRMWARE)?;
-    let parsed = tdvf::Tdvf::parse(&firmware).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mrtd = tdvf::mrtd(&parsed, &firmware, order).map_err(|e| e.to_string())?;
-    let regs = Registers::fold(&prepared.prediction.events);
-    Ok(TdRegisters {
-        mrtd,
-        rtmr: [
-            regs.get(Register::Rtmr0),
-            regs.get(Register::Rtmr1),
-            regs.get(Register::Rtmr2),
-        ],
-        rtmr3: Some(regs.get(Register::Rtmr3)),
-    })
-}
-
 /// What a predictor produced for one VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Prediction {
@@ -229,43 +200,6 @@ pub enum Prediction {
     /// The predictor cannot express this VM at all.
     Unsupported(String),
     Error(String),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Every register matches the reference.
-    Match,
-    /// Every compared register matches; some were not comparable (see their `unsupported`).
-    Partial,
-    Mismatch,
-    Unsupported,
-    Error,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct RegisterRow {
-    pub name: String,
-    pub predicted: Option<String>,
-    pub reference: Option<String>,
-    /// None when not compared (unsupported, or a side lacks the register).
-    #[serde(rename = "match")]
-    pub matches: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unsupported: Option<String>,
-}
-
-/// One predictor side by side with the reference, for one scenario.
-#[derive(Clone, Debug, Serialize)]
-pub struct PredictorReport {
-    pub name: String,
-    pub kind: String,
-    /// What the predicted values are compared with: `actual (…)` or `builtin (vtpm-verified)`.
-    pub reference: String,
-    pub status: Status,
-    pub error: Option<String>,
-    pub unsupported: Option<String>,
-    pub registers: Vec<RegisterRow>,
 }
 
 /// Compare a predictor's result with the reference.
@@ -395,7 +329,7 @@ pub async fn vs_builtin(
 ) -> Vec<PredictorReport> {
     const LABEL: &str = "builtin (vtpm-verified)";
     let order = PageOrder::SinglePass;
-    let td = crate::run::prepare(scenario, cache, measure::Platform::Tdx)
+    let td = crate::prepare::prepare(scenario, cache, measure::Platform::Tdx)
         .await
         .and_then(|p| builtin_registers(&p, order).map(|reference| (p, reference)));
     match td {
@@ -434,7 +368,7 @@ pub fn errored(predictor: &Predictor, error: String, reference_label: &str) -> P
 /// `reference`.
 pub async fn check_all(
     predictors: &[Predictor],
-    td: &crate::run::Prepared,
+    td: &Prepared,
     order: PageOrder,
     reference: &TdRegisters,
     reference_label: &str,

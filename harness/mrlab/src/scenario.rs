@@ -132,6 +132,14 @@ pub struct DstackPreset {
     /// Empty pcie-root-ports, as dstack adds one per GPU/NVSwitch.
     #[serde(default)]
     pub root_ports: u8,
+    /// GPUs and NVSwitches dstack passes through (vfio-pci): refused, see [`Scenario::parse`].
+    #[serde(default)]
+    pub gpus: u32,
+    #[serde(default)]
+    pub nvswitches: u32,
+    /// dstack's `hugepages`: refused as not predicted yet, see [`Scenario::parse`].
+    #[serde(default)]
+    pub hugepages: bool,
 }
 
 impl Default for DstackPreset {
@@ -143,6 +151,9 @@ impl Default for DstackPreset {
             vsock: true,
             host_share: DstackHostShare::default(),
             root_ports: 0,
+            gpus: 0,
+            nvswitches: 0,
+            hugepages: false,
         }
     }
 }
@@ -301,6 +312,24 @@ impl Scenario {
                 }
                 if scenario.boot == BootMode::Uki {
                     return Err(invalid("preset", "dstack boots with -kernel, not a UKI"));
+                }
+                let preset = scenario.dstack.clone().unwrap_or_default();
+                if preset.gpus > 0 || preset.nvswitches > 0 {
+                    return Err(invalid(
+                        "dstack",
+                        "GPUs and NVSwitches are vfio-pci passthrough of host devices, which \
+                         cannot be created here; `root_ports = N` gives the pcie-root-port each \
+                         sits behind (what ACPI and the PCI layout see of them)",
+                    ));
+                }
+                if preset.hugepages {
+                    return Err(invalid(
+                        "dstack",
+                        "hugepages is not predicted yet: dstack-vmm then backs RAM with a \
+                         memory-backend-file in NUMA node 0 (SRAT) and adds a pxb-pcie expander \
+                         bridge (pcie.node0, addr 0xa, bus_nr 5), which the fw_cfg oracle's PCI \
+                         model does not cover",
+                    ));
                 }
             }
             None if scenario.dstack.is_some() => {
@@ -551,6 +580,23 @@ mod tests {
             assert!(e.contains("key `devices`: virtfs tag"), "{bad:?}: {e}");
         }
         assert!(parse("name = \"a\"\n[[devices]]\nkind = \"virtfs\"\ntag = \"share_1\"").is_ok());
+    }
+
+    #[test]
+    fn dstack_gpus_nvswitches_and_hugepages_are_refused_with_the_reason() {
+        for (key, why) in [
+            ("gpus = 1", "cannot be created here"),
+            ("nvswitches = 2", "cannot be created here"),
+            ("hugepages = true", "hugepages is not predicted yet"),
+        ] {
+            let e = parse(&format!(
+                "name = \"a\"\npreset = \"dstack\"\n[dstack]\n{key}"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("key `dstack`") && e.contains(why), "{key}: {e}");
+        }
+        assert!(parse("name = \"a\"\npreset = \"dstack\"\n[dstack]\nroot_ports = 2").is_ok());
     }
 
     #[test]

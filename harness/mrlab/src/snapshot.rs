@@ -13,8 +13,8 @@
 //! QEMU or OVMF) or a file does not match its digest.
 
 use crate::input::{read, DISK, IMAGE};
+use crate::prepare::{self, Prepared};
 use crate::resolve::{self, Resolved};
-use crate::run::{self, Prepared};
 use crate::scenario::Scenario;
 use measure::quirks::Version;
 use measure::Platform;
@@ -272,8 +272,8 @@ pub fn prepare(
             .option_roms
             .push((label.to_string(), dir.join(relative(&name)?)));
     }
-    let initrd = run::read_initrd_digests(&resolved.vm)?;
-    run::prepared_from(resolved, oracle, initrd, platform)
+    let initrd = prepare::read_initrd_digests(&resolved.vm)?;
+    prepare::prepared_from(resolved, oracle, initrd, platform)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! events that check a TD prediction.
 
 use measure::verification::{td_statuses, Verification};
-use measure::{Event, Platform};
+use measure::Event;
 use std::path::Path;
 
 /// The folders of `harness/fixtures` that hold real TD event logs (CCEL, dstack JSON); every file
@@ -41,16 +41,8 @@ pub fn captured_td_events(root: &Path) -> Vec<Event> {
 }
 
 /// The verification status of each TD event before any boot: a capture's, else the vTPM
-/// prediction of the same VM (which a vtpm run of it checks event by event), else unverified.
-/// A firmware refused on vtpm has no vTPM prediction.
-pub async fn before_boot(
-    scenario: &crate::scenario::Scenario,
-    cache: &images::Cache,
-    td: &[Event],
-) -> Vec<Verification> {
-    let vtpm = crate::run::prepare(scenario, cache, Platform::Vtpm)
-        .await
-        .map(|p| p.prediction.events)
-        .unwrap_or_default();
-    td_statuses(td, &vtpm, &captured_td_events(&images::workspace_root()))
+/// prediction of the same VM (`vtpm`, which a vtpm run of it checks event by event), else
+/// unverified. A firmware refused on vtpm has no vTPM prediction (`vtpm` empty).
+pub fn before_boot(td: &[Event], vtpm: &[Event]) -> Vec<Verification> {
+    td_statuses(td, vtpm, &captured_td_events(&images::workspace_root()))
 }

@@ -7,7 +7,8 @@
 //! as such, so a rebuilt agent does not churn every snapshot; they are still compared, byte
 //! for byte, by the run itself.
 
-use mrlab::compare::Outcome;
+use mrlab::prepare;
+use mrlab::report::Outcome;
 use mrlab::report::{ScenarioReport, Verdict};
 use mrlab::run::{self, Options};
 use mrlab::scenario::Scenario;
@@ -205,7 +206,11 @@ fn one_more_device_changes_the_acpi_tables() {
             .join(format!("{name}.toml"));
         let scenario = Scenario::load(&path).unwrap();
         let p = rt
-            .block_on(run::prepare(&scenario, &cache(), measure::Platform::Vtpm))
+            .block_on(prepare::prepare(
+                &scenario,
+                &cache(),
+                measure::Platform::Vtpm,
+            ))
             .unwrap();
         p.oracle
             .get("etc/acpi/tables")
@@ -235,7 +240,7 @@ fn one_more_device_changes_the_acpi_tables() {
 /// and mutations of it: its prepared prediction, serial log and decoded record.
 struct RealRun {
     scenario: PathBuf,
-    prepared: Box<run::Prepared>,
+    prepared: Box<prepare::Prepared>,
     serial: Vec<u8>,
     record: agent::record::Record,
     dir: PathBuf,
@@ -262,7 +267,7 @@ fn kernel_smoke() -> &'static RealRun {
         // The judge of the platform the guest ran on: a TD's record (MRLAB_BACKEND=tdx) goes to
         // the TD judge, as in `mrlab run --backend tdx`.
         let prepared = rt
-            .block_on(run::prepare(&scenario, &cache(), platform()))
+            .block_on(prepare::prepare(&scenario, &cache(), platform()))
             .unwrap();
         RealRun {
             scenario: path,
@@ -301,10 +306,11 @@ fn corrupt_or_missing_evidence_is_an_error() {
     assert!(e.contains("evidence record"), "{e}");
 
     // `mrlab diagnose --evidence DIR` reads the saved evidence back and judges it the same way.
-    let record = mrlab::diagnose::record_from_dir(dir).expect("evidence/ in the results folder");
-    let again = run::judge_record(&real.prepared, "kernel-smoke", &record).expect("judges");
+    let record = mrlab::recorded::record_from_dir(dir).expect("evidence/ in the results folder");
+    let again =
+        mrlab::judge::judge_record(&real.prepared, "kernel-smoke", &record).expect("judges");
     assert_eq!(again.verdict, Verdict::Pass, "{:?}", again.reason);
-    assert!(mrlab::diagnose::record_from_dir(&dir.join("no-such-folder")).is_err());
+    assert!(mrlab::recorded::record_from_dir(&dir.join("no-such-folder")).is_err());
 }
 
 /// The record travels over the emulated UART byte by byte: v2 deflates it, so kernel-smoke's
@@ -606,7 +612,11 @@ fn tdx_event_counts_are_the_td_predictions() {
     let scenario = Scenario::load(&real.scenario).unwrap();
     let _machine = shared();
     let td = runtime()
-        .block_on(run::prepare(&scenario, &cache(), measure::Platform::Tdx))
+        .block_on(prepare::prepare(
+            &scenario,
+            &cache(),
+            measure::Platform::Tdx,
+        ))
         .unwrap();
     let labels = |events: &[measure::Event]| -> Vec<String> {
         events.iter().map(|e| e.label.clone()).collect()
@@ -614,7 +624,7 @@ fn tdx_event_counts_are_the_td_predictions() {
     let counted = real.prepared.td_events.as_ref().expect("a TD prediction");
     assert_eq!(labels(counted), labels(&td.prediction.events));
 
-    let pass = run::judge_record(&real.prepared, "kernel-smoke", &real.record).unwrap();
+    let pass = mrlab::judge::judge_record(&real.prepared, "kernel-smoke", &real.record).unwrap();
     let tdx = pass.tdx_events.expect("TD events counted");
     assert_eq!(tdx.total, td.prediction.events.len());
     let td_only: Vec<&str> = td
@@ -630,7 +640,7 @@ fn tdx_event_counts_are_the_td_predictions() {
     assert_eq!(tdx.checked, tdx.total - td_only.len());
 
     let wrong = mutate(&real.record, Mutation::OneBankDigest(9, "sha384"));
-    let fail = run::judge_record(&real.prepared, "kernel-smoke", &wrong).unwrap();
+    let fail = mrlab::judge::judge_record(&real.prepared, "kernel-smoke", &wrong).unwrap();
     assert_eq!(fail.tdx_events.unwrap().checked, tdx.checked - 1);
 }
 
@@ -641,7 +651,7 @@ fn extra_events_fail_the_register_check_too() {
     let real = kernel_smoke();
     for pcr in [8, 12, 14] {
         let mutated = mutate(&real.record, Mutation::ExtraIpl(pcr));
-        let report = run::judge_record(&real.prepared, "kernel-smoke", &mutated).unwrap();
+        let report = mrlab::judge::judge_record(&real.prepared, "kernel-smoke", &mutated).unwrap();
         let bad: Vec<&str> = report
             .registers
             .iter()
@@ -654,7 +664,7 @@ fn extra_events_fail_the_register_check_too() {
         );
     }
     let mutated = mutate(&real.record, Mutation::ExtraFirmwareBlob);
-    let report = run::judge_record(&real.prepared, "kernel-smoke", &mutated).unwrap();
+    let report = mrlab::judge::judge_record(&real.prepared, "kernel-smoke", &mutated).unwrap();
     assert_eq!(report.verdict, Verdict::Pass, "{:?}", report.reason);
     assert!(report
         .unpredicted_pcrs

@@ -43,7 +43,7 @@ fn every_matrix_scenario_predicts_the_same_from_its_snapshot() {
     for file in files {
         let scenario = Scenario::load(&file).expect("scenario");
         let live = rt
-            .block_on(mrlab::run::prepare(&scenario, &cache, Platform::Vtpm))
+            .block_on(mrlab::prepare::prepare(&scenario, &cache, Platform::Vtpm))
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let dir = tempfile::tempdir().unwrap();
         mrlab::snapshot::write(dir.path(), &live.resolved, &live.oracle).expect("snapshot");
@@ -118,7 +118,7 @@ fn a_snapshot_that_does_not_fit_is_refused() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
     let nic1 = Scenario::load(&dir.join("nic-1.toml")).unwrap();
     let live = rt
-        .block_on(mrlab::run::prepare(&nic1, &cache, Platform::Vtpm))
+        .block_on(mrlab::prepare::prepare(&nic1, &cache, Platform::Vtpm))
         .unwrap();
     let snap = tempfile::tempdir().unwrap();
     mrlab::snapshot::write(snap.path(), &live.resolved, &live.oracle).unwrap();

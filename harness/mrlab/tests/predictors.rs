@@ -3,7 +3,8 @@
 //! are wrong, crash or print garbage; and the dstack-mr adapter against a stub that records what
 //! it was given (no boot: resolving and the fw_cfg oracle are enough).
 
-use mrlab::predictor::{self, Prediction, Predictor, Status};
+use mrlab::predictor::{self, Prediction, Predictor};
+use mrlab::report::predictors::Status;
 use mrlab::report::Verdict;
 use mrlab::run::{self, Options};
 use mrlab::scenario::Scenario;

@@ -54,10 +54,10 @@ fn predicted_kernel_boot_has_the_td_capture_shape_and_digests() {
         memory: 64 << 30,
         acpi_blobs: acpi,
         option_roms: Vec::new(),
-        fw_cfg_files: &Default::default(),
-        fw_cfg_boot_menu: None,
         smbios_tables: None,
         firmware_strings: None,
+        fw_cfg_files: &Default::default(),
+        fw_cfg_boot_menu: None,
         boot: Boot::Kernel(KernelBoot {
             kernel: &kernel,
             initrd: Some(&measure::Digests::of(b"stand-in initrd")),
@@ -123,9 +123,10 @@ fn predicted_kernel_boot_has_the_td_capture_shape_and_digests() {
 #[test]
 fn diagnose_names_the_first_divergence_of_the_td_capture() {
     use measure::tdvf::PageOrder;
-    use mrlab::diagnose::{diagnose_td, TdEvidence};
+    use mrlab::judge::diagnose_td;
+    use mrlab::prepare::prepare;
+    use mrlab::recorded::TdEvidence;
     use mrlab::report::Verdict;
-    use mrlab::run::prepare;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dstack-td.toml");

@@ -2,10 +2,11 @@
 
 use measure::tdvf::PageOrder;
 use measure::Platform;
-use mrlab::diagnose::{self, TdEvidence};
+use mrlab::judge;
 use mrlab::predictor;
+use mrlab::prepare;
+use mrlab::recorded::{self, TdEvidence};
 use mrlab::report::{self, Verdict};
-use mrlab::run;
 use mrlab::scenario::Scenario;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let evidence = match &args.evidence {
         Some(dir) => Some((
             dir,
-            diagnose::record_from_dir(dir).map_err(anyhow::Error::msg)?,
+            recorded::record_from_dir(dir).map_err(anyhow::Error::msg)?,
         )),
         None => None,
     };
@@ -69,8 +70,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         record.get("ccel/data").is_some() && record.get("tpm/binary_bios_measurements").is_none()
     };
     let report = if let Some((_, record)) = evidence.as_ref().filter(|(_, r)| !from_td(r)) {
-        let prepared = ready(rt.block_on(run::prepare(&scenario, &cache, Platform::Vtpm)))?;
-        let mut report = run::judge_record(&prepared, &file, record).map_err(anyhow::Error::msg)?;
+        let prepared = ready(rt.block_on(prepare::prepare(&scenario, &cache, Platform::Vtpm)))?;
+        let mut report =
+            judge::judge_record(&prepared, &file, record).map_err(anyhow::Error::msg)?;
         if !args.predictors.is_empty() {
             let rows = rt.block_on(predictor::vs_builtin(
                 &args.predictors,
@@ -90,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             None => td_evidence_from_files(&args)?,
         };
-        let prepared = ready(rt.block_on(run::prepare(&scenario, &cache, Platform::Tdx)))?;
+        let prepared = ready(rt.block_on(prepare::prepare(&scenario, &cache, Platform::Tdx)))?;
         let order = match args.mrtd_order.as_str() {
             "two-pass" => PageOrder::TwoPass,
             "single-pass" => PageOrder::SinglePass,
@@ -98,9 +100,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         let label = format!("actual ({})", td.source);
         let mut report =
-            diagnose::diagnose_td(&prepared, &file, &td, order).map_err(anyhow::Error::msg)?;
+            judge::diagnose_td(&prepared, &file, &td, order).map_err(anyhow::Error::msg)?;
         if !args.predictors.is_empty() {
-            let actual = predictor::TdRegisters {
+            let actual = prepare::TdRegisters {
                 mrtd: td.mrtd,
                 rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
                 rtmr3: Some(td.rtmrs[3]),
@@ -209,6 +211,6 @@ fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
     })
 }
 
-fn ready(p: Result<Box<run::Prepared>, String>) -> anyhow::Result<Box<run::Prepared>> {
+fn ready(p: Result<Box<prepare::Prepared>, String>) -> anyhow::Result<Box<prepare::Prepared>> {
     p.map_err(anyhow::Error::msg)
 }

@@ -3,7 +3,6 @@
 
 use measure::quirks::Quirks;
 use measure::{Event, Platform};
-use mrlab::run;
 use mrlab::scenario::Scenario;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -54,7 +53,7 @@ fn side(
     platform: Platform,
 ) -> anyhow::Result<Side> {
     let prepared = rt
-        .block_on(run::prepare(&scenario, cache, platform))
+        .block_on(mrlab::prepare::prepare(&scenario, cache, platform))
         .map_err(|e| anyhow::anyhow!("{title}: {e}"))?;
     let r = &prepared.resolved;
     let systemd = r.uki.as_ref().and_then(|u| u.systemd_version);

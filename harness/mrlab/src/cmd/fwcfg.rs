@@ -28,7 +28,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let files = rt.block_on(qemu::fwcfg::dump_fw_cfg(
         &resolved.vm,
         &resolved.qemu_binary,
-        mrlab::run::firmware_pci(&resolved),
+        mrlab::prepare::firmware_pci(&resolved),
     ))?;
     let written = mrlab::snapshot::write(&args.out, &resolved, &files)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;

@@ -2,7 +2,7 @@
 
 use measure::tdvf::PageOrder;
 use measure::Platform;
-use mrlab::run;
+use mrlab::prepare;
 use mrlab::scenario::Scenario;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -44,27 +44,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cache = images::Cache::open(&images::workspace_root())?;
     let prepared = match &args.fwcfg {
         Some(dir) => mrlab::snapshot::prepare(&scenario, &cache, platform, dir),
-        None => tokio::runtime::Runtime::new()?.block_on(run::prepare(&scenario, &cache, platform)),
+        None => {
+            tokio::runtime::Runtime::new()?.block_on(prepare::prepare(&scenario, &cache, platform))
+        }
     }
     .map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
     let prediction = &prepared.prediction;
     // Per TD event: how far it has been checked against real firmware.
     let statuses: Vec<&str> = match platform {
-        Platform::Tdx => tokio::runtime::Runtime::new()?
-            .block_on(mrlab::verification::before_boot(
-                &scenario,
-                &cache,
-                &prediction.events,
-            ))
-            .into_iter()
-            .map(|v| v.as_str())
-            .collect(),
+        Platform::Tdx => {
+            let vtpm = tokio::runtime::Runtime::new()?
+                .block_on(mrlab::prepare::prepare(&scenario, &cache, Platform::Vtpm))
+                .map(|p| p.prediction.events)
+                .unwrap_or_default();
+            mrlab::verification::before_boot(&prediction.events, &vtpm)
+                .into_iter()
+                .map(|v| v.as_str())
+                .collect()
+        }
         Platform::Vtpm => vec!["-"; prediction.events.len()],
     };
     let registers = match platform {
         Platform::Tdx => {
             // The same values `--predictor` compares external predictors with.
-            let regs = mrlab::predictor::builtin_registers(&prepared, PageOrder::SinglePass)
+            let regs = mrlab::prepare::builtin_registers(&prepared, PageOrder::SinglePass)
                 .map_err(anyhow::Error::msg)?;
             json!({
                 "mrtd": hex::encode(regs.mrtd),
@@ -78,7 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let mut map = serde_json::Map::new();
             for pcr in 0..16u32 {
                 let value = if prediction.full_pcrs.contains(&pcr) {
-                    Value::String(hex::encode(run::fold_pcr(
+                    Value::String(hex::encode(prepare::fold_pcr(
                         &prediction.events,
                         pcr,
                         "sha384",

@@ -5,18 +5,9 @@
 //! log is a divergence) or *partially predicted* (the predicted events must appear in order, other
 //! events — e.g. PCR0 firmware volume blobs — are not judged).
 
+use crate::report::{Counts, Outcome};
 use measure::Event;
-use serde::Serialize;
 use std::collections::BTreeSet;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Matched,
-    Mismatched,
-    Missing,
-    Unexpected,
-}
 
 /// One aligned pair. `predicted` and `actual` index the slices given to [`align`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,14 +22,6 @@ pub struct Entry {
 pub struct Alignment {
     /// Entries in log order (a missing event sits where it should have been).
     pub entries: Vec<Entry>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub matched: usize,
-    pub mismatched: usize,
-    pub missing: usize,
-    pub unexpected: usize,
 }
 
 impl Alignment {

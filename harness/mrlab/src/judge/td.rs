@@ -1,0 +1,132 @@
+//! The TD judge: the CCEL must replay to the TD's RTMRs, align register by register with the
+//! TD prediction, and MRTD/RTMR0–2 must be the predicted ones.
+
+use super::align;
+use super::{divergence, divergence_reason};
+use crate::prepare::Prepared;
+use crate::recorded::TdEvidence;
+use crate::report::{RegisterRow, ScenarioReport, Verdict};
+use evidence::log::conventional_pcr;
+use measure::tdvf::PageOrder;
+use measure::{Event, Register};
+use std::collections::BTreeSet;
+
+/// Compare a TD's evidence with the TD prediction of `prepared`.
+pub fn diagnose_td(
+    prepared: &Prepared,
+    file: &str,
+    evidence: &TdEvidence,
+    page_order: PageOrder,
+) -> Result<ScenarioReport, String> {
+    let replayed = evidence.log.replay_rtmrs();
+    let mut problems = Vec::new();
+    for (i, reg) in [
+        Register::Rtmr0,
+        Register::Rtmr1,
+        Register::Rtmr2,
+        Register::Rtmr3,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if replayed.get(reg) != evidence.rtmrs[i] {
+            problems.push(format!(
+                "the event log does not replay to {reg} of the {}: log {} vs {}",
+                evidence.source,
+                hex::encode(replayed.get(reg)),
+                hex::encode(evidence.rtmrs[i])
+            ));
+        }
+    }
+
+    // Align register by register: predicted events take the conventional PCR of their register,
+    // as log events from a CCEL do.
+    let predicted: Vec<Event> = prepared
+        .prediction
+        .events
+        .iter()
+        .filter_map(|e| {
+            let reg = e.register().filter(|r| *r != Register::Mrtd)?;
+            Some(Event {
+                pcr: conventional_pcr(reg),
+                ..e.clone()
+            })
+        })
+        .collect();
+    let actual: Vec<Event> = evidence
+        .log
+        .events
+        .iter()
+        .map(|e| e.event.clone())
+        .collect();
+    let full: BTreeSet<u32> = [Register::Rtmr0, Register::Rtmr1, Register::Rtmr2]
+        .into_iter()
+        .map(conventional_pcr)
+        .collect();
+    let alignment = align::align(&predicted, &actual, &full);
+    let counts = alignment.counts();
+
+    let builtin = crate::prepare::builtin_registers(prepared, page_order)?;
+    let mut registers = vec![row("mrtd", &builtin.mrtd, &evidence.mrtd)];
+    for (i, reg) in [Register::Rtmr0, Register::Rtmr1, Register::Rtmr2]
+        .into_iter()
+        .enumerate()
+    {
+        registers.push(row(reg.name(), &builtin.rtmr[i], &evidence.rtmrs[i]));
+    }
+
+    let first_divergence = alignment
+        .first_divergence()
+        .map(|d| divergence(d, &predicted, &actual));
+    let events_ok = counts.mismatched == 0 && counts.missing == 0 && counts.unexpected == 0;
+    let (verdict, reason) = if !problems.is_empty() {
+        (Verdict::Error, Some(problems.join("; ")))
+    } else if !events_ok {
+        let d = alignment
+            .first_divergence()
+            .expect("a divergence when events differ");
+        let place = d
+            .predicted
+            .map(|i| &predicted[i])
+            .or(d.actual.map(|j| &actual[j]))
+            .and_then(Event::register)
+            .map_or(format!("PCR{}", d.pcr), |r| r.to_string());
+        (
+            Verdict::Fail,
+            Some(divergence_reason(
+                &alignment, d, &predicted, &actual, &place,
+            )),
+        )
+    } else if let Some(bad) = registers.iter().find(|r| !r.matches) {
+        (
+            Verdict::Fail,
+            Some(format!("{} differs from the prediction", bad.name)),
+        )
+    } else {
+        (Verdict::Pass, None)
+    };
+    let mut report = ScenarioReport::error(
+        &prepared.resolved.scenario.name,
+        file,
+        "tdx",
+        String::new(),
+        0.0,
+    );
+    report.verdict = verdict;
+    report.reason = reason;
+    report.registers = registers;
+    report.events = counts;
+    report.first_divergence = first_divergence;
+    report.qemu_version = prepared.resolved.qemu_version.map(|v| v.to_string());
+    report.ovmf_version = prepared.resolved.ovmf_version.map(|v| v.to_string());
+    Ok(report)
+}
+
+fn row(name: &str, predicted: &[u8; 48], actual: &[u8; 48]) -> RegisterRow {
+    RegisterRow {
+        name: name.to_string(),
+        predicted: Some(hex::encode(predicted)),
+        actual: Some(hex::encode(actual)),
+        matches: predicted == actual,
+    }
+}

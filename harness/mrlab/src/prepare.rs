@@ -1,0 +1,272 @@
+//! Prepare a scenario: resolve it to a VM, ask the fw_cfg oracle (that VM's own QEMU), and
+//! predict its measurements. Nothing boots here.
+
+use crate::input::{read, DISK, IMAGE};
+use crate::resolve::{self, Resolved};
+use crate::scenario::Scenario;
+use measure::predict::{self, Boot, KernelBoot, Prediction, UkiBoot};
+use measure::tdvf::{self, PageOrder};
+use measure::{Event, Platform, Register, Registers};
+use std::collections::BTreeMap;
+
+/// A scenario ready to boot: its VM, the oracle's fw_cfg dump and the prediction.
+pub struct Prepared {
+    pub resolved: Resolved,
+    pub oracle: BTreeMap<String, Vec<u8>>,
+    pub prediction: Prediction,
+    /// The events of this VM's TD prediction, which the report counts (the same events as
+    /// `prediction` when preparing a TD), or why there is none (firmware without TDVF metadata).
+    /// For a vTPM VM it is made from the vTPM VM's own fw_cfg, whose ACPI holds a TPM device:
+    /// the events and labels are the TD's, an ACPI digest may not be.
+    pub td_events: Result<Vec<Event>, String>,
+}
+
+/// The ACPI event of the blob the vTPM VM's TPM device adds (`etc/tpm/log`).
+const TPM_LOG_ACPI_EVENT: &str = "acpi:etc/tpm/log";
+
+/// The chipset values the scenario's firmware programs before reading ACPI (its PCIEXBAR).
+pub fn firmware_pci(resolved: &Resolved) -> qemu::fwcfg::FirmwarePci {
+    match resolved.ovmf_version {
+        Some(v) if v >= measure::quirks::Version(2023, 0) => qemu::fwcfg::FirmwarePci::OVMF_2025_02,
+        _ => qemu::fwcfg::FirmwarePci::OVMF_2022_11,
+    }
+}
+
+/// The `-kernel` image OVMF loads and measures: QEMU's patched setup ‖ kernel items, or the
+/// unpatched `etc/boot/kernel` file when this QEMU serves it and this OVMF prefers it (quirks
+/// `qemu-boot-kernel-file`, `ovmf-boot-kernel-file-preferred`). The oracle must agree with the
+/// QEMU row: a file the version says is absent (or the reverse) is an error, not a guess.
+fn kernel_as_measured(
+    resolved: &Resolved,
+    oracle: &BTreeMap<String, Vec<u8>>,
+    platform: Platform,
+) -> Result<Vec<u8>, String> {
+    let served = oracle.get(qemu::fwcfg::BOOT_KERNEL_FILE);
+    if served.is_some() != resolved.quirks.qemu_serves_unpatched_kernel {
+        return Err(format!(
+            "fw_cfg oracle: QEMU {} {} {}, but quirk qemu-boot-kernel-file expects {}",
+            resolved
+                .qemu_version
+                .map_or("(unknown version)".into(), |v| v.to_string()),
+            if served.is_some() {
+                "serves"
+            } else {
+                "does not serve"
+            },
+            qemu::fwcfg::BOOT_KERNEL_FILE,
+            if resolved.quirks.qemu_serves_unpatched_kernel {
+                "it"
+            } else {
+                "none"
+            },
+        ));
+    }
+    match served {
+        Some(kernel) if resolved.quirks.kernel_measured_unpatched_on(platform) => {
+            Ok(kernel.clone())
+        }
+        _ => qemu::fwcfg::kernel_as_loaded(oracle).map_err(|e| format!("fw_cfg oracle: {e}")),
+    }
+}
+
+/// TD registers: MRTD, RTMR0–2 and, when known, RTMR3.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TdRegisters {
+    pub mrtd: [u8; 48],
+    pub rtmr: [[u8; 48]; 3],
+    pub rtmr3: Option<[u8; 48]>,
+}
+
+/// The builtin TD registers of a TD preparation: MRTD from the firmware in `order`, RTMRs
+/// folded from the predicted events.
+pub fn builtin_registers(prepared: &Prepared, order: PageOrder) -> Result<TdRegisters, String> {
+    let path = &prepared.resolved.vm.firmware;
+    let firmware = crate::input::read(path, crate::input::FIRMWARE)?;
+    let parsed = tdvf::Tdvf::parse(&firmware).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mrtd = tdvf::mrtd(&parsed, &firmware, order).map_err(|e| e.to_string())?;
+    let regs = Registers::fold(&prepared.prediction.events);
+    Ok(TdRegisters {
+        mrtd,
+        rtmr: [
+            regs.get(Register::Rtmr0),
+            regs.get(Register::Rtmr1),
+            regs.get(Register::Rtmr2),
+        ],
+        rtmr3: Some(regs.get(Register::Rtmr3)),
+    })
+}
+
+/// A vTPM PCR folded from the predicted events that land in it, in one bank (`sha256` or
+/// `sha384`), starting from zero. Empty when an event has no digest in that bank.
+pub fn fold_pcr(events: &[Event], pcr: u32, bank: &str) -> Vec<u8> {
+    use measure::event::{extend_sha256, extend_sha384};
+    let mut events = events
+        .iter()
+        .filter(|e| e.pcr == pcr && e.extends() && e.platforms.contains(Platform::Vtpm));
+    if bank == "sha256" {
+        let mut value = [0u8; 32];
+        for e in events.by_ref() {
+            let Some(d) = e.digests.sha256 else {
+                return Vec::new();
+            };
+            value = extend_sha256(&value, &d);
+        }
+        value.to_vec()
+    } else {
+        let mut value = [0u8; 48];
+        for e in events {
+            let Some(d) = e.digests.sha384 else {
+                return Vec::new();
+            };
+            value = extend_sha384(&value, &d);
+        }
+        value.to_vec()
+    }
+}
+
+/// Resolve, ask the oracle, predict for `platform` (a vTPM VM has a TPM device, which changes
+/// ACPI; a TD has none). No guest runs, so a VM this host could not run (e.g. a TD's
+/// vhost-vsock without `/dev/vhost-vsock`) is still predicted: the oracle stands in for what it
+/// cannot start, and a prediction or an offline diagnosis needs no more.
+pub async fn prepare(
+    scenario: &Scenario,
+    cache: &images::Cache,
+    platform: Platform,
+) -> Result<Box<Prepared>, String> {
+    let resolved =
+        resolve::resolve(scenario, cache, platform == Platform::Vtpm).map_err(|e| e.to_string())?;
+    prepare_resolved(resolved, platform).await
+}
+
+/// [`prepare`] of a scenario already resolved: the oracle and the prediction, which a boot of
+/// the same VM does not need, so `mrlab run` boots it meanwhile.
+pub async fn prepare_resolved(
+    resolved: Resolved,
+    platform: Platform,
+) -> Result<Box<Prepared>, String> {
+    // The oracle: every fw_cfg file of this very VM, from the same QEMU binary. The initrd is
+    // hashed meanwhile, once for both predictions below.
+    let oracle =
+        qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved));
+    let (oracle, initrd) = tokio::join!(oracle, initrd_digests(&resolved));
+    let oracle = oracle.map_err(|e| e.to_string())?;
+    prepared_from(resolved, oracle, initrd?, platform)
+}
+
+/// The prediction of a resolved VM from its fw_cfg files (the oracle's, or a snapshot's) and
+/// its initrd's digests (read once for both predictions).
+pub fn prepared_from(
+    resolved: Resolved,
+    oracle: BTreeMap<String, Vec<u8>>,
+    initrd: Option<measure::Digests>,
+    platform: Platform,
+) -> Result<Box<Prepared>, String> {
+    let prediction = predict_for(&resolved, &oracle, initrd.as_ref(), platform)?;
+    let td_events = match platform {
+        Platform::Tdx => Ok(prediction.events.clone()),
+        // The vTPM VM's TPM device adds the `etc/tpm/log` ACPI blob, which a TD does not have.
+        Platform::Vtpm => {
+            predict_for(&resolved, &oracle, initrd.as_ref(), Platform::Tdx).map(|p| {
+                p.events
+                    .into_iter()
+                    .filter(|e| e.label != TPM_LOG_ACPI_EVENT)
+                    .collect()
+            })
+        }
+    };
+    Ok(Box::new(Prepared {
+        resolved,
+        oracle,
+        prediction,
+        td_events,
+    }))
+}
+
+/// The digests of a `-kernel` boot's initrd, read and hashed on a blocking thread so that it
+/// overlaps the fw_cfg oracle's QEMU.
+async fn initrd_digests(resolved: &Resolved) -> Result<Option<measure::Digests>, String> {
+    let vm = resolved.vm.clone();
+    tokio::task::spawn_blocking(move || read_initrd_digests(&vm))
+        .await
+        .map_err(|e| format!("hashing the initrd: {e}"))?
+}
+
+/// Both banks' digests of the `-kernel` initrd, if the VM has one.
+pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, String> {
+    match &vm.boot {
+        qemu::vm::Boot::Kernel {
+            initrd: Some(path), ..
+        } => read(path, DISK).map(|b| Some(measure::Digests::of(&b))),
+        _ => Ok(None),
+    }
+}
+
+/// QEMU's SMBIOS structures in fw_cfg, which OVMF installs (and, from 2025.05, measures).
+const SMBIOS_TABLES: &str = "etc/smbios/smbios-tables";
+
+/// The prediction for this VM: oracle blobs, the kernel as QEMU hands it to the firmware, and
+/// the initrd's digests ([`initrd_digests`]) for a `-kernel` boot.
+pub fn predict_for(
+    resolved: &Resolved,
+    oracle: &BTreeMap<String, Vec<u8>>,
+    initrd: Option<&measure::Digests>,
+    platform: Platform,
+) -> Result<Prediction, String> {
+    let firmware = crate::input::read(&resolved.vm.firmware, crate::input::FIRMWARE)?;
+    let acpi_blobs = measure::acpi::measured_blobs(oracle);
+    let roms: Vec<(String, Vec<u8>)> = resolved
+        .option_roms
+        .iter()
+        .map(|(label, path)| read(path, IMAGE).map(|bytes| (label.clone(), bytes)))
+        .collect::<Result<_, _>>()?;
+    let option_roms: Vec<(String, &[u8])> = roms
+        .iter()
+        .map(|(l, b)| (l.clone(), b.as_slice()))
+        .collect();
+    let cmdline_override = resolved.scenario.predict.cmdline.as_deref();
+    let predict = |boot| {
+        let inputs = predict::Inputs {
+            platform,
+            quirks: &resolved.quirks,
+            firmware: &firmware,
+            memory: resolved.vm.memory,
+            acpi_blobs: acpi_blobs.clone(),
+            option_roms: option_roms.clone(),
+            smbios_tables: oracle.get(SMBIOS_TABLES).map(Vec::as_slice),
+            firmware_strings: resolved.firmware_strings.as_ref(),
+            fw_cfg_files: oracle,
+            fw_cfg_boot_menu: oracle.get(qemu::fwcfg::BOOT_MENU_ITEM).map(Vec::as_slice),
+            boot,
+        };
+        predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
+    };
+    match (&resolved.vm.boot, &resolved.uki) {
+        (qemu::vm::Boot::Kernel { cmdline, .. }, _) => {
+            let kernel = kernel_as_measured(resolved, oracle, platform)?;
+            predict(Boot::Kernel(KernelBoot {
+                kernel: &kernel,
+                initrd,
+                cmdline: cmdline_override.unwrap_or(cmdline),
+            }))
+        }
+        (qemu::vm::Boot::Disk, Some(uki)) => {
+            let disk = read(&uki.disk, DISK)?;
+            let bootloader = read(&uki.bootloader, IMAGE)?;
+            let image = read(&uki.uki, IMAGE)?;
+            predict(Boot::Uki(UkiBoot {
+                disk: &disk,
+                block_size: 512,
+                disk_pci: uki.disk_pci.clone(),
+                other_disks_pci: uki.other_disks_pci.clone(),
+                nics: uki.nics.clone(),
+                bootloader: &bootloader,
+                loader_conf: uki.loader_conf.as_deref().map(str::as_bytes),
+                uki: &image,
+                cmdline_override,
+            }))
+        }
+        (qemu::vm::Boot::Disk, None) => {
+            Err("disk boot without a UKI the harness built is not predicted".into())
+        }
+    }
+}

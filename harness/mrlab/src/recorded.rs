@@ -1,0 +1,214 @@
+//! Recorded evidence: the agent's record as a results folder holds it (`evidence/`), written
+//! after a boot and read back for an offline diagnosis, and a TD's evidence taken from a record.
+
+use std::path::Path;
+
+/// Read a results folder's `evidence/` back into a record.
+pub fn record_from_dir(dir: &Path) -> Result<agent::record::Record, String> {
+    let base = if dir.join("evidence").is_dir() {
+        dir.join("evidence")
+    } else {
+        dir.to_path_buf()
+    };
+    let mut record = agent::record::Record::default();
+    let mut stack = vec![base.clone()];
+    let mut files = Vec::new();
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
+            let path = entry.map_err(|e| format!("{}: {e}", d.display()))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    for path in files {
+        let name = path
+            .strip_prefix(&base)
+            .expect("below base")
+            .to_string_lossy()
+            .into_owned();
+        let data = crate::input::read(&path, crate::input::EVIDENCE)?;
+        record.push(name, data);
+    }
+    if record.get("tpm/binary_bios_measurements").is_none() && record.get("ccel/data").is_none() {
+        return Err(format!(
+            "{}: no evidence (neither tpm/binary_bios_measurements nor ccel/data)",
+            base.display()
+        ));
+    }
+    Ok(record)
+}
+
+/// A TD's recorded evidence: its event log and the registers it reported.
+pub struct TdEvidence {
+    pub log: evidence::log::EventLog,
+    pub mrtd: [u8; 48],
+    pub rtmrs: [[u8; 48]; 4],
+    /// Where the registers came from, for messages.
+    pub source: String,
+}
+
+impl TdEvidence {
+    /// A TD's evidence from the agent's record: the CCEL log (`ccel/data`) and the registers of
+    /// the quote (`tdx/quote`) or, without one, of the TDREPORT (`tdx/tdreport`). What is missing
+    /// is an error that carries the agent's own account (`errors`).
+    pub fn from_record(record: &agent::record::Record) -> Result<TdEvidence, String> {
+        let agent_said = || {
+            record
+                .get("errors")
+                .map(|e| format!(" (agent: {})", String::from_utf8_lossy(e).trim()))
+                .unwrap_or_default()
+        };
+        let data = record.get("ccel/data").ok_or_else(|| {
+            format!(
+                "no ccel/data: the guest exposed no CCEL ACPI table data{}",
+                agent_said()
+            )
+        })?;
+        let log = evidence::log::parse(data, evidence::log::Format::Ccel)
+            .map_err(|e| format!("ccel/data: {e}"))?;
+        let (mrtd, rtmrs, source) = if let Some(q) = record.get("tdx/quote") {
+            let quote = evidence::quote::parse(q).map_err(|e| format!("tdx/quote: {e}"))?;
+            (quote.body.mrtd, quote.body.rtmrs, "quote")
+        } else if let Some(r) = record.get("tdx/tdreport") {
+            let report = evidence::tdreport::parse(r).map_err(|e| format!("tdx/tdreport: {e}"))?;
+            (report.mrtd, report.rtmrs, "TDREPORT")
+        } else {
+            return Err(format!(
+                "neither tdx/quote nor tdx/tdreport: no TD registers{}",
+                agent_said()
+            ));
+        };
+        Ok(TdEvidence {
+            log,
+            mrtd,
+            rtmrs,
+            source: source.to_string(),
+        })
+    }
+}
+
+/// Writes each evidence entry to `dir/evidence/<name>`. The names come from the guest: one that
+/// is not a plain relative path (absolute, `..`, `.`) is refused, not written.
+pub fn save_evidence(dir: &Path, record: &agent::record::Record) -> Result<(), String> {
+    use std::path::Component;
+    let base = dir.join("evidence");
+    for (name, data) in &record.entries {
+        let relative = Path::new(name);
+        if name.is_empty()
+            || !relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(format!(
+                "evidence record: entry name {name:?} is not a plain relative path"
+            ));
+        }
+        let path = base.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("{}: cannot save evidence: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, data)
+            .map_err(|e| format!("{}: cannot save evidence: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// PCR values as the guest's sysfs gave them (`tpm/pcr-<bank>/<n>`, hex text).
+pub fn sysfs_pcr(record: &agent::record::Record, bank: &str, pcr: u32) -> Result<Vec<u8>, String> {
+    let name = format!("tpm/pcr-{bank}/{pcr}");
+    let text = record
+        .get(&name)
+        .ok_or_else(|| format!("evidence record has no {name}"))?;
+    hex::decode(String::from_utf8_lossy(text).trim()).map_err(|e| format!("{name}: not hex: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use measure::Register;
+
+    fn fixture(path: &str) -> Vec<u8> {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/").to_string() + path;
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    /// The real GCE TD capture (COS 113), packed as the agent would record it.
+    fn gce_td_record() -> agent::record::Record {
+        let mut record = agent::record::Record::default();
+        record.push(
+            "ccel/data",
+            fixture("tdx-ccel/go-tdx-guest-cos-113/ccel_data.dat"),
+        );
+        record.push(
+            "tdx/quote",
+            fixture("tdx-ccel/go-tdx-guest-cos-113/cos-113-tdx-quote.dat"),
+        );
+        record
+    }
+
+    /// The quote's registers and the CCEL's replay must be the fixture's expected RTMRs.
+    #[test]
+    fn td_evidence_from_a_recorded_capture() {
+        let record = gce_td_record();
+        let td = TdEvidence::from_record(&record).unwrap();
+        assert_eq!(td.source, "quote");
+        let rtmr0 = "3fa2f61f395b7f5feefb4ec2df61297f109ad8abcd6410c1b7df60f21f37b19297fc35e544039c7e1edece752afd17f6";
+        assert_eq!(hex::encode(td.rtmrs[0]), rtmr0);
+        assert_eq!(
+            hex::encode(td.log.replay_rtmrs().get(Register::Rtmr0)),
+            rtmr0
+        );
+        // expected.json: 44 records, the Spec ID header and 16 + 7 + 20 measurements.
+        assert_eq!(td.log.events.len(), 16 + 7 + 20);
+    }
+
+    #[test]
+    fn missing_td_evidence_is_an_error_with_the_agents_account() {
+        let mut record = agent::record::Record::default();
+        record.push(
+            "errors",
+            b"tdx/tdreport: /dev/tdx_guest: not found\n".to_vec(),
+        );
+        let err = TdEvidence::from_record(&record).err().unwrap();
+        assert!(
+            err.contains("no ccel/data") && err.contains("/dev/tdx_guest"),
+            "{err}"
+        );
+        record.push(
+            "ccel/data",
+            fixture("tdx-ccel/go-tdx-guest-cos-113/ccel_data.dat"),
+        );
+        let err = TdEvidence::from_record(&record).err().unwrap();
+        assert!(err.contains("neither tdx/quote nor tdx/tdreport"), "{err}");
+        record.push("tdx/tdreport", vec![0; 10]);
+        let err = TdEvidence::from_record(&record).err().unwrap();
+        assert!(err.starts_with("tdx/tdreport:"), "{err}");
+    }
+
+    #[test]
+    fn evidence_names_from_the_guest_cannot_leave_the_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("scenario");
+        for bad in ["../x", "/abs", "a/../../x", "./x", ""] {
+            let mut record = agent::record::Record::default();
+            record.push("tpm/ok", "fine");
+            record.push(bad, "escaped");
+            let e = save_evidence(&dir, &record).unwrap_err();
+            assert_eq!(
+                e,
+                format!("evidence record: entry name {bad:?} is not a plain relative path")
+            );
+        }
+        // Only the good entries of the first record, inside the folder, were written.
+        assert_eq!(
+            std::fs::read_to_string(dir.join("evidence/tpm/ok")).unwrap(),
+            "fine"
+        );
+        assert!(!root.path().join("x").exists());
+    }
+}

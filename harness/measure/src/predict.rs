@@ -772,8 +772,6 @@ mod tests {
             memory: 2 << 30,
             acpi_blobs: Vec::new(),
             option_roms: Vec::new(),
-            fw_cfg_files: &no_files,
-            fw_cfg_boot_menu: None,
             smbios_tables,
             firmware_strings,
             boot: Boot::Kernel(KernelBoot {

@@ -774,6 +774,8 @@ mod tests {
             option_roms: Vec::new(),
             smbios_tables,
             firmware_strings,
+            fw_cfg_files: &no_files,
+            fw_cfg_boot_menu: None,
             boot: Boot::Kernel(KernelBoot {
                 kernel: b"not reached",
                 initrd: None,

@@ -15,10 +15,23 @@ fn fixture_files() -> Vec<PathBuf> {
             continue;
         }
         for set in std::fs::read_dir(kind).unwrap() {
-            for file in std::fs::read_dir(set.unwrap().path()).unwrap() {
-                let file = file.unwrap().path();
+            let set = set.unwrap().path();
+            // A kind holds sets (folders) or, like smbios/, its fixture files directly.
+            let files: Vec<PathBuf> = if set.is_dir() {
+                std::fs::read_dir(set)
+                    .unwrap()
+                    .map(|f| f.unwrap().path())
+                    .collect()
+            } else {
+                vec![set]
+            };
+            for file in files {
                 let name = file.file_name().unwrap().to_string_lossy().to_string();
-                if name != "expected.json" && !name.ends_with(".yaml") && !name.ends_with(".warn") {
+                if name != "expected.json"
+                    && name != "README.md"
+                    && !name.ends_with(".yaml")
+                    && !name.ends_with(".warn")
+                {
                     out.push(file);
                 }
             }

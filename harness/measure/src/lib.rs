@@ -20,5 +20,6 @@ pub mod systemd;
 pub mod tdvf;
 pub mod uefi;
 pub mod varstore;
+pub mod verification;
 
 pub use event::{Digests, Event, EventType, Input, Platform, Platforms, Register, Registers};

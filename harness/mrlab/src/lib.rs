@@ -12,3 +12,4 @@ pub mod run;
 pub mod scenario;
 pub mod schedule;
 pub mod snapshot;
+pub mod verification;

@@ -203,3 +203,153 @@ fn the_inteltdx_build_measures_its_enrolled_keys_and_is_refused_on_vtpm() {
         "{stderr}"
     );
 }
+
+/// Every predicted TD event carries its verification status: the empty Secure Boot variables
+/// of the generic build equal the dstack TD capture's (harness/fixtures), the fw_cfg items were
+/// never seen by anything but this code, and the IntelTdx build's enrolled keys neither (its
+/// SecureBoot = 01 is in a capture).
+#[test]
+fn every_td_event_says_how_far_it_is_verified() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status = |p: &Value, label: &str| event(p, label)["verification"].clone();
+    let generic = predict_td(dir.path(), "ovmf-2026.08", "qemu-11.1");
+    for e in generic["events"].as_array().unwrap() {
+        assert!(
+            ["verified-vtpm", "verified-capture", "unverified"]
+                .contains(&e["verification"].as_str().unwrap_or_default()),
+            "{e}"
+        );
+    }
+    assert_eq!(status(&generic, "efi:SecureBoot"), "verified-capture");
+    assert_eq!(status(&generic, "fw_cfg:BootMenu"), "unverified");
+    assert_eq!(status(&generic, "fw_cfg:bootorder"), "unverified");
+    assert_eq!(status(&generic, "linux:cmdline"), "verified-vtpm");
+    let inteltdx = predict_td(dir.path(), "ovmf-2026.08-inteltdx", "qemu-11.1");
+    // SecureBoot = 01 is the same event in any TD with Secure Boot on, and a capture has it.
+    assert_eq!(status(&inteltdx, "efi:SecureBoot"), "verified-capture");
+    for label in ["efi:PK", "efi:KEK", "efi:db", "efi:dbx"] {
+        assert_eq!(status(&inteltdx, label), "unverified", "{label}");
+    }
+}
+
+/// A second MRTD implementation, written from the TDX module's definition of the two SEAMCALLs
+/// that extend it rather than from measure::tdvf: MRTD is one SHA-384 over, per 4 KiB page of
+/// each TDVF section (metadata found through the OVMF GUIDed table at the end of the image),
+/// a 128-byte TDH.MEM.PAGE.ADD record ("MEM.PAGE.ADD", GPA) and, for sections with MR_EXTEND,
+/// per 256-byte chunk a TDH.MR.EXTEND record ("MR.EXTEND", GPA) followed by the chunk.
+fn independent_mrtd(image: &[u8], two_pass: bool) -> String {
+    use sha2::Digest;
+    let u16_at = |at: usize| u16::from_le_bytes([image[at], image[at + 1]]) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(image[at..at + 4].try_into().unwrap()) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(image[at..at + 8].try_into().unwrap());
+    // OVMF_TABLE_FOOTER_GUID 96b582de-1fb2-45f7-baea-a366c55a082d at end - 0x30; entries run
+    // backwards, each `data, u16 length, GUID`; TDX_METADATA_OFFSET_GUID e47a6535-… holds the
+    // metadata's distance from the end.
+    let footer = image.len() - 0x30;
+    let guid = |at: usize| &image[at..at + 16];
+    assert_eq!(
+        guid(footer),
+        [
+            0xde, 0x82, 0xb5, 0x96, 0xb2, 0x1f, 0xf7, 0x45, 0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a,
+            0x08, 0x2d
+        ]
+    );
+    let metadata_guid = [
+        0x35, 0x65, 0x7a, 0xe4, 0x4a, 0x98, 0x98, 0x47, 0x86, 0x5e, 0x46, 0x85, 0xa7, 0xbf, 0x8e,
+        0xc2,
+    ];
+    let table_start = footer + 18 - u16_at(footer - 2);
+    let mut end = footer - 2;
+    let mut metadata = None;
+    while end > table_start {
+        let length = u16_at(end - 18);
+        if guid(end - 16) == metadata_guid {
+            metadata = Some(image.len() - u32_at(end - 22));
+        }
+        end -= length;
+    }
+    let metadata = metadata.expect("TDX metadata GUID in the OVMF table");
+    assert_eq!(&image[metadata..metadata + 4], b"TDVF");
+    let sections: Vec<(usize, usize, u64, u64, bool)> = (0..u32_at(metadata + 12))
+        .map(|i| {
+            let at = metadata + 16 + 32 * i;
+            let attributes = u32_at(at + 28);
+            (
+                u32_at(at),
+                u32_at(at + 4),
+                u64_at(at + 8),
+                u64_at(at + 16),
+                attributes & 1 != 0,
+            )
+        })
+        .collect();
+    let mut mrtd = sha2::Sha384::new();
+    let record = |mrtd: &mut sha2::Sha384, op: &[u8], gpa: u64| {
+        let mut buf = [0u8; 128];
+        buf[..op.len()].copy_from_slice(op);
+        buf[16..24].copy_from_slice(&gpa.to_le_bytes());
+        mrtd.update(buf);
+    };
+    let extend_page = |mrtd: &mut sha2::Sha384, data: &[u8], base: u64, page: u64| {
+        for chunk in (page..page + 4096).step_by(256) {
+            record(mrtd, b"MR.EXTEND", chunk);
+            let at = (chunk - base) as usize;
+            let mut bytes = [0u8; 256];
+            let have = data.len().saturating_sub(at).min(256);
+            bytes[..have].copy_from_slice(&data[at..at + have]);
+            mrtd.update(bytes);
+        }
+    };
+    for (offset, raw, base, size, extend) in sections {
+        let data = &image[offset..offset + raw];
+        let pages: Vec<u64> = (base..base + size).step_by(4096).collect();
+        if two_pass {
+            pages
+                .iter()
+                .for_each(|p| record(&mut mrtd, b"MEM.PAGE.ADD", *p));
+            if extend {
+                pages
+                    .iter()
+                    .for_each(|p| extend_page(&mut mrtd, data, base, *p));
+            }
+        } else {
+            for p in pages {
+                record(&mut mrtd, b"MEM.PAGE.ADD", p);
+                if extend {
+                    extend_page(&mut mrtd, data, base, p);
+                }
+            }
+        }
+    }
+    hex::encode(mrtd.finalize())
+}
+
+/// `mrlab firmware` shows MRTD (both page orders), TD HOB and CFV for the generic 2026.08 build
+/// and the IntelTdx build, and its MRTD equals the second implementation above.
+#[test]
+fn mrtd_of_both_2026_08_builds_equals_an_independent_computation() {
+    let cache = images::Cache::open(&images::workspace_root()).expect("image cache");
+    for id in ["ovmf-2026.08", "ovmf-2026.08-inteltdx"] {
+        let path = cache.firmware(id).expect("firmware");
+        let out = Command::new(env!("CARGO_BIN_EXE_mrlab"))
+            .args(["firmware", "--json"])
+            .arg(&path)
+            .output()
+            .expect("run mrlab firmware");
+        assert!(out.status.success(), "{id}");
+        let shown: Value = serde_json::from_slice(&out.stdout).expect("firmware --json");
+        let image = std::fs::read(&path).expect("read firmware");
+        assert_eq!(
+            shown["mrtd"]["single_pass"],
+            independent_mrtd(&image, false),
+            "{id}"
+        );
+        assert_eq!(
+            shown["mrtd"]["two_pass"],
+            independent_mrtd(&image, true),
+            "{id}"
+        );
+        assert_ne!(shown["td_hob"], Value::Null, "{id}");
+        assert_ne!(shown["cfv"], Value::Null, "{id}");
+    }
+}

@@ -50,6 +50,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     .map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
     let prediction = &prepared.prediction;
+    // Per TD event: how far it has been checked against real firmware.
+    let statuses: Vec<&str> = match platform {
+        Platform::Tdx => {
+            let vtpm = tokio::runtime::Runtime::new()?
+                .block_on(mrlab::prepare::prepare(&scenario, &cache, Platform::Vtpm))
+                .map(|p| p.prediction.events)
+                .unwrap_or_default();
+            mrlab::verification::before_boot(&prediction.events, &vtpm)
+                .into_iter()
+                .map(|v| v.as_str())
+                .collect()
+        }
+        Platform::Vtpm => vec!["-"; prediction.events.len()],
+    };
     let registers = match platform {
         Platform::Tdx => {
             // The same values `--predictor` compares external predictors with.
@@ -88,7 +102,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let events: Vec<Value> = prediction
             .events
             .iter()
-            .map(|e| {
+            .zip(&statuses)
+            .map(|(e, status)| {
                 json!({
                     "register": e.register().map(|r| r.to_string()),
                     "pcr": e.pcr,
@@ -98,6 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "digest_sha256": e.digests.sha256_hex(),
                     "label": e.label,
                     "data": evidence::decode::describe(e),
+                    "verification": status,
                     "varies_with": e.varies_with,
                 })
             })
@@ -116,12 +132,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!(
-            "{:>3}  {:<6} {:>4}  {:<40} {:<34} {:<18} varies with",
-            "#", "reg", "pcr", "label", "type", "sha384"
+            "{:>3}  {:<6} {:>4}  {:<40} {:<34} {:<18} {:<16} varies with",
+            "#", "reg", "pcr", "label", "type", "sha384", "verification"
         );
-        for (i, e) in prediction.events.iter().enumerate() {
+        for (i, (e, status)) in prediction.events.iter().zip(&statuses).enumerate() {
             println!(
-                "{:>3}  {:<6} {:>4}  {:<40} {:<34} {:<18} {}",
+                "{:>3}  {:<6} {:>4}  {:<40} {:<34} {:<18} {:<16} {}",
                 i,
                 e.register().map_or("-".to_string(), |r| r.to_string()),
                 e.pcr,
@@ -130,6 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 e.digests
                     .sha384_hex()
                     .map_or("-".into(), |d| format!("{}…", &d[..16])),
+                status,
                 e.varies_with
                     .iter()
                     .map(|v| format!("{v:?}").to_lowercase())

@@ -201,12 +201,28 @@ fn differing(rows: &[RegisterRow]) -> Option<String> {
 /// Every event of the TD prediction: checked when the same event (by label, in order) of the
 /// vTPM prediction matched the log; not checkable when a vTPM boot does not log it.
 fn tdx_events(td_events: &[Event], prediction: &Prediction, alignment: &Alignment) -> TdxEvents {
-    let mut matched: Vec<&str> = alignment
+    let matched_events: Vec<Event> = alignment
         .entries
         .iter()
         .filter(|e| e.outcome == Outcome::Matched)
         .filter_map(|e| e.predicted)
-        .map(|i| &prediction.events[i])
+        .map(|i| prediction.events[i].clone())
+        .collect();
+    let verification = measure::verification::td_statuses(
+        td_events,
+        &matched_events,
+        &crate::verification::captured_td_events(&images::workspace_root()),
+    )
+    .into_iter()
+    .zip(td_events)
+    .map(|(status, event)| crate::report::EventVerification {
+        label: event.label.clone(),
+        register: event.register().map(|r| r.to_string()),
+        status: status.as_str(),
+    })
+    .collect();
+    let mut matched: Vec<&str> = matched_events
+        .iter()
         .filter(|e| e.platforms.tdx)
         .map(|e| e.label.as_str())
         .collect();
@@ -228,6 +244,7 @@ fn tdx_events(td_events: &[Event], prediction: &Prediction, alignment: &Alignmen
         total: td_events.len(),
         checked,
         not_checkable,
+        verification,
     }
 }
 

@@ -89,6 +89,17 @@ pub struct TdxEvents {
     pub checked: usize,
     /// Of those, the ones a vTPM boot does not log at all, each with why.
     pub not_checkable: Vec<NotCheckable>,
+    /// Every TD event with how far it has been checked: `verified-vtpm` (this boot matched
+    /// it), `verified-capture` (equal to a real TD log in harness/fixtures) or `unverified`.
+    pub verification: Vec<EventVerification>,
+}
+
+/// One TD event's verification status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventVerification {
+    pub label: String,
+    pub register: Option<String>,
+    pub status: &'static str,
 }
 
 impl TdxEvents {
@@ -206,6 +217,7 @@ mod tests {
             total: 18,
             checked: 15,
             not_checkable: vec![not("td_hob"), not("cfv"), not("acpi:etc/acpi/tables")],
+            verification: Vec::new(),
         };
         assert_eq!(
             t.summary(),

@@ -572,6 +572,20 @@ fn qemu_version(binary: &qemu::QemuBinary) -> Result<Option<Version>, String> {
         .and_then(Version::parse))
 }
 
+/// The q35 machine options as both JSON contracts write them: a predictor's `inputs.json` and
+/// an fw_cfg snapshot's manifest.
+pub fn machine_json(m: &qemu::Machine) -> serde_json::Value {
+    serde_json::json!({
+        "smm": m.smm,
+        "hpet": m.hpet,
+        "pic": m.pic,
+        "kernel_irqchip": m.kernel_irqchip.map(|k| k.as_str()),
+        "pci_hole64_size": m.pci_hole64_size,
+        "acpi_pci_hotplug_with_bridge_support": m.acpi_pci_hotplug_with_bridge_support,
+        "phys_bits": m.phys_bits,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

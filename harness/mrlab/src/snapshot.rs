@@ -38,7 +38,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// by their sha256; disks, shares and the vsock backend are not (only their PCI functions reach
 /// fw_cfg).
 pub fn vm_shape(vm: &Vm) -> Result<Value, String> {
-    let m = &vm.machine;
     let boot = match &vm.boot {
         Boot::Kernel {
             kernel,
@@ -75,15 +74,7 @@ pub fn vm_shape(vm: &Vm) -> Result<Value, String> {
     Ok(json!({
         "cpus": vm.cpus,
         "memory": vm.memory,
-        "machine": {
-            "smm": m.smm,
-            "hpet": m.hpet,
-            "pic": m.pic,
-            "kernel_irqchip": m.kernel_irqchip.map(|k| k.as_str()),
-            "pci_hole64_size": m.pci_hole64_size,
-            "acpi_pci_hotplug_with_bridge_support": m.acpi_pci_hotplug_with_bridge_support,
-            "phys_bits": m.phys_bits,
-        },
+        "machine": crate::resolve::machine_json(&vm.machine),
         "boot": boot,
         "devices": devices,
         "serial": vm.serial,

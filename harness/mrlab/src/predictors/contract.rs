@@ -139,7 +139,6 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
             }
         })
         .collect();
-    let m = &vm.machine;
     json!({
         "contract": 1,
         "scenario": resolved.scenario.name,
@@ -151,15 +150,7 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
         "cmdline": cmdline,
         "cpus": vm.cpus,
         "memory": vm.memory,
-        "machine": {
-            "smm": m.smm,
-            "hpet": m.hpet,
-            "pic": m.pic,
-            "kernel_irqchip": m.kernel_irqchip.map(|k| k.as_str()),
-            "pci_hole64_size": m.pci_hole64_size,
-            "acpi_pci_hotplug_with_bridge_support": m.acpi_pci_hotplug_with_bridge_support,
-            "phys_bits": m.phys_bits,
-        },
+        "machine": crate::resolve::machine_json(&vm.machine),
         "serial": vm.serial,
         "devices": devices,
         "qemu": {

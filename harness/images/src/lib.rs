@@ -120,6 +120,19 @@ const LIBRARY_DIRS: &[&str] = &["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gn
 /// Debian's QEMU firmware path (`--firmwarepath` in its build), inside a root.
 const FIRMWARE_DIRS: &[&str] = &["usr/share/qemu", "usr/share/seabios", "usr/lib/ipxe/qemu"];
 
+/// The first of `candidates` (paths relative to `dir`) that is a file in package `id`, or an
+/// error naming what was looked for and where.
+fn first_file(id: &str, dir: &Path, candidates: &[&str], what: &str) -> Result<PathBuf, Error> {
+    candidates
+        .iter()
+        .map(|rel| dir.join(rel))
+        .find(|path| path.is_file())
+        .ok_or_else(|| Error::Package {
+            id: id.to_owned(),
+            what: format!("no {what} ({}) in {}", candidates.join(", "), dir.display()),
+        })
+}
+
 /// `dir/.stamp` must hold `expected` (what `images/fetch.sh` wrote after extracting).
 fn check_stamp(id: &str, dir: &Path, expected: &str) -> Result<(), Error> {
     let stamp = dir.join(".stamp");
@@ -286,19 +299,7 @@ impl Cache {
     /// Debian's `ovmf-inteltdx` (`ovmf-2026.08-inteltdx`), which ships no `OVMF.fd`, its one
     /// image `usr/share/ovmf/OVMF.inteltdx.ms.fd`.
     pub fn firmware(&self, id: &str) -> Result<PathBuf, Error> {
-        let dir = self.package(id)?;
-        FIRMWARE_IMAGES
-            .iter()
-            .map(|rel| dir.join(rel))
-            .find(|path| path.is_file())
-            .ok_or_else(|| Error::Package {
-                id: id.to_owned(),
-                what: format!(
-                    "no firmware image ({}) in {}",
-                    FIRMWARE_IMAGES.join(", "),
-                    dir.display()
-                ),
-            })
+        first_file(id, &self.package(id)?, &FIRMWARE_IMAGES, "firmware image")
     }
 
     /// The extracted `[[root]]` `<cache>/roots/<id>/`, checked against the lock.
@@ -334,18 +335,7 @@ impl Cache {
                 })
             }
         };
-        let loader = LOADERS
-            .iter()
-            .map(|rel| root.join(rel))
-            .find(|p| p.is_file())
-            .ok_or_else(|| Error::Package {
-                id: id.to_owned(),
-                what: format!(
-                    "no dynamic loader ({}) in {}",
-                    LOADERS.join(", "),
-                    root.display()
-                ),
-            })?;
+        let loader = first_file(id, &root, LOADERS, "dynamic loader")?;
         Ok(qemu::QemuBinary {
             program: inside("usr/bin/qemu-system-x86_64")?,
             loader: Some(qemu::Loader {

@@ -79,14 +79,12 @@ pub struct Inputs<'a> {
     /// PCI option ROMs (label, ROM bytes) in PCI slot order: OVMF loads and measures their EFI
     /// drivers during PCI enumeration (see [`crate::optionrom`]).
     pub option_roms: Vec<(String, &'a [u8])>,
-    /// QEMU's fw_cfg file `etc/smbios/smbios-tables`, for an OVMF that measures its SMBIOS
-    /// table (quirk `ovmf-smbios-measured`).
-    pub smbios_tables: Option<&'a [u8]>,
     /// The firmware build's version, vendor and release date strings, where known (a managed
     /// OVMF package): its CRTM version and SMBIOS type 0.
     pub firmware_strings: Option<&'a FirmwareStrings>,
     /// Every fw_cfg file QEMU serves (name → bytes): the items OVMF caches and, in a TD, measures
-    /// (see [`crate::fwcfg`]).
+    /// (see [`crate::fwcfg`]), and the SMBIOS structures OVMF and systemd-boot measure
+    /// ([`crate::smbios::QEMU_TABLES_FILE`]).
     pub fw_cfg_files: &'a BTreeMap<String, Vec<u8>>,
     /// The numbered fw_cfg item `BootMenu` (0x0e) as QEMU serves it.
     pub fw_cfg_boot_menu: Option<&'a [u8]>,
@@ -312,15 +310,18 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
     }
 
     // PCR1 at ReadyToBoot, before the boot variables: the SMBIOS table (SmbiosMeasurementDxe).
+    let smbios_tables = inputs
+        .fw_cfg_files
+        .get(crate::smbios::QEMU_TABLES_FILE)
+        .map(Vec::as_slice);
     let smbios = if q.smbios_measured {
         let missing = |missing| PredictError::FirmwareFact {
             what: "its SMBIOS table",
             quirk: "ovmf-smbios-measured",
             missing,
         };
-        let tables = inputs
-            .smbios_tables
-            .ok_or_else(|| missing("QEMU's etc/smbios/smbios-tables is not known"))?;
+        let tables =
+            smbios_tables.ok_or_else(|| missing("QEMU's etc/smbios/smbios-tables is not known"))?;
         let strings = inputs
             .firmware_strings
             .ok_or_else(|| missing("the firmware's type 0 strings are not known"))?;
@@ -335,7 +336,7 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
         Boot::Kernel(kernel) => {
             kernel_boot_events(kernel, q, inputs.platform, smbios, &mut events)?
         }
-        Boot::Uki(uki) => uki_boot_events(uki, q, smbios, inputs.smbios_tables, &mut events)?,
+        Boot::Uki(uki) => uki_boot_events(uki, q, smbios, smbios_tables, &mut events)?,
     }
     // Every PCR 0–15 is predicted, events and value, but for the declared exceptions: a PCR
     // the boot does not touch (PCR8, 14, 15; PCR11–13 on -kernel boots) is predicted empty.
@@ -764,17 +765,23 @@ mod tests {
             version: "2026.08+ds-2".into(),
             release_date: "09/26/2026".into(),
         };
-        let no_files = BTreeMap::new();
-        let inputs = |smbios_tables, firmware_strings| Inputs {
+        let files = |smbios_tables: Option<&[u8]>| -> BTreeMap<String, Vec<u8>> {
+            smbios_tables
+                .map(|t| (crate::smbios::QEMU_TABLES_FILE.to_string(), t.to_vec()))
+                .into_iter()
+                .collect()
+        };
+        let (empty_tables, no_tables, bad_tables) =
+            (files(Some(&[])), files(None), files(Some(&[1, 2])));
+        let inputs = |fw_cfg_files, firmware_strings| Inputs {
             platform: Platform::Vtpm,
             quirks: &quirks,
             firmware: &[],
             memory: 2 << 30,
             acpi_blobs: Vec::new(),
             option_roms: Vec::new(),
-            smbios_tables,
             firmware_strings,
-            fw_cfg_files: &no_files,
+            fw_cfg_files,
             fw_cfg_boot_menu: None,
             boot: Boot::Kernel(KernelBoot {
                 kernel: b"not reached",
@@ -782,19 +789,21 @@ mod tests {
                 cmdline: "",
             }),
         };
-        let err = predict(&inputs(Some(&[]), None)).unwrap_err().to_string();
+        let err = predict(&inputs(&empty_tables, None))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("ovmf-crtm-version-is-firmware-version"),
             "{err}"
         );
-        let err = predict(&inputs(None, Some(&strings)))
+        let err = predict(&inputs(&no_tables, Some(&strings)))
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("ovmf-smbios-measured") && err.contains("etc/smbios/smbios-tables"),
             "{err}"
         );
-        let err = predict(&inputs(Some(&[1, 2]), Some(&strings)))
+        let err = predict(&inputs(&bad_tables, Some(&strings)))
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("SMBIOS: "), "{err}");

@@ -45,6 +45,10 @@ const HEADER: usize = 4;
 /// SmbiosDxe `GetMaxSmbiosHandle` for SMBIOS ≠ 2.0: the end-of-table's handle.
 const MAX_HANDLE: u16 = 0xFEFF;
 
+/// QEMU's fw_cfg file of SMBIOS structures, which OVMF installs (and, from edk2-stable202505,
+/// measures) and systemd-boot 262 measures parts of.
+pub const QEMU_TABLES_FILE: &str = "etc/smbios/smbios-tables";
+
 /// The structures of QEMU's `etc/smbios/smbios-tables` before its end-of-table, each with its
 /// string set: what OVMF installs unchanged (handles included).
 pub fn qemu_structures(qemu_tables: &[u8]) -> Result<Vec<&[u8]>, SmbiosError> {

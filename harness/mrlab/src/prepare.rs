@@ -203,9 +203,6 @@ pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, St
     }
 }
 
-/// QEMU's SMBIOS structures in fw_cfg, which OVMF installs (and, from 2025.05, measures).
-const SMBIOS_TABLES: &str = "etc/smbios/smbios-tables";
-
 /// The prediction for this VM: oracle blobs, the kernel as QEMU hands it to the firmware, and
 /// the initrd's digests ([`read_initrd_digests`]) for a `-kernel` boot.
 pub fn predict_for(
@@ -234,7 +231,6 @@ pub fn predict_for(
             memory: resolved.vm.memory,
             acpi_blobs: acpi_blobs.clone(),
             option_roms: option_roms.clone(),
-            smbios_tables: oracle.get(SMBIOS_TABLES).map(Vec::as_slice),
             firmware_strings: resolved.firmware_strings.as_ref(),
             fw_cfg_files: oracle,
             fw_cfg_boot_menu: oracle.get(qemu::fwcfg::BOOT_MENU_ITEM).map(Vec::as_slice),

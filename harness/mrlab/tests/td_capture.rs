@@ -54,7 +54,6 @@ fn predicted_kernel_boot_has_the_td_capture_shape_and_digests() {
         memory: 64 << 30,
         acpi_blobs: acpi,
         option_roms: Vec::new(),
-        smbios_tables: None,
         firmware_strings: None,
         fw_cfg_files: &Default::default(),
         fw_cfg_boot_menu: None,

@@ -5,6 +5,7 @@ pub mod input;
 pub mod judge;
 pub mod predictors;
 pub mod prepare;
+pub mod prepare_grub;
 pub mod recorded;
 pub mod report;
 pub mod resolve;

@@ -20,6 +20,8 @@ pub struct Resolved {
     pub quirks: Quirks,
     /// UKI boot: the files on the boot disk, for the prediction.
     pub uki: Option<UkiParts>,
+    /// shim + GRUB boot: the files on the boot disk, for the prediction.
+    pub grub: Option<GrubParts>,
     /// The PCI option ROM file of each device that has one (label, path), in device order.
     pub option_roms: Vec<(String, PathBuf)>,
 }
@@ -41,6 +43,28 @@ pub struct UkiParts {
     pub loader_conf: Option<String>,
     /// The systemd version of the stub and the boot loader (one version drives both's quirks).
     pub systemd_version: Option<Version>,
+}
+
+/// What a shim + GRUB boot is made of: the ESP disk (first in `vm.devices`) and its files.
+#[derive(Clone, Debug)]
+pub struct GrubParts {
+    pub disk: PathBuf,
+    /// The disk's PCI path from the root bus, (device, function) per hop.
+    pub disk_pci: Vec<(u8, u8)>,
+    /// The other disks' PCI paths, in root-bus order (OVMF's boot options for them).
+    pub other_disks_pci: Vec<Vec<(u8, u8)>>,
+    /// The NICs' PCI paths and MACs, in root-bus order (OVMF's network boot options).
+    pub nics: Vec<measure::predict::Nic>,
+    /// The ESP's files (path, bytes) as written: shim, GRUB, grub.cfg, vmlinuz, initrd.
+    pub shim: PathBuf,
+    pub grub: PathBuf,
+    pub grub_cfg: String,
+    /// The scenario's `[grub]` lines grub.cfg was written with.
+    pub lines: Vec<String>,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// GRUB's version, which decides its quirks.
+    pub grub_version: Option<Version>,
 }
 
 /// Drive id of the ESP disk of a UKI boot.
@@ -158,6 +182,7 @@ pub fn resolve_without_qemu(
         path => Some(existing(&scenario.dir, path).map_err(|m| key_err("initrd", m))?),
     };
 
+    let mut grub = None;
     let (boot, mut uki) = match scenario.boot {
         BootMode::Kernel => (
             qemu::vm::Boot::Kernel {
@@ -167,6 +192,21 @@ pub fn resolve_without_qemu(
             },
             None,
         ),
+        BootMode::Grub => {
+            let initrd = initrd.ok_or_else(|| {
+                key_err(
+                    "initrd",
+                    "GRUB boot needs an initrd (`agent` or a file)".into(),
+                )
+            })?;
+            grub = Some(
+                grub_parts(scenario, cache, kernel, initrd).map_err(|e| match e {
+                    UkiError::Key(key, message) => key_err(key, message),
+                    UkiError::Images(source) => images_err(source),
+                })?,
+            );
+            (qemu::vm::Boot::Disk, None)
+        }
         BootMode::Uki => {
             let kernel_id = kernel_id.ok_or_else(|| {
                 key_err(
@@ -267,40 +307,16 @@ pub fn resolve_without_qemu(
         });
     }
     if let Some(parts) = &mut uki {
-        // First on the root bus, so OVMF enumerates it first ("UEFI Misc Device", Boot0001).
-        vm.devices.insert(
-            0,
-            qemu::vm::Device::Disk(qemu::vm::Disk {
-                id: ESP_DRIVE_ID.into(),
-                file: parts.disk.clone(),
-                format: qemu::vm::DiskFormat::Raw,
-                // The cached image stays pristine; nothing in the boot writes to the ESP.
-                readonly: true,
-                serial: None,
-            }),
-        );
-        parts.disk_pci = vec![(root_bus_slot(&vm.devices, 0), 0)];
-        parts.other_disks_pci = vm
-            .devices
-            .iter()
-            .enumerate()
-            .skip(1)
-            .filter(|(_, d)| matches!(d, qemu::vm::Device::Disk(_)))
-            .map(|(i, _)| vec![(root_bus_slot(&vm.devices, i), 0)])
-            .collect();
-        let macs = vm.nic_macs().map_err(|m| key_err("devices", m))?;
-        parts.nics = vm
-            .devices
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| matches!(d, qemu::vm::Device::Net { .. }))
-            .map(|(i, _)| vec![(root_bus_slot(&vm.devices, i), 0)])
-            .zip(macs)
-            .map(|(pci, mac)| measure::predict::Nic { pci, mac })
-            .collect();
+        let placed = place_boot_disk(&mut vm, &parts.disk).map_err(|m| key_err("devices", m))?;
+        (parts.disk_pci, parts.other_disks_pci, parts.nics) = placed;
+    }
+    if let Some(parts) = &mut grub {
+        let placed = place_boot_disk(&mut vm, &parts.disk).map_err(|m| key_err("devices", m))?;
+        (parts.disk_pci, parts.other_disks_pci, parts.nics) = placed;
     }
     let systemd_version = uki.as_ref().and_then(|u| u.systemd_version);
-    let quirks = Quirks::resolve(ovmf_version, qemu_version, systemd_version);
+    let quirks = Quirks::resolve(ovmf_version, qemu_version, systemd_version)
+        .with_grub(grub.as_ref().and_then(|g| g.grub_version));
     let firmware_strings = match (quirks.needs_firmware_strings(), ovmf_version) {
         (true, Some(_)) => Some(
             cache
@@ -318,7 +334,102 @@ pub fn resolve_without_qemu(
         firmware_strings,
         quirks,
         uki,
+        grub,
         option_roms: Vec::new(),
+    })
+}
+
+/// The boot disk's, the other disks' and the NICs' PCI paths, as OVMF's boot options name them.
+type BootDiskPlace = (
+    Vec<(u8, u8)>,
+    Vec<Vec<(u8, u8)>>,
+    Vec<measure::predict::Nic>,
+);
+
+/// Puts the ESP `disk` first on the root bus, so OVMF enumerates it first ("UEFI Misc Device",
+/// Boot0001), and returns where it and the other boot candidates sit.
+fn place_boot_disk(vm: &mut qemu::vm::Vm, disk: &Path) -> Result<BootDiskPlace, String> {
+    vm.devices.insert(
+        0,
+        qemu::vm::Device::Disk(qemu::vm::Disk {
+            id: ESP_DRIVE_ID.into(),
+            file: disk.to_owned(),
+            format: qemu::vm::DiskFormat::Raw,
+            // The cached image stays pristine; nothing in the boot writes to the ESP.
+            readonly: true,
+            serial: None,
+        }),
+    );
+    let disk_pci = vec![(root_bus_slot(&vm.devices, 0), 0)];
+    let other_disks_pci = vm
+        .devices
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, d)| matches!(d, qemu::vm::Device::Disk(_)))
+        .map(|(i, _)| vec![(root_bus_slot(&vm.devices, i), 0)])
+        .collect();
+    let macs = vm.nic_macs()?;
+    let nics = vm
+        .devices
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| matches!(d, qemu::vm::Device::Net { .. }))
+        .map(|(i, _)| vec![(root_bus_slot(&vm.devices, i), 0)])
+        .zip(macs)
+        .map(|(pci, mac)| measure::predict::Nic { pci, mac })
+        .collect();
+    Ok((disk_pci, other_disks_pci, nics))
+}
+
+/// Build (or find) the shim + GRUB ESP disk of a scenario, with the grub.cfg written from its
+/// kernel command line and `[grub]` lines.
+fn grub_parts(
+    scenario: &Scenario,
+    cache: &images::Cache,
+    kernel: PathBuf,
+    initrd: PathBuf,
+) -> Result<GrubParts, UkiError> {
+    let options = scenario.grub.clone().unwrap_or_default();
+    // Debian's signed package versions are `<template>+<GRUB version>`: 1+2.12+9+deb13u4.
+    let grub_version = cache
+        .packages()
+        .iter()
+        .find(|p| p.id == options.package)
+        .and_then(|p| p.version.split_once('+'))
+        .and_then(|(_, upstream)| Version::parse(upstream));
+    if grub_version.is_some_and(|v| v < Version(2, 12)) {
+        return Err(UkiError::Key(
+            "grub.package",
+            format!(
+                "{} (GRUB {}) is not predicted: booted by OVMF and shim it gives Linux no \
+                 TPMEventLog table, so the guest has no event log and no vtpm run can check a \
+                 prediction; use grub-2.12",
+                options.package,
+                grub_version.map_or("?".into(), |v| v.to_string())
+            ),
+        ));
+    }
+    let grub_cfg = measure::grub::config(&options.lines, &scenario.cmdline);
+    let spec = images::GrubDiskSpec {
+        shim_id: options.shim.clone(),
+        grub_id: options.package.clone(),
+        grub_cfg: grub_cfg.clone(),
+        kernel: kernel.clone(),
+        initrd: initrd.clone(),
+    };
+    Ok(GrubParts {
+        disk: cache.grub_disk(&spec)?,
+        disk_pci: Vec::new(),
+        other_disks_pci: Vec::new(),
+        nics: Vec::new(),
+        shim: cache.shim(&options.shim)?,
+        grub: cache.grub(&options.package)?,
+        grub_cfg,
+        lines: options.lines,
+        kernel,
+        initrd,
+        grub_version,
     })
 }
 

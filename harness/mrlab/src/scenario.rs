@@ -33,6 +33,10 @@ pub struct Scenario {
     /// when left out (one systemd version drives the quirks of both).
     #[serde(default)]
     pub bootloader: Option<String>,
+    /// shim + GRUB boot: the packages and extra grub.cfg lines.
+    /// Only with `boot = "grub"`; left out, [`GrubOptions::default`].
+    #[serde(default)]
+    pub grub: Option<GrubOptions>,
     /// QEMU: a managed id (`qemu-7.2`, the default; `qemu-10.0`), `system` (qemu-system-x86_64 on
     /// PATH) or a path.
     #[serde(default = "default_qemu")]
@@ -66,6 +70,33 @@ pub enum BootMode {
     #[default]
     Kernel,
     Uki,
+    /// OVMF → shim → GRUB → vmlinuz from an ESP the harness writes (`[grub]`).
+    Grub,
+}
+
+/// The `[grub]` table of a shim + GRUB boot.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GrubOptions {
+    /// grub-efi-amd64-signed package id (`grub-2.12`, `grub-2.06`).
+    #[serde(default = "default_grub")]
+    pub package: String,
+    /// shim-signed package id.
+    #[serde(default = "default_shim")]
+    pub shim: String,
+    /// Lines grub.cfg runs before it loads the kernel (`set timeout=0`, `insmod part_gpt`, …).
+    #[serde(default)]
+    pub lines: Vec<String>,
+}
+
+impl Default for GrubOptions {
+    fn default() -> Self {
+        GrubOptions {
+            package: default_grub(),
+            shim: default_shim(),
+            lines: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -199,6 +230,12 @@ fn default_initrd() -> String {
 fn default_cmdline() -> String {
     "console=ttyS0".into()
 }
+fn default_grub() -> String {
+    "grub-2.12".into()
+}
+fn default_shim() -> String {
+    "shim-16.1".into()
+}
 fn default_stub() -> String {
     "systemd-boot-257".into()
 }
@@ -297,6 +334,24 @@ impl Scenario {
                 "must be between 32 and 52 (QEMU's phys-bits)",
             ));
         }
+        match (&scenario.grub, scenario.boot) {
+            (Some(_), BootMode::Kernel | BootMode::Uki) => {
+                return Err(invalid(
+                    "grub",
+                    "only a `boot = \"grub\"` scenario has a [grub] table",
+                ))
+            }
+            // One entry is one grub.cfg line: a line break would add lines unseen.
+            (Some(grub), BootMode::Grub)
+                if grub.lines.iter().any(|l| l.contains(['\n', '\r', '\0'])) =>
+            {
+                return Err(invalid(
+                    "grub.lines",
+                    "a line holds a line break or a NUL byte: give each line on its own",
+                ))
+            }
+            _ => {}
+        }
         for device in &scenario.devices {
             if let Device::Virtfs { tag } = device {
                 check_mount_tag(tag).map_err(|why| invalid("devices", &why))?;
@@ -310,8 +365,11 @@ impl Scenario {
                         "the `dstack` preset sets the devices; shape them under [dstack]",
                     ));
                 }
-                if scenario.boot == BootMode::Uki {
-                    return Err(invalid("preset", "dstack boots with -kernel, not a UKI"));
+                if scenario.boot != BootMode::Kernel {
+                    return Err(invalid(
+                        "preset",
+                        "dstack boots with -kernel, not from a disk",
+                    ));
                 }
                 let preset = scenario.dstack.clone().unwrap_or_default();
                 if preset.gpus > 0 || preset.nvswitches > 0 {
@@ -499,6 +557,26 @@ mod tests {
         assert_eq!(s.memory, 2 << 30);
         assert_eq!(s.firmware, "ovmf-2022.11");
         assert_eq!(s.initrd, "agent");
+    }
+
+    #[test]
+    fn grub_table_defaults_and_its_refusals() {
+        let s = parse("name = \"g\"\nboot = \"grub\"").unwrap();
+        assert_eq!(s.boot, BootMode::Grub);
+        assert_eq!(s.grub, None);
+        let s =
+            parse("name = \"g\"\nboot = \"grub\"\n[grub]\nlines = [\"set timeout=0\"]").unwrap();
+        let grub = s.grub.unwrap();
+        assert_eq!(
+            (grub.package.as_str(), grub.shim.as_str()),
+            ("grub-2.12", "shim-16.1")
+        );
+        assert_eq!(grub.lines, ["set timeout=0"]);
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        assert!(err("name = \"g\"\n[grub]\nlines = []").contains("key `grub`"));
+        let two = err("name = \"g\"\nboot = \"grub\"\n[grub]\nlines = [\"set a=1\\nboot\"]");
+        assert!(two.contains("key `grub.lines`"), "{two}");
+        assert!(err("name = \"g\"\nboot = \"grub\"\n[grub]\nline = []").contains("unknown field"));
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! `mrlab predict`: the predicted event log of a scenario, without booting it.
 
-use measure::tdvf::PageOrder;
 use measure::Platform;
 use mrlab::prepare;
 use mrlab::scenario::Scenario;
@@ -67,8 +66,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let registers = match platform {
         Platform::Tdx => {
             // The same values `--predictor` compares external predictors with.
-            let regs = mrlab::prepare::builtin_registers(&prepared, PageOrder::SinglePass)
-                .map_err(anyhow::Error::msg)?;
+            let order = prepared.resolved.quirks.mrtd_page_order;
+            let regs =
+                mrlab::prepare::builtin_registers(&prepared, order).map_err(anyhow::Error::msg)?;
             json!({
                 "mrtd": hex::encode(regs.mrtd),
                 "rtmr0": hex::encode(regs.rtmr[0]),

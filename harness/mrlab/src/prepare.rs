@@ -265,7 +265,9 @@ pub fn predict_for(
             }))
         }
         (qemu::vm::Boot::Disk, None) => match &resolved.grub {
-            Some(grub) => predict(crate::prepare_grub::read_inputs(grub, cmdline_override)?.boot()),
+            Some(grub) => {
+                predict(crate::prepare_grub::read_inputs(grub, &resolved.scenario.predict)?.boot())
+            }
             None => Err(
                 "disk boot without a UKI or GRUB disk the harness built is not predicted".into(),
             ),

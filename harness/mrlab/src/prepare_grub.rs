@@ -2,6 +2,7 @@
 
 use crate::input::{read, DISK, IMAGE};
 use crate::resolve::GrubParts;
+use crate::scenario::PredictOverrides;
 use measure::predict::{Boot, GrubBoot};
 
 /// The bytes a shim + GRUB prediction reads, owned.
@@ -18,10 +19,10 @@ pub struct GrubInputs<'a> {
 const BLOCK_SIZE: u32 = 512;
 
 /// Reads the ESP's files; grub.cfg as the harness wrote it, or as it would read with the
-/// `[predict]` command line (a prediction made wrong on purpose).
+/// `[predict]` command line or lines (a prediction made wrong on purpose).
 pub fn read_inputs<'a>(
     parts: &'a GrubParts,
-    cmdline_override: Option<&str>,
+    overrides: &PredictOverrides,
 ) -> Result<GrubInputs<'a>, String> {
     Ok(GrubInputs {
         parts,
@@ -30,9 +31,12 @@ pub fn read_inputs<'a>(
         grub: read(&parts.grub, IMAGE)?,
         kernel: read(&parts.kernel, IMAGE)?,
         initrd: measure::Digests::of(&read(&parts.initrd, DISK)?),
-        config: match cmdline_override {
-            Some(cmdline) => measure::grub::config(&parts.lines, cmdline),
-            None => parts.grub_cfg.clone(),
+        config: match (&overrides.cmdline, &overrides.grub_lines) {
+            (None, None) => parts.grub_cfg.clone(),
+            (cmdline, lines) => measure::grub::config(
+                lines.as_deref().unwrap_or(&parts.lines),
+                cmdline.as_deref().unwrap_or(&parts.cmdline),
+            ),
         },
     })
 }

@@ -210,6 +210,8 @@ pub enum DstackHostShare {
 #[serde(deny_unknown_fields)]
 pub struct PredictOverrides {
     pub cmdline: Option<String>,
+    /// shim + GRUB boot: predict grub.cfg as written with these `[grub]` lines.
+    pub grub_lines: Option<Vec<String>>,
 }
 
 fn default_cpus() -> u32 {
@@ -347,6 +349,23 @@ impl Scenario {
             {
                 return Err(invalid(
                     "grub.lines",
+                    "a line holds a line break or a NUL byte: give each line on its own",
+                ))
+            }
+            _ => {}
+        }
+        match (&scenario.predict.grub_lines, scenario.boot) {
+            (Some(_), BootMode::Kernel | BootMode::Uki) => {
+                return Err(invalid(
+                    "predict.grub_lines",
+                    "only a `boot = \"grub\"` scenario has grub.cfg lines",
+                ))
+            }
+            (Some(lines), BootMode::Grub)
+                if lines.iter().any(|l| l.contains(['\n', '\r', '\0'])) =>
+            {
+                return Err(invalid(
+                    "predict.grub_lines",
                     "a line holds a line break or a NUL byte: give each line on its own",
                 ))
             }

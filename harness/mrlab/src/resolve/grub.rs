@@ -23,8 +23,9 @@ pub struct GrubParts {
     pub grub: PathBuf,
     /// `/EFI/debian/grub.cfg` as written.
     pub grub_cfg: String,
-    /// The scenario's `[grub]` lines grub.cfg was written with.
+    /// The scenario's `[grub]` lines and command line grub.cfg was written with.
     pub lines: Vec<String>,
+    pub cmdline: String,
     /// Copied to `/vmlinuz` and `/initrd.img`.
     pub kernel: PathBuf,
     pub initrd: PathBuf,
@@ -79,6 +80,7 @@ pub(super) fn grub_parts(
         grub: cache.grub(&options.package).map_err(images_err)?,
         grub_cfg,
         lines: options.lines,
+        cmdline: scenario.cmdline.clone(),
         kernel,
         initrd,
         grub_version,

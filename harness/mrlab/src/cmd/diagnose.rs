@@ -71,18 +71,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let report = if let Some((_, record)) = evidence.as_ref().filter(|(_, r)| !from_td(r)) {
         let prepared = ready(rt.block_on(prepare::prepare(&scenario, &cache, Platform::Vtpm)))?;
-        let mut report =
-            judge::judge_record(&prepared, &file, record).map_err(anyhow::Error::msg)?;
-        if !args.predictors.is_empty() {
-            let rows = rt.block_on(predictors::vs_builtin(
+        let judgement = judge::judgement(&prepared, &file, record).map_err(anyhow::Error::msg)?;
+        let rows = if args.predictors.is_empty() {
+            Vec::new()
+        } else {
+            rt.block_on(predictors::vs_builtin(
                 &args.predictors,
                 &scenario,
                 &cache,
                 work.path(),
-            ));
-            predictors::apply(&mut report, rows);
-        }
-        report
+            ))
+        };
+        judgement.with_predictors(rows).report()
     } else {
         let td = match &evidence {
             Some((dir, record)) => {
@@ -99,15 +99,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ => prepared.resolved.quirks.mrtd_page_order,
         };
         let label = format!("actual ({})", td.source);
-        let mut report =
-            judge::diagnose_td(&prepared, &file, &td, order).map_err(anyhow::Error::msg)?;
+        let judgement =
+            judge::td_judgement(&prepared, &file, &td, order).map_err(anyhow::Error::msg)?;
+        let mut rows = Vec::new();
         if !args.predictors.is_empty() {
             let actual = prepare::TdRegisters {
                 mrtd: td.mrtd,
                 rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
                 rtmr3: Some(td.rtmrs[3]),
             };
-            let rows = rt.block_on(predictors::check_all(
+            rows = rt.block_on(predictors::check_all(
                 &args.predictors,
                 &prepared,
                 order,
@@ -115,9 +116,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &label,
                 work.path(),
             ));
-            predictors::apply(&mut report, rows);
         }
-        report
+        judgement.with_predictors(rows).report()
     };
     if args.json {
         println!("{}", report::json(std::slice::from_ref(&report)));

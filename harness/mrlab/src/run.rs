@@ -144,6 +144,7 @@ async fn run_inner(
         save_logs_to: Some(dir.to_path_buf()),
         qemu_binary: resolved.qemu_binary.clone(),
         temp_root: None,
+        swtpm_states: Some(cache.root().join("swtpm")),
     };
     let quirks = &resolved.quirks;
     let backend = match opts.platform {

@@ -129,6 +129,9 @@ pub struct Quirks {
     pub qemu_coco_kernel_unpatched: bool,
     /// How often GRUB's verifier measures grub.cfg into PCR9 (0: this GRUB is not predicted).
     pub grub_config_reads: usize,
+    /// The ids of the rows that made this value, in table order: reports list them so that a
+    /// version bump shows which rules changed.
+    pub rows: Vec<&'static str>,
 }
 
 /// systemd v252 `src/boot/efi/tpm-pcr.c` `unified_sections[]` without `.pcrsig` (the stub never
@@ -190,6 +193,7 @@ impl Quirks {
             td_measures_fw_cfg_items: false,
             qemu_coco_kernel_unpatched: false,
             grub_config_reads: 0,
+            rows: Vec::new(),
         }
     }
 
@@ -222,6 +226,7 @@ impl Quirks {
         let mut q = Quirks::baseline();
         for row in Quirks::applied(ovmf, qemu, systemd) {
             (row.apply)(&mut q);
+            q.rows.push(row.id);
         }
         q
     }
@@ -230,6 +235,7 @@ impl Quirks {
     pub fn with_grub(mut self, grub: Option<Version>) -> Quirks {
         for row in Quirks::applied_grub(grub) {
             (row.apply)(&mut self);
+            self.rows.push(row.id);
         }
         self
     }
@@ -598,6 +604,18 @@ mod tests {
         let ovmf2026 = Quirks::resolve(Some(Version(2026, 8)), None, None);
         assert!(ovmf2026.kernel_load_options_initrd_first);
         assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 6);
+        assert_eq!(
+            new.rows,
+            [
+                "ovmf-pciexbar-0xe0000000",
+                "ovmf-secureboot-absent",
+                "ovmf-crtm-version-unknown",
+                "ovmf-acpi-measured-with-tpm",
+                "ovmf-boot-kernel-file-preferred",
+                "ovmf-network-boot-ipxe-only",
+            ]
+        );
+        assert!(old.rows.is_empty());
         assert_eq!(old.ovmf_pci_layout, OvmfPciLayout::Stable202211);
         assert_eq!(new.ovmf_pci_layout, OvmfPciLayout::Stable202502);
         assert_eq!(new.crtm_version, CrtmVersion::Unknown);

@@ -132,6 +132,36 @@ fn ipl_of(pcr: u32, label: String, digests: Digests, description: &str) -> Event
     }
 }
 
+/// The label a logged shim or GRUB event gets, read from its own data, so that one the
+/// prediction lacks is still named (`grub:cmd`, `grub:kernel_cmdline`, `grub:file:/vmlinuz`,
+/// `shim:MokList`, `shim:SbatLevel`, …), as the predicted ones are.
+pub fn logged_label(event: &Event) -> Option<String> {
+    let data = event.data.as_deref()?;
+    if event.event_type == EventType::EFI_VARIABLE_AUTHORITY {
+        let variable = VariableData::parse(data).ok()?;
+        return (variable.vendor == SHIM_LOCK_GUID).then(|| format!("shim:{}", variable.name));
+    }
+    if event.event_type != EventType::IPL {
+        return None;
+    }
+    let text = std::str::from_utf8(data.strip_suffix(&[0])?).ok()?;
+    match event.pcr {
+        8 if text.starts_with("grub_cmd: ") => Some("grub:cmd".into()),
+        8 if text.starts_with("kernel_cmdline: ") => Some("grub:kernel_cmdline".into()),
+        8 if text.starts_with("module_cmdline: ") => Some("grub:module_cmdline".into()),
+        // Files, named as opened; a leading `(device)` is left out as in the predicted labels.
+        9 if text.starts_with('/') || text.starts_with('(') => {
+            let path = match text.strip_prefix('(') {
+                Some(rest) => rest.split_once(')').map_or(rest, |(_, path)| path),
+                None => text,
+            };
+            Some(format!("grub:file:{path}"))
+        }
+        14 if text.starts_with("Mok") => Some(format!("shim:{text}")),
+        _ => None,
+    }
+}
+
 /// What GRUB opens and runs from grub.cfg, with the files it reads.
 pub struct GrubFiles<'a> {
     pub config: &'a [u8],

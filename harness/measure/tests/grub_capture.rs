@@ -157,3 +157,40 @@ fn a_changed_command_line_changes_grubs_events() {
         ]
     );
 }
+
+/// Every shim and GRUB event of the capture gets the label its prediction has, from its own
+/// data: an event the prediction lacks is still named.
+#[test]
+fn logged_shim_and_grub_events_are_named_like_the_predicted_ones() {
+    let labels: Vec<String> = capture()
+        .iter()
+        .filter_map(|l| {
+            grub::logged_label(&Event {
+                pcr: l.pcr,
+                event_type: EventType(l.event_type),
+                digests: Digests::default(),
+                data: Some(l.data.clone()),
+                label: String::new(),
+                varies_with: Vec::new(),
+                platforms: measure::Platforms::BOTH,
+            })
+        })
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "shim:MokList",
+            "shim:MokListX",
+            "shim:SbatLevel",
+            "shim:MokListTrusted",
+            "grub:file:/EFI/debian/grub.cfg",
+            "grub:file:/EFI/debian/grub.cfg",
+            "grub:cmd",
+            "grub:file:/vmlinuz",
+            "grub:kernel_cmdline",
+            "grub:cmd",
+            "grub:file:/initrd.img",
+            "grub:cmd",
+        ]
+    );
+}

@@ -215,13 +215,17 @@ fn an_extra_grub_cfg_line_is_caught() {
         Some("grub:file:/EFI/debian/grub.cfg")
     );
     assert_eq!(first.outcome, Outcome::Mismatched);
-    let unexpected: Vec<u32> = report
+    let unexpected: Vec<(u32, Option<&str>)> = report
         .event_rows
         .iter()
         .filter(|r| r.outcome == Outcome::Unexpected)
-        .map(|r| r.pcr)
+        .map(|r| (r.pcr, r.label.as_deref()))
         .collect();
-    assert_eq!(unexpected, [8], "the extra line's grub_cmd");
+    assert_eq!(
+        unexpected,
+        [(8, Some("grub:cmd"))],
+        "the extra line's grub_cmd"
+    );
 }
 
 /// Two VMs that differ in one device get different ACPI tables from the oracle, and their

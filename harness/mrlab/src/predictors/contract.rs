@@ -91,7 +91,7 @@ impl TdRegisters {
 
 /// The generic contract's `inputs.json` for the TD VM of `resolved`.
 pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
-    use qemu::vm::{Boot, Device};
+    use qemu::vm::Boot;
     let vm = &resolved.vm;
     let path = |p: &Path| absolute(p).display().to_string();
     let cmdline_override = resolved.scenario.predict.cmdline.clone();
@@ -120,8 +120,31 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
             }),
         ),
     };
-    let devices: Vec<Value> = vm
-        .devices
+    json!({
+        "contract": 1,
+        "scenario": resolved.scenario.name,
+        "boot": boot,
+        "firmware": path(&vm.firmware),
+        "kernel": kernel,
+        "initrd": initrd,
+        "uki": uki,
+        "cmdline": cmdline,
+        "cpus": vm.cpus,
+        "memory": vm.memory,
+        "machine": crate::resolve::machine_json(&vm.machine),
+        "serial": vm.serial,
+        "devices": devices_json(vm),
+        "qemu": qemu_json(resolved),
+        "ovmf_version": resolved.ovmf_version.map(|v| v.to_string()),
+        "mrtd_page_order": order.name(),
+    })
+}
+
+/// The VM's devices, each with what a predictor needs of it.
+fn devices_json(vm: &qemu::vm::Vm) -> Vec<Value> {
+    use qemu::vm::Device;
+    let path = |p: &Path| absolute(p).display().to_string();
+    vm.devices
         .iter()
         .map(|d| match d {
             Device::Disk(disk) => json!({
@@ -138,38 +161,25 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
                 json!({"kind": "pcie-root-port", "chassis": chassis})
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The QEMU binary: how to start it and its version.
+fn qemu_json(resolved: &Resolved) -> Value {
     json!({
-        "contract": 1,
-        "scenario": resolved.scenario.name,
-        "boot": boot,
-        "firmware": path(&vm.firmware),
-        "kernel": kernel,
-        "initrd": initrd,
-        "uki": uki,
-        "cmdline": cmdline,
-        "cpus": vm.cpus,
-        "memory": vm.memory,
-        "machine": crate::resolve::machine_json(&vm.machine),
-        "serial": vm.serial,
-        "devices": devices,
-        "qemu": {
-            "binary": resolved.qemu_binary.program.display().to_string(),
-            // How to start it: a managed QEMU runs through its root's own loader, so `binary`
-            // alone may not start on this host. Append QEMU's own arguments to this.
-            "command": std::iter::once(resolved.qemu_binary.executable().display().to_string())
-                .chain(resolved.qemu_binary.leading_args())
-                .collect::<Vec<_>>(),
-            // An extracted QEMU runs with these `-L` dirs first and this environment.
-            "data_dirs": resolved.qemu_binary.data_dirs.iter()
-                .map(|d| d.display().to_string()).collect::<Vec<_>>(),
-            "env": resolved.qemu_binary.env.iter()
-                .map(|(k, v)| (k.clone(), Value::from(v.display().to_string())))
-                .collect::<serde_json::Map<String, Value>>(),
-            "version": resolved.qemu_version.map(|v| v.to_string()),
-        },
-        "ovmf_version": resolved.ovmf_version.map(|v| v.to_string()),
-        "mrtd_page_order": order.name(),
+        "binary": resolved.qemu_binary.program.display().to_string(),
+        // How to start it: a managed QEMU runs through its root's own loader, so `binary`
+        // alone may not start on this host. Append QEMU's own arguments to this.
+        "command": std::iter::once(resolved.qemu_binary.executable().display().to_string())
+            .chain(resolved.qemu_binary.leading_args())
+            .collect::<Vec<_>>(),
+        // An extracted QEMU runs with these `-L` dirs first and this environment.
+        "data_dirs": resolved.qemu_binary.data_dirs.iter()
+            .map(|d| d.display().to_string()).collect::<Vec<_>>(),
+        "env": resolved.qemu_binary.env.iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.display().to_string())))
+            .collect::<serde_json::Map<String, Value>>(),
+        "version": resolved.qemu_version.map(|v| v.to_string()),
     })
 }
 

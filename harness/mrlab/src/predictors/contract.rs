@@ -34,7 +34,8 @@
 //! (`binary`, `version`, `data_dirs`, `env`); `ovmf_version`; `mrtd_page_order` (`single-pass` or `two-pass`, the
 //! reference's order).
 
-use super::absolute;
+use super::exec::run_capture;
+use super::{absolute, Prediction};
 use crate::prepare::TdRegisters;
 use crate::resolve::Resolved;
 use measure::tdvf::PageOrder;
@@ -86,6 +87,39 @@ impl TdRegisters {
             rtmr: [required("rtmr0")?, required("rtmr1")?, required("rtmr2")?],
             rtmr3: field("rtmr3")?,
         })
+    }
+}
+
+/// Run a command predictor: `inputs.json` in `dir`, then `sh -c "COMMAND \"$@\"" NAME
+/// inputs.json`, whose stdout is the registers document.
+pub(super) async fn predict(
+    command: &str,
+    name: &str,
+    resolved: &Resolved,
+    order: PageOrder,
+    dir: &Path,
+) -> Prediction {
+    let inputs = dir.join("inputs.json");
+    let doc = inputs_json(resolved, order);
+    let text = serde_json::to_string_pretty(&doc).expect("inputs serialize");
+    if let Err(e) = std::fs::write(&inputs, text) {
+        return Prediction::Error(format!("{}: {e}", inputs.display()));
+    }
+    let argv = vec![
+        "-c".to_string(),
+        format!("{command} \"$@\""),
+        name.to_string(),
+        absolute(&inputs).display().to_string(),
+    ];
+    match run_capture(Path::new("sh"), &argv, &[], dir).await {
+        Ok(stdout) => match TdRegisters::from_json(&stdout) {
+            Ok(registers) => Prediction::Registers {
+                registers: Box::new(registers),
+                unsupported: Vec::new(),
+            },
+            Err(e) => Prediction::Error(e),
+        },
+        Err(e) => Prediction::Error(e),
     }
 }
 

@@ -144,6 +144,7 @@ async fn run_inner(
         save_logs_to: Some(dir.to_path_buf()),
         qemu_binary: resolved.qemu_binary.clone(),
         temp_root: None,
+        swtpm_states: Some(cache.root().join("swtpm")),
     };
     let quirks = &resolved.quirks;
     let backend = match opts.platform {
@@ -173,7 +174,15 @@ async fn run_inner(
     };
     // The guest boots while the oracle runs and the prediction is made: neither needs the
     // other until the judging. A failed prediction stops the boot (dropping it kills QEMU).
-    let (prepared, serial) = tokio::try_join!(prepare_resolved(resolved, opts.platform), boot)?;
+    let prepare = async {
+        let mut prepared = prepare_resolved(resolved, opts.platform).await?;
+        // External predictors read the whole oracle after the boot; the judges only a few files.
+        if opts.predictors.is_empty() {
+            crate::judge::keep_judged_oracle_files(&mut prepared);
+        }
+        Ok::<_, String>(prepared)
+    };
+    let (prepared, serial) = tokio::try_join!(prepare, boot)?;
 
     let mut report = match opts.platform {
         Platform::Vtpm => {

@@ -92,6 +92,12 @@ pub(super) fn compare_vtpm(
         acpi_blobs,
         qemu_version: resolved.qemu_version.map(|v| v.to_string()),
         ovmf_version: resolved.ovmf_version.map(|v| v.to_string()),
+        quirks: resolved
+            .quirks
+            .rows
+            .iter()
+            .map(|id| id.to_string())
+            .collect(),
         duration_s: 0.0,
         notes,
         event_rows: event_rows(&alignment, prediction, &actual),

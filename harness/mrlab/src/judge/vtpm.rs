@@ -46,13 +46,7 @@ pub(super) fn compare_vtpm(
         .filter(|e| prediction.judges(e))
         .collect();
 
-    let judged_pcrs = prediction
-        .full_pcrs
-        .iter()
-        .copied()
-        .chain(prediction.unpredicted.iter().map(|u| u.pcr))
-        .collect();
-    let alignment = align::align(&prediction.events, &actual, &judged_pcrs);
+    let alignment = align_judged(prediction, &actual);
     let counts = alignment.counts();
     let integrity = replay_problems(&log, record)?;
     let registers = pcr_rows(prediction, record)?;
@@ -104,6 +98,18 @@ pub(super) fn compare_vtpm(
         predictors: Vec::new(),
     };
     Ok(Judgement { report, findings })
+}
+
+/// The predicted and logged events aligned, PCR by PCR, over the PCRs the prediction judges
+/// (those it predicts whole and those it declares unpredicted).
+fn align_judged(prediction: &Prediction, actual: &[Event]) -> Alignment {
+    let judged_pcrs = prediction
+        .full_pcrs
+        .iter()
+        .copied()
+        .chain(prediction.unpredicted.iter().map(|u| u.pcr))
+        .collect();
+    align::align(&prediction.events, actual, &judged_pcrs)
 }
 
 /// The PCRs the prediction declares it cannot predict, and why.

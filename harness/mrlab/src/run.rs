@@ -127,7 +127,7 @@ async fn run_inner(
     started: Instant,
 ) -> Result<(ScenarioReport, Option<Prediction>), String> {
     let resolved = resolve::resolve(scenario, cache, opts.platform == Platform::Vtpm)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::error::chain(&e))?;
     if let Some(why) = resolved.vm.unsupported_reason() {
         let mut r = ScenarioReport::error(&scenario.name, file, backend_name(opts), why, 0.0);
         r.verdict = Verdict::Skip;

@@ -2,7 +2,7 @@
 //! device takes.
 
 use super::files::{blank_disk, empty_dir, existing};
-use super::ResolveError;
+use super::{Problem, ResolveError};
 use crate::scenario::{Device, Scenario};
 use std::path::{Path, PathBuf};
 
@@ -51,9 +51,9 @@ pub(super) fn add(
                     }
                     (None, Some(size)) => blank_disk(cache, *size).map_err(key_err)?,
                     (None, None) => {
-                        return Err(key_err(format!(
+                        return Err(key_err(Problem::Rule(format!(
                             "device #{i}: virtio-blk needs `file` or `size`"
-                        )))
+                        ))))
                     }
                 };
                 // Read-only: the agent never writes, and concurrent runs share the file.

@@ -3,7 +3,7 @@
 //! (`resolve_without_qemu`).
 
 use super::files::{existing, looks_like_path};
-use super::ResolveError;
+use super::{Problem, ResolveError};
 use crate::scenario::Scenario;
 use measure::quirks::Version;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ pub(super) fn qemu_binary(
 pub(super) fn option_roms(
     vm: &qemu::vm::Vm,
     qemu_binary: &qemu::QemuBinary,
-) -> Result<Vec<(String, PathBuf)>, String> {
+) -> Result<Vec<(String, PathBuf)>, Problem> {
     let nics = vm
         .devices
         .iter()
@@ -47,10 +47,10 @@ pub(super) fn option_roms(
         .map(|dir| Path::new(dir.trim()).join("efi-virtio.rom"))
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            format!(
+            Problem::Rule(format!(
                 "virtio-net needs efi-virtio.rom in one of {}'s data dirs (`-L help`); install Debian package ipxe-qemu",
                 qemu_binary.program.display()
-            )
+            ))
         })?;
     Ok(vm
         .devices
@@ -66,24 +66,27 @@ pub(super) fn option_roms(
 
 /// Runs `qemu args…` to completion; a failure (e.g. a shared library the loader cannot find)
 /// is an error carrying QEMU's stderr.
-fn run_qemu(qemu: &qemu::QemuBinary, args: &[&str]) -> Result<std::process::Output, String> {
-    let program = qemu.program.display();
+fn run_qemu(qemu: &qemu::QemuBinary, args: &[&str]) -> Result<std::process::Output, Problem> {
+    let program = &qemu.program;
     let out = qemu
         .output_once(args)
-        .map_err(|e| format!("{program}: cannot run: {e}"))?;
+        .map_err(|source| Problem::CannotRun {
+            program: program.clone(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(format!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(Problem::Failed {
+            program: program.clone(),
+            args: args.join(" "),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(out)
 }
 
 /// `QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)` → 7.2.
-pub(super) fn qemu_version(binary: &qemu::QemuBinary) -> Result<Option<Version>, String> {
+pub(super) fn qemu_version(binary: &qemu::QemuBinary) -> Result<Option<Version>, Problem> {
     let out = run_qemu(binary, &["--version"])?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text
@@ -168,8 +171,8 @@ mod tests {
         .expect("copy lock");
         let cache = images::Cache::open_at(repo.path(), &repo.path().join(".cache")).expect("lock");
         let err = qemu_binary(&scenario("name = \"x\"\nqemu = \"qemu-10.0\""), &cache)
-            .expect_err("nothing fetched")
-            .to_string();
+            .expect_err("nothing fetched");
+        let err = crate::error::chain(&err);
         assert!(
             err.starts_with("scenario x: ")
                 && err.contains("\"qemu-10.0\" is not fetched")
@@ -178,8 +181,10 @@ mod tests {
         );
         // An id the lock does not pin is named as such.
         let err = qemu_binary(&scenario("name = \"x\"\nqemu = \"qemu-9.9\""), &cache)
-            .expect_err("not pinned")
-            .to_string();
+            .expect_err("not pinned");
+        let err = crate::error::chain(&err);
         assert!(err.contains("\"qemu-9.9\" is not in"), "{err}");
+        // The cause follows once (it used to be printed twice, in the message and as source).
+        assert_eq!(err.matches("is not in").count(), 1, "{err}");
     }
 }

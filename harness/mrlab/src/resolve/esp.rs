@@ -3,7 +3,7 @@
 
 use super::devices::root_bus_slot;
 use super::files::package_version;
-use super::ResolveError;
+use super::{Problem, ResolveError};
 use crate::scenario::Scenario;
 use measure::quirks::Version;
 use std::path::PathBuf;
@@ -86,7 +86,7 @@ pub(super) fn uki_parts(
 
 /// Put the ESP first on the root bus, so OVMF enumerates it first ("UEFI Misc Device",
 /// Boot0001), and record the PCI paths of it, the other disks and the NICs.
-pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut UkiParts) -> Result<(), String> {
+pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut UkiParts) -> Result<(), Problem> {
     vm.devices.insert(
         0,
         qemu::vm::Device::Disk(qemu::vm::Disk {

@@ -37,7 +37,7 @@ pub(super) fn compare_vtpm(
         .iter()
         .map(|e| format!("agent: {e}"))
         .collect();
-    let log_bytes = record.get("tpm/binary_bios_measurements").ok_or(
+    let log_bytes = record.get(agent::record::TPM_EVENT_LOG_ENTRY).ok_or(
         "evidence record has no tpm/binary_bios_measurements: the guest saw no TPM event log",
     )?;
     let log = evidence::log::parse(log_bytes, evidence::log::Format::Tcg2)
@@ -181,7 +181,7 @@ fn blob_rows(
         .iter()
         .map(|name| {
             let predicted = oracle.get(*name);
-            let actual = record.get(&format!("fw_cfg/{name}"));
+            let actual = record.get(&agent::record::fw_cfg_entry(name));
             RegisterRow {
                 name: name.to_string(),
                 predicted: predicted.map(|b| sha384_hex(b)),

@@ -72,14 +72,14 @@ pub fn quote_else_tdreport(
     if let Some(q) = quote {
         return Some(
             evidence::quote::parse(q.bytes)
-                .map(|quote| (quote.body.mrtd, quote.body.rtmrs, q.source))
+                .map(|quote| (quote.body.td.mrtd, quote.body.td.rtmrs, q.source))
                 .map_err(|e| format!("{}: {e}", q.name)),
         );
     }
     let t = tdreport?;
     Some(
         evidence::tdreport::parse(t.bytes)
-            .map(|report| (report.mrtd, report.rtmrs, t.source))
+            .map(|report| (report.td.mrtd, report.td.rtmrs, t.source))
             .map_err(|e| format!("{}: {e}", t.name)),
     )
 }

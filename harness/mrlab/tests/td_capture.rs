@@ -131,17 +131,17 @@ fn diagnose_names_the_first_divergence_of_the_td_capture() {
     )
     .unwrap();
     let scenario = mrlab::scenario::Scenario::load(&path).unwrap();
-    let cache = images::Cache::open(&images::workspace_root()).unwrap();
+    let cache = common::cache();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let prepared = rt
         .block_on(prepare(&scenario, &cache, Platform::Tdx))
         .unwrap();
-    let doc = evidence::dstack::parse_document(&std::fs::read(CAPTURE).unwrap()).unwrap();
+    let doc = evidence::dstack::parse_document(&common::fixture(CAPTURE)).unwrap();
     let quote = evidence::quote::parse(&doc.quote).unwrap();
     let td = TdEvidence {
         log: doc.event_log,
-        mrtd: quote.body.mrtd,
-        rtmrs: quote.body.rtmrs,
+        mrtd: quote.body.td.mrtd,
+        rtmrs: quote.body.td.rtmrs,
         source: "quote".into(),
     };
     let report = diagnose_td(&prepared, "dstack-td.toml", &td, PageOrder::TwoPass).unwrap();

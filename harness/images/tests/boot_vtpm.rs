@@ -130,7 +130,7 @@ fn boot(how: Boot) -> Vec<u8> {
     // swtpm and QEMU as the harness starts them: each in its own process group, killed whole
     // when dropped, so a failing assertion leaves nothing behind.
     let status = runtime.block_on(async {
-        let _swtpm = qemu::swtpm::start(&run, true, Duration::from_secs(10))
+        let _swtpm = qemu::swtpm::start(&run, qemu::swtpm::State::Setup, Duration::from_secs(10))
             .await
             .unwrap_or_else(|e| panic!("{e} (install swtpm: ci/setup-host.sh)"));
         let mut qemu = Group::spawn_command("qemu", command.into(), &run.stderr_log())

@@ -109,6 +109,8 @@ pub struct Quirks {
     pub boot_passes_uki_cmdline: bool,
     /// The order QEMU adds the TDVF pages to a TD in, which MRTD hashes.
     pub mrtd_page_order: crate::tdvf::PageOrder,
+    /// QEMU of this version has TDX builds, whose ACPI tables TD predictors (dstack-mr) model.
+    pub qemu_has_tdx_builds: bool,
     /// QEMU's TDX needs guest RAM as an explicit `memory-backend` named by `-machine` (the
     /// pre-upstream TDX builds), rather than upstream's implicit one.
     pub tdx_named_memory_backend: bool,
@@ -123,6 +125,9 @@ pub struct Quirks {
     /// QEMU leaves the `-kernel` setup header unpatched for a confidential guest: in a TD the
     /// setup and kernel items are the file as given.
     pub qemu_coco_kernel_unpatched: bool,
+    /// The ids of the rows that made this value, in table order: reports list them so that a
+    /// version bump shows which rules changed.
+    pub rows: Vec<&'static str>,
 }
 
 /// systemd v252 `src/boot/efi/tpm-pcr.c` `unified_sections[]` without `.pcrsig` (the stub never
@@ -177,11 +182,13 @@ impl Quirks {
             stub_kernel_measured_by_firmware: true,
             boot_passes_uki_cmdline: true,
             mrtd_page_order: crate::tdvf::PageOrder::SinglePass,
+            qemu_has_tdx_builds: false,
             tdx_named_memory_backend: false,
             qemu_serves_unpatched_kernel: false,
             ovmf_prefers_unpatched_kernel: false,
             td_measures_fw_cfg_items: false,
             qemu_coco_kernel_unpatched: false,
+            rows: Vec::new(),
         }
     }
 
@@ -214,6 +221,7 @@ impl Quirks {
         let mut q = Quirks::baseline();
         for row in Quirks::applied(ovmf, qemu, systemd) {
             (row.apply)(&mut q);
+            q.rows.push(row.id);
         }
         q
     }
@@ -276,6 +284,17 @@ pub static ROWS: &[Row] = &[
                  and extend them after (TDH.MEM.PAGE.ADD, then TDH.MR.EXTEND per section), so \
                  MRTD hashes each section in two passes; ≥ 9.0 interleaves them. dstack-mr's \
                  `versioned_options` defaults two_pass_add_pages to exactly 8.0 ≤ v < 9.0.",
+    },
+    Row {
+        id: "qemu-8-tdx-builds",
+        component: Component::Qemu,
+        since: Some(Version(8, 0)),
+        until: None,
+        apply: |q| q.qemu_has_tdx_builds = true,
+        reason: "The first QEMU with TDX is the 8.x line of pre-upstream builds (Canonical's \
+                 8.2, canonical/tdx); upstream TDX landed in 10.1 (docs/system/i386/tdx.rst). \
+                 dstack-mr's `--qemu-version` selects the ACPI tables of those TDX builds, from \
+                 8.0 on; an older QEMU's tables are not among them.",
     },
     Row {
         id: "qemu-pre-upstream-tdx-memory-backend",
@@ -542,6 +561,18 @@ mod tests {
         let ovmf2026 = Quirks::resolve(Some(Version(2026, 8)), None, None);
         assert!(ovmf2026.kernel_load_options_initrd_first);
         assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 6);
+        assert_eq!(
+            new.rows,
+            [
+                "ovmf-pciexbar-0xe0000000",
+                "ovmf-secureboot-absent",
+                "ovmf-crtm-version-unknown",
+                "ovmf-acpi-measured-with-tpm",
+                "ovmf-boot-kernel-file-preferred",
+                "ovmf-network-boot-ipxe-only",
+            ]
+        );
+        assert!(old.rows.is_empty());
         assert_eq!(old.ovmf_pci_layout, OvmfPciLayout::Stable202211);
         assert_eq!(new.ovmf_pci_layout, OvmfPciLayout::Stable202502);
         assert_eq!(new.crtm_version, CrtmVersion::Unknown);
@@ -579,6 +610,8 @@ mod tests {
         assert_eq!(qemu(9, 2).mrtd_page_order, PageOrder::SinglePass);
         assert!(qemu(8, 2).tdx_named_memory_backend && qemu(9, 2).tdx_named_memory_backend);
         assert!(!qemu(10, 1).tdx_named_memory_backend);
+        assert!(!qemu(7, 2).qemu_has_tdx_builds && qemu(8, 0).qemu_has_tdx_builds);
+        assert!(qemu(11, 1).qemu_has_tdx_builds);
         for row in ROWS {
             assert!(!row.reason.is_empty(), "{} has no reason", row.id);
         }

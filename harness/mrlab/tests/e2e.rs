@@ -67,6 +67,8 @@ struct Projection {
     verdict: Verdict,
     qemu: Option<String>,
     ovmf: Option<String>,
+    /// The quirk rows the versions applied: a version bump shows which rules changed.
+    quirks: Vec<String>,
     events: Vec<String>,
     fw_cfg_sha384: Vec<String>,
     /// Every event of the TD prediction: how many this vTPM boot checked, which it cannot.
@@ -79,6 +81,7 @@ fn projection(report: &ScenarioReport) -> Projection {
         verdict: report.verdict,
         qemu: report.qemu_version.clone(),
         ovmf: report.ovmf_version.clone(),
+        quirks: report.quirks.clone(),
         events: report
             .event_rows
             .iter()

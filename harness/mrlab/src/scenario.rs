@@ -291,132 +291,143 @@ impl Scenario {
             path: path.to_owned(),
             message: e.to_string().trim_end().replace('\n', "\n  "),
         })?;
-        let invalid = |key, message: &str| ScenarioError::Invalid {
+        let invalid = |(key, message): (&'static str, String)| ScenarioError::Invalid {
             path: path.to_owned(),
             key,
-            message: message.to_owned(),
+            message,
         };
-        if let Err(why) = check_name(&scenario.name) {
-            return Err(invalid("name", &why));
-        }
-        if !(1..=512).contains(&scenario.cpus) {
-            return Err(invalid("cpus", "must be between 1 and 512"));
-        }
-        if scenario.memory < (128 << 20) {
-            return Err(invalid("memory", "must be at least 128M"));
-        }
-        if scenario.memory > MAX_MEMORY {
-            return Err(invalid("memory", "must be at most 4T"));
-        }
-        if !(1..=MAX_TIMEOUT_S).contains(&scenario.timeout_s) {
-            return Err(invalid(
-                "timeout_s",
-                &format!("must be between 1 and {MAX_TIMEOUT_S} (a day)"),
-            ));
-        }
-        // QEMU gets the command line as one argv string, which cannot hold a NUL.
-        if scenario.cmdline.contains('\0') {
-            return Err(invalid("cmdline", "contains a NUL byte"));
-        }
-        if scenario
-            .predict
-            .cmdline
-            .as_deref()
-            .is_some_and(|c| c.contains('\0'))
-        {
-            return Err(invalid("predict.cmdline", "contains a NUL byte"));
-        }
-        if scenario
-            .machine
-            .phys_bits
-            .is_some_and(|bits| !PHYS_BITS.contains(&bits))
-        {
-            return Err(invalid(
-                "machine.phys_bits",
-                "must be between 32 and 52 (QEMU's phys-bits)",
-            ));
-        }
-        match (&scenario.grub, scenario.boot) {
-            (Some(_), BootMode::Kernel | BootMode::Uki) => {
-                return Err(invalid(
-                    "grub",
-                    "only a `boot = \"grub\"` scenario has a [grub] table",
-                ))
-            }
-            // One entry is one grub.cfg line: a line break would add lines unseen.
-            (Some(grub), BootMode::Grub)
-                if grub.lines.iter().any(|l| l.contains(['\n', '\r', '\0'])) =>
-            {
-                return Err(invalid(
-                    "grub.lines",
-                    "a line holds a line break or a NUL byte: give each line on its own",
-                ))
-            }
-            _ => {}
-        }
-        match (&scenario.predict.grub_lines, scenario.boot) {
-            (Some(_), BootMode::Kernel | BootMode::Uki) => {
-                return Err(invalid(
-                    "predict.grub_lines",
-                    "only a `boot = \"grub\"` scenario has grub.cfg lines",
-                ))
-            }
-            (Some(lines), BootMode::Grub)
-                if lines.iter().any(|l| l.contains(['\n', '\r', '\0'])) =>
-            {
-                return Err(invalid(
-                    "predict.grub_lines",
-                    "a line holds a line break or a NUL byte: give each line on its own",
-                ))
-            }
-            _ => {}
-        }
-        for device in &scenario.devices {
-            if let Device::Virtfs { tag } = device {
-                check_mount_tag(tag).map_err(|why| invalid("devices", &why))?;
-            }
-        }
-        match scenario.preset {
-            Some(Preset::Dstack) => {
-                if !scenario.devices.is_empty() {
-                    return Err(invalid(
-                        "devices",
-                        "the `dstack` preset sets the devices; shape them under [dstack]",
-                    ));
-                }
-                if scenario.boot != BootMode::Kernel {
-                    return Err(invalid(
-                        "preset",
-                        "dstack boots with -kernel, not from a disk",
-                    ));
-                }
-                let preset = scenario.dstack.clone().unwrap_or_default();
-                if preset.gpus > 0 || preset.nvswitches > 0 {
-                    return Err(invalid(
-                        "dstack",
-                        "GPUs and NVSwitches are vfio-pci passthrough of host devices, which \
-                         cannot be created here; `root_ports = N` gives the pcie-root-port each \
-                         sits behind (what ACPI and the PCI layout see of them)",
-                    ));
-                }
-                if preset.hugepages {
-                    return Err(invalid(
-                        "dstack",
-                        "hugepages is not predicted yet: dstack-vmm then backs RAM with a \
-                         memory-backend-file in NUMA node 0 (SRAT) and adds a pxb-pcie expander \
-                         bridge (pcie.node0, addr 0xa, bus_nr 5), which the fw_cfg oracle's PCI \
-                         model does not cover",
-                    ));
-                }
-            }
-            None if scenario.dstack.is_some() => {
-                return Err(invalid("dstack", "needs `preset = \"dstack\"`"));
-            }
-            None => {}
-        }
+        check_values(&scenario).map_err(invalid)?;
+        check_preset(&scenario).map_err(invalid)?;
+        check_grub(&scenario).map_err(invalid)?;
         scenario.dir = path.parent().map(Path::to_owned).unwrap_or_default();
         Ok(scenario)
     }
+}
+
+/// The scenario's values within their ranges: the key and the problem otherwise.
+fn check_values(scenario: &Scenario) -> Result<(), (&'static str, String)> {
+    if let Err(why) = check_name(&scenario.name) {
+        return Err(("name", why));
+    }
+    if !(1..=512).contains(&scenario.cpus) {
+        return Err(("cpus", "must be between 1 and 512".into()));
+    }
+    if scenario.memory < (128 << 20) {
+        return Err(("memory", "must be at least 128M".into()));
+    }
+    if scenario.memory > MAX_MEMORY {
+        return Err(("memory", "must be at most 4T".into()));
+    }
+    if !(1..=MAX_TIMEOUT_S).contains(&scenario.timeout_s) {
+        return Err((
+            "timeout_s",
+            format!("must be between 1 and {MAX_TIMEOUT_S} (a day)"),
+        ));
+    }
+    // QEMU gets the command line as one argv string, which cannot hold a NUL.
+    if scenario.cmdline.contains('\0') {
+        return Err(("cmdline", "contains a NUL byte".into()));
+    }
+    if scenario
+        .predict
+        .cmdline
+        .as_deref()
+        .is_some_and(|c| c.contains('\0'))
+    {
+        return Err(("predict.cmdline", "contains a NUL byte".into()));
+    }
+    if scenario
+        .machine
+        .phys_bits
+        .is_some_and(|bits| !PHYS_BITS.contains(&bits))
+    {
+        return Err((
+            "machine.phys_bits",
+            "must be between 32 and 52 (QEMU's phys-bits)".into(),
+        ));
+    }
+    for device in &scenario.devices {
+        if let Device::Virtfs { tag } = device {
+            check_mount_tag(tag).map_err(|why| ("devices", why))?;
+        }
+    }
+    Ok(())
+}
+
+/// `preset` and `[dstack]` together, and what the preset cannot do (yet).
+/// `[grub]` and `[predict] grub_lines` belong to a shim + GRUB boot, one grub.cfg line each.
+fn check_grub(scenario: &Scenario) -> Result<(), (&'static str, String)> {
+    let is_grub = scenario.boot == BootMode::Grub;
+    // One entry is one grub.cfg line: a line break would add lines unseen.
+    let one_line_each = |lines: &[String]| !lines.iter().any(|l| l.contains(['\n', '\r', '\0']));
+    const ONE_LINE: &str = "a line holds a line break or a NUL byte: give each line on its own";
+    if let Some(grub) = &scenario.grub {
+        if !is_grub {
+            return Err((
+                "grub",
+                "only a `boot = \"grub\"` scenario has a [grub] table".into(),
+            ));
+        }
+        if !one_line_each(&grub.lines) {
+            return Err(("grub.lines", ONE_LINE.into()));
+        }
+    }
+    if let Some(lines) = &scenario.predict.grub_lines {
+        if !is_grub {
+            return Err((
+                "predict.grub_lines",
+                "only a `boot = \"grub\"` scenario has grub.cfg lines".into(),
+            ));
+        }
+        if !one_line_each(lines) {
+            return Err(("predict.grub_lines", ONE_LINE.into()));
+        }
+    }
+    Ok(())
+}
+
+fn check_preset(scenario: &Scenario) -> Result<(), (&'static str, String)> {
+    match scenario.preset {
+        Some(Preset::Dstack) => {
+            if !scenario.devices.is_empty() {
+                return Err((
+                    "devices",
+                    "the `dstack` preset sets the devices; shape them under [dstack]".into(),
+                ));
+            }
+            if scenario.boot != BootMode::Kernel {
+                return Err((
+                    "preset",
+                    "dstack boots with -kernel, not from a disk".into(),
+                ));
+            }
+            let preset = scenario.dstack.clone().unwrap_or_default();
+            if preset.gpus > 0 || preset.nvswitches > 0 {
+                return Err((
+                    "dstack",
+                    "GPUs and NVSwitches are vfio-pci passthrough of host devices, which \
+                     cannot be created here; `root_ports = N` gives the pcie-root-port each \
+                     sits behind (what ACPI and the PCI layout see of them)"
+                        .into(),
+                ));
+            }
+            if preset.hugepages {
+                return Err((
+                    "dstack",
+                    "hugepages is not predicted yet: dstack-vmm then backs RAM with a \
+                     memory-backend-file in NUMA node 0 (SRAT) and adds a pxb-pcie expander \
+                     bridge (pcie.node0, addr 0xa, bus_nr 5), which the fw_cfg oracle's PCI \
+                     model does not cover"
+                        .into(),
+                ));
+            }
+        }
+        None if scenario.dstack.is_some() => {
+            return Err(("dstack", "needs `preset = \"dstack\"`".into()));
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 /// The most memory a scenario may give its VM (QEMU's q35 takes more, no host here has it).

@@ -3,7 +3,7 @@
 //! and attached first on the root bus like a UKI boot's.
 
 use super::esp;
-use super::ResolveError;
+use super::{Problem, ResolveError};
 use crate::scenario::Scenario;
 use measure::quirks::Version;
 use std::path::PathBuf;
@@ -88,7 +88,7 @@ pub(super) fn grub_parts(
 }
 
 /// Put the ESP first on the root bus and record the PCI paths its boot options name.
-pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut GrubParts) -> Result<(), String> {
+pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut GrubParts) -> Result<(), Problem> {
     let place = esp::attach_disk(vm, &parts.disk)?;
     (parts.disk_pci, parts.other_disks_pci, parts.nics) =
         (place.disk_pci, place.other_disks_pci, place.nics);

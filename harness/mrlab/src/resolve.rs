@@ -219,6 +219,10 @@ pub fn resolve_without_qemu(
     vm.machine.pic = m.pic.or(vm.machine.pic);
     vm.machine.acpi_pci_hotplug_with_bridge_support = m.acpi_pci_hotplug;
     vm.machine.phys_bits = m.phys_bits;
+    let dstack_hugepages = scenario.dstack.as_ref().is_some_and(|d| d.hugepages);
+    if m.hugepages || dstack_hugepages {
+        vm.machine.numa = Some(qemu::vm::NumaMemory::for_host(tpm));
+    }
     if let Some(size) = &m.pci_hole64_size {
         let bytes =
             crate::scenario::parse_size(size).map_err(|e| key_err("machine.pci_hole64_size", e))?;
@@ -504,6 +508,7 @@ fn dstack_layout(
             DstackHostShare::Disk => qemu::vm::DstackHostShare::Disk { file: blank()? },
         },
         root_ports: preset.root_ports,
+        hugepages: preset.hugepages,
     })
 }
 
@@ -583,6 +588,7 @@ pub fn machine_json(m: &qemu::Machine) -> serde_json::Value {
         "pci_hole64_size": m.pci_hole64_size,
         "acpi_pci_hotplug_with_bridge_support": m.acpi_pci_hotplug_with_bridge_support,
         "phys_bits": m.phys_bits,
+        "numa_node0_memory_file": m.numa.is_some(),
     })
 }
 

@@ -137,6 +137,10 @@ pub fn dstack_mr_plan(
     if let Some(size) = m.pci_hole64_size {
         argv.extend(["--pci-hole64-size".into(), size.to_string()]);
     }
+    // A flag (clap `bool`): NUMA node 0 from a memory-backend-file, as `qemu::vm::NumaMemory`.
+    if m.numa.is_some() {
+        argv.push("--hugepages".into());
+    }
     if let Some(v) = qemu_version {
         argv.extend(["--qemu-version".into(), v]);
     }
@@ -191,6 +195,8 @@ pub fn dstack_shape(vm: &qemu::vm::Vm) -> Result<DstackShape, String> {
             Device::Vsock { .. } => Some('v'),
             Device::Share(_) => Some('s'),
             Device::PcieRootPort { .. } => Some('r'),
+            // dstack-mr adds its expander only with GPUs (`acpi.rs` `create_tables`).
+            Device::PcieExpander { .. } => Some('x'),
             Device::Cdrom { .. } => None,
         })
         .collect();
@@ -208,6 +214,7 @@ pub fn dstack_shape(vm: &qemu::vm::Vm) -> Result<DstackShape, String> {
                         'n' => "net",
                         'v' => "vsock",
                         's' => "9p",
+                        'x' => "pxb-pcie",
                         _ => "root-port",
                     })
                     .collect::<Vec<_>>()

@@ -109,6 +109,8 @@ pub struct Quirks {
     pub boot_passes_uki_cmdline: bool,
     /// The order QEMU adds the TDVF pages to a TD in, which MRTD hashes.
     pub mrtd_page_order: crate::tdvf::PageOrder,
+    /// QEMU of this version has TDX builds, whose ACPI tables TD predictors (dstack-mr) model.
+    pub qemu_has_tdx_builds: bool,
     /// QEMU's TDX needs guest RAM as an explicit `memory-backend` named by `-machine` (the
     /// pre-upstream TDX builds), rather than upstream's implicit one.
     pub tdx_named_memory_backend: bool,
@@ -177,6 +179,7 @@ impl Quirks {
             stub_kernel_measured_by_firmware: true,
             boot_passes_uki_cmdline: true,
             mrtd_page_order: crate::tdvf::PageOrder::SinglePass,
+            qemu_has_tdx_builds: false,
             tdx_named_memory_backend: false,
             qemu_serves_unpatched_kernel: false,
             ovmf_prefers_unpatched_kernel: false,
@@ -276,6 +279,17 @@ pub static ROWS: &[Row] = &[
                  and extend them after (TDH.MEM.PAGE.ADD, then TDH.MR.EXTEND per section), so \
                  MRTD hashes each section in two passes; ≥ 9.0 interleaves them. dstack-mr's \
                  `versioned_options` defaults two_pass_add_pages to exactly 8.0 ≤ v < 9.0.",
+    },
+    Row {
+        id: "qemu-8-tdx-builds",
+        component: Component::Qemu,
+        since: Some(Version(8, 0)),
+        until: None,
+        apply: |q| q.qemu_has_tdx_builds = true,
+        reason: "The first QEMU with TDX is the 8.x line of pre-upstream builds (Canonical's \
+                 8.2, canonical/tdx); upstream TDX landed in 10.1 (docs/system/i386/tdx.rst). \
+                 dstack-mr's `--qemu-version` selects the ACPI tables of those TDX builds, from \
+                 8.0 on; an older QEMU's tables are not among them.",
     },
     Row {
         id: "qemu-pre-upstream-tdx-memory-backend",
@@ -579,6 +593,8 @@ mod tests {
         assert_eq!(qemu(9, 2).mrtd_page_order, PageOrder::SinglePass);
         assert!(qemu(8, 2).tdx_named_memory_backend && qemu(9, 2).tdx_named_memory_backend);
         assert!(!qemu(10, 1).tdx_named_memory_backend);
+        assert!(!qemu(7, 2).qemu_has_tdx_builds && qemu(8, 0).qemu_has_tdx_builds);
+        assert!(qemu(11, 1).qemu_has_tdx_builds);
         for row in ROWS {
             assert!(!row.reason.is_empty(), "{} has no reason", row.id);
         }

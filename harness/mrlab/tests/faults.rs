@@ -298,3 +298,27 @@ fn a_command_line_the_efi_stub_truncates_is_warned_about() {
         report.notes
     );
 }
+
+/// `mrlab replay log | head -1`: the reader closes the pipe early; mrlab must end quietly, not
+/// panic on the write (Rust ignores SIGPIPE, so the write fails with EPIPE instead).
+#[test]
+fn a_stdout_closed_by_its_reader_ends_the_command_quietly() {
+    let log = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../fixtures/tpm-eventlog/gotpmtools-arch-linux-workstation/arch-linux-workstation.bin",
+    );
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_mrlab"))
+        .arg("replay")
+        .arg(&log)
+        .stdout(writer)
+        .output()
+        .expect("mrlab runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status {}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.is_empty(),
+        "a closed reader is not an error: {stderr}"
+    );
+}

@@ -120,11 +120,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         report
     };
     if args.json {
-        println!("{}", report::json(std::slice::from_ref(&report)));
+        outln!("{}", report::json(std::slice::from_ref(&report)));
     } else {
-        println!("{}", report::markdown(std::slice::from_ref(&report)));
+        outln!("{}", report::markdown(std::slice::from_ref(&report)));
         for r in &report.registers {
-            println!(
+            outln!(
                 "{:<14} {} {}",
                 r.name,
                 if r.matches { "==" } else { "!=" },
@@ -132,23 +132,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         if let Some(d) = &report.first_divergence {
-            println!(
+            outln!(
                 "\nfirst divergence ({:?}) {} {}",
                 d.outcome,
                 d.event_type,
                 d.label.as_deref().unwrap_or("(unpredicted)")
             );
-            println!(
+            outln!(
                 "  predicted: {} {}",
                 d.predicted_digest.as_deref().unwrap_or("-"),
                 d.predicted_data.as_deref().unwrap_or("")
             );
-            println!(
+            outln!(
                 "  actual:    {} {}",
                 d.actual_digest.as_deref().unwrap_or("-"),
                 d.actual_data.as_deref().unwrap_or("")
             );
-            println!("  varies with: {:?}", d.varies_with);
+            outln!("  varies with: {:?}", d.varies_with);
         }
     }
     Ok(if report.verdict == Verdict::Pass {

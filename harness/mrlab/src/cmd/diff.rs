@@ -156,13 +156,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "unchanged": same,
             "quirks": {"added": quirks_added, "removed": quirks_removed},
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("A: {} ({})", a.title, a.versions);
-    println!("B: {} ({})", b.title, b.versions);
-    println!("platform: {}", args.platform);
-    println!();
+    outln!("A: {} ({})", a.title, a.versions);
+    outln!("B: {} ({})", b.title, b.versions);
+    outln!("platform: {}", args.platform);
+    outln!();
     let short = |e: Option<&Event>| {
         e.and_then(|e| e.digests.sha384_hex())
             .map_or("-".to_string(), |d| format!("{}…", &d[..16]))
@@ -174,7 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             measure::diff::ChangeKind::Removed => "-",
             measure::diff::ChangeKind::Changed => "~",
         };
-        println!(
+        outln!(
             "{mark} pcr{:<2} {:<6} {:<32} {:<34} {} → {}  varies with {}",
             e.pcr,
             e.register().map_or("-".to_string(), |r| r.to_string()),
@@ -186,10 +186,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     if changes.is_empty() {
-        println!("no predicted event differs");
+        outln!("no predicted event differs");
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{} changed, {same} the same; quirk rows: +[{}] -[{}]",
         changes.len(),
         quirks_added.join(", "),

@@ -99,23 +99,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "event_type": f.td_hob.event_type.name(),
             },
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
 
-    println!(
+    outln!(
         "{path}: {} bytes, TDVF metadata v{} at {:#x}, {} sections",
         f.tdvf.image_len,
         f.tdvf.version,
         f.tdvf.metadata_offset,
         f.tdvf.sections.len()
     );
-    println!(
+    outln!(
         "  {:>2}  {:<8} {:>11} {:>10} {:>18} {:>10}  attributes",
-        "#", "type", "data offset", "raw size", "memory address", "mem size"
+        "#",
+        "type",
+        "data offset",
+        "raw size",
+        "memory address",
+        "mem size"
     );
     for s in &f.tdvf.sections {
-        println!(
+        outln!(
             "  {:>2}  {:<8} {:>#11x} {:>#10x} {:>#18x} {:>#10x}  {}",
             s.index,
             s.section_type.name(),
@@ -126,15 +131,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             s.attributes.names().join("|")
         );
     }
-    println!("MRTD single-pass  {}", hex::encode(f.mrtd_single));
-    println!("MRTD two-pass     {}", hex::encode(f.mrtd_two));
-    println!(
+    outln!("MRTD single-pass  {}", hex::encode(f.mrtd_single));
+    outln!("MRTD two-pass     {}", hex::encode(f.mrtd_two));
+    outln!(
         "CFV               {}  ({:#x} bytes at {:#x})",
         sha384_hex(&f.cfv),
         cfv.raw_data_size,
         cfv.memory_address
     );
-    println!(
+    outln!(
         "TD HOB            {}  ({} bytes, memory {} bytes = {} GiB)",
         sha384_hex(&f.td_hob),
         f.td_hob_len,

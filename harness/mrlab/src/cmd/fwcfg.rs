@@ -33,9 +33,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let written = mrlab::snapshot::write(&args.out, &resolved, &files)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
     for (name, size) in written {
-        println!("{size:>8}  {name}");
+        outln!("{size:>8}  {name}");
     }
-    println!(
+    outln!(
         "{:>8}  {} (QEMU, OVMF, the VM and every file's sha256; `mrlab predict --fwcfg` reads it)",
         "",
         mrlab::snapshot::MANIFEST

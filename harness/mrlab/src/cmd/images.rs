@@ -55,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         step += 1;
         eprintln!("images: [{step}/{total}] agent initramfs for {kernel}");
         let initrd = cache.agent_initramfs(kernel)?;
-        println!("{}", initrd.display());
+        outln!("{}", initrd.display());
         for systemd in &systemds {
             step += 1;
             eprintln!("images: [{step}/{total}] UKI and ESP disk for {kernel} with {systemd}");
@@ -70,8 +70,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ukis: vec![("mrlab".into(), uki.clone())],
                 loader_conf: Some("timeout 0\n".into()),
             })?;
-            println!("{}", uki.display());
-            println!("{}", disk.display());
+            outln!("{}", uki.display());
+            outln!("{}", disk.display());
         }
     }
     eprintln!("images: done, cache at {}", cache.root().display());

@@ -3,6 +3,26 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// `println!` that returns an error instead of panicking when stdout is closed
+/// (`mrlab diagnose … | head`); `main` treats a broken pipe as the reader having had enough.
+macro_rules! outln {
+    () => {
+        $crate::cmd::write_stdout("\n")?
+    };
+    ($($arg:tt)*) => {
+        $crate::cmd::write_stdout(&format!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// Writes to stdout; a closed pipe comes back as an error `main` ends the command on, quietly.
+pub(crate) fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(|e| anyhow::Error::new(e).context("writing to standard output"))
+}
+
 mod diagnose;
 mod diff;
 mod firmware;

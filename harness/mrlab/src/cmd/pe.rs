@@ -119,39 +119,44 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_table(&report);
+        print_table(&report)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(r: &Report) {
-    println!("file                {}", r.file);
-    println!("bytes               {}", r.bytes);
-    println!("machine             {} ({})", r.machine, r.optional_header);
-    println!("size of headers     {:#x}", r.size_of_headers);
+fn print_table(r: &Report) -> anyhow::Result<()> {
+    outln!("file                {}", r.file);
+    outln!("bytes               {}", r.bytes);
+    outln!("machine             {} ({})", r.machine, r.optional_header);
+    outln!("size of headers     {:#x}", r.size_of_headers);
     match &r.certificate_table {
-        Some(t) => println!("certificate table   {:#x} + {:#x}", t.offset, t.size),
-        None => println!("certificate table   none"),
+        Some(t) => outln!("certificate table   {:#x} + {:#x}", t.offset, t.size),
+        None => outln!("certificate table   none"),
     }
-    println!("authenticode sha256 {}", r.authenticode.sha256);
-    println!("authenticode sha384 {}", r.authenticode.sha384);
+    outln!("authenticode sha256 {}", r.authenticode.sha256);
+    outln!("authenticode sha384 {}", r.authenticode.sha384);
     for s in &r.signatures {
         let verdict = match s.matches {
             Some(true) => "matches",
             Some(false) => "DOES NOT MATCH",
             None => "not computed",
         };
-        println!("signed {:<12} {} ({verdict})", s.algorithm, s.digest);
+        outln!("signed {:<12} {} ({verdict})", s.algorithm, s.digest);
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "section", "vaddr", "vsize", "raw_off", "raw_size", "flags"
+        "section",
+        "vaddr",
+        "vsize",
+        "raw_off",
+        "raw_size",
+        "flags"
     );
     for s in &r.sections {
-        println!(
+        outln!(
             "{:<10} {:>#10x} {:>#10x} {:>#10x} {:>#10x} {:>#10x}",
             s.name,
             s.virtual_address,
@@ -161,4 +166,5 @@ fn print_table(r: &Report) {
             s.characteristics
         );
     }
+    Ok(())
 }

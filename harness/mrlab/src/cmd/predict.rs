@@ -1,6 +1,5 @@
 //! `mrlab predict`: the predicted event log of a scenario, without booting it.
 
-use measure::tdvf::PageOrder;
 use measure::Platform;
 use mrlab::prepare;
 use mrlab::scenario::Scenario;
@@ -67,8 +66,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let registers = match platform {
         Platform::Tdx => {
             // The same values `--predictor` compares external predictors with.
-            let regs = mrlab::prepare::builtin_registers(&prepared, PageOrder::SinglePass)
-                .map_err(anyhow::Error::msg)?;
+            let order = prepared.resolved.quirks.mrtd_page_order;
+            let regs =
+                mrlab::prepare::builtin_registers(&prepared, order).map_err(anyhow::Error::msg)?;
             json!({
                 "mrtd": hex::encode(regs.mrtd),
                 "rtmr0": hex::encode(regs.rtmr[0]),
@@ -129,14 +129,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>(),
             "events": events,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        println!(
+        outln!(
             "{:>3}  {:<6} {:>4}  {:<40} {:<34} {:<18} {:<16} varies with",
-            "#", "reg", "pcr", "label", "type", "sha384", "verification"
+            "#",
+            "reg",
+            "pcr",
+            "label",
+            "type",
+            "sha384",
+            "verification"
         );
         for (i, (e, status)) in prediction.events.iter().zip(&statuses).enumerate() {
-            println!(
+            outln!(
                 "{:>3}  {:<6} {:>4}  {:<40} {:<34} {:<18} {:<16} {}",
                 i,
                 e.register().map_or("-".to_string(), |r| r.to_string()),
@@ -154,7 +160,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .join(",")
             );
         }
-        println!();
+        outln!();
         if let Value::Object(map) = registers {
             for (name, value) in map {
                 let why = prediction
@@ -164,7 +170,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .map_or("(not predicted)".to_string(), |u| {
                         format!("(not predicted: {})", u.reason)
                     });
-                println!("{name:<6} {}", value.as_str().unwrap_or(&why));
+                outln!("{name:<6} {}", value.as_str().unwrap_or(&why));
             }
         }
     }

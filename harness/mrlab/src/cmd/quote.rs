@@ -58,15 +58,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         out
     };
-    write_stdout(&out)?;
+    super::write_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Write to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
-pub(super) fn write_stdout(text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
 }

@@ -36,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         table(&log)
     };
-    super::quote::write_stdout(&out)?;
+    super::write_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 

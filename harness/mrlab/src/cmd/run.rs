@@ -121,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let summary = report::markdown(&reports);
-    println!("{summary}");
+    outln!("{summary}");
     write_opt(&args.json_report, &report::json(&reports))?;
     write_opt(&args.junit, &report::junit(&reports))?;
     write_opt(&args.markdown, &summary)?;

@@ -180,15 +180,8 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
             "version": resolved.qemu_version.map(|v| v.to_string()),
         },
         "ovmf_version": resolved.ovmf_version.map(|v| v.to_string()),
-        "mrtd_page_order": page_order_name(order),
+        "mrtd_page_order": order.name(),
     })
-}
-
-fn page_order_name(order: PageOrder) -> &'static str {
-    match order {
-        PageOrder::SinglePass => "single-pass",
-        PageOrder::TwoPass => "two-pass",
-    }
 }
 
 #[cfg(test)]

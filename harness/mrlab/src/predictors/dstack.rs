@@ -91,8 +91,9 @@ pub fn dstack_mr_plan(
     if !vm.serial {
         acpi_problems.push("dstack-mr's VM has a serial port, this one has none".to_string());
     }
+    // Which QEMU versions dstack-mr models: quirk row qemu-8-tdx-builds.
     let qemu_version = match resolved.qemu_version {
-        Some(v) if v >= measure::quirks::Version(8, 0) => Some(format!("{}.{}.0", v.0, v.1)),
+        Some(v) if resolved.quirks.qemu_has_tdx_builds => Some(format!("{}.{}.0", v.0, v.1)),
         Some(v) => {
             acpi_problems.push(format!(
                 "dstack-mr models the ACPI of QEMU >= 8.0 (TDX), this VM's QEMU is {v}"

@@ -251,16 +251,18 @@ pub async fn vs_builtin(
     dir: &Path,
 ) -> Vec<PredictorReport> {
     const LABEL: &str = "builtin (vtpm-verified)";
-    let order = PageOrder::SinglePass;
+    // The page order is the quirk table's for this VM's QEMU (qemu-8-tdx-two-pass-mrtd).
     let td = crate::prepare::prepare(scenario, cache, measure::Platform::Tdx)
         .await
-        .and_then(|p| builtin_registers(&p, order).map(|reference| (p, reference)));
+        .and_then(|p| {
+            builtin_registers(&p, p.resolved.quirks.mrtd_page_order).map(|reference| (p, reference))
+        });
     match td {
         Ok((td, reference)) => {
             check_all(
                 predictors,
                 &td,
-                order,
+                td.resolved.quirks.mrtd_page_order,
                 &reference,
                 LABEL,
                 &dir.join("predictors"),

@@ -1,0 +1,132 @@
+//! Scenario → the one `Vm` that drives both the QEMU command line and the prediction, plus the
+//! facts the prediction needs (versions → quirks). Reads files and asks QEMU its version: effects,
+//! kept here at the edge. One module per part of the `Vm`: `files` (firmware, kernel, initrd),
+//! `boot` (boot mode), `esp` (a UKI boot's disk), `dstack` (the preset), `machine`, `devices`;
+//! `emulator` asks the QEMU binary.
+
+mod boot;
+mod devices;
+mod dstack;
+mod emulator;
+mod esp;
+mod files;
+mod machine;
+
+pub use devices::vsock_daemon;
+pub use esp::UkiParts;
+pub use machine::machine_json;
+
+use crate::scenario::Scenario;
+use measure::quirks::{Quirks, Version};
+use std::path::PathBuf;
+
+/// A scenario with every file located and every version known.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub scenario: Scenario,
+    pub vm: qemu::vm::Vm,
+    pub qemu_binary: qemu::QemuBinary,
+    /// Read from the binary itself (`--version`), not from the scenario or the lock.
+    pub qemu_version: Option<Version>,
+    pub ovmf_version: Option<Version>,
+    /// A managed OVMF's version, vendor and date strings, where its quirks measure them.
+    pub firmware_strings: Option<measure::smbios::FirmwareStrings>,
+    pub quirks: Quirks,
+    /// UKI boot: the files on the boot disk, for the prediction.
+    pub uki: Option<UkiParts>,
+    /// The PCI option ROM file of each device that has one (label, path), in device order.
+    pub option_roms: Vec<(String, PathBuf)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("scenario {scenario}: key `{key}`: {message}")]
+    Key {
+        scenario: String,
+        key: &'static str,
+        message: String,
+    },
+    #[error("scenario {scenario}: {source}")]
+    Images {
+        scenario: String,
+        source: images::Error,
+    },
+}
+
+impl ResolveError {
+    fn key(scenario: &Scenario, key: &'static str, message: impl Into<String>) -> ResolveError {
+        ResolveError::Key {
+            scenario: scenario.name.clone(),
+            key,
+            message: message.into(),
+        }
+    }
+
+    fn images(scenario: &Scenario, source: images::Error) -> ResolveError {
+        ResolveError::Images {
+            scenario: scenario.name.clone(),
+            source,
+        }
+    }
+}
+
+/// Resolve a scenario for a VM with (`tpm`) or without a vTPM.
+pub fn resolve(
+    scenario: &Scenario,
+    cache: &images::Cache,
+    tpm: bool,
+) -> Result<Resolved, ResolveError> {
+    let qemu_binary = emulator::qemu_binary(scenario, cache)?;
+    let qemu_version = emulator::qemu_version(&qemu_binary)
+        .map_err(|message| ResolveError::key(scenario, "qemu", message))?;
+    let mut resolved = resolve_without_qemu(scenario, cache, tpm, qemu_binary, qemu_version)?;
+    resolved.option_roms = emulator::option_roms(&resolved.vm, &resolved.qemu_binary)
+        .map_err(|message| ResolveError::key(scenario, "devices", message))?;
+    Ok(resolved)
+}
+
+/// [`resolve`] for a host without QEMU (a verifier predicting from a fw_cfg snapshot): QEMU's
+/// version is given, `qemu_binary` is recorded but never started, and `option_roms` is left
+/// empty for the caller to fill from what it has of QEMU's data.
+pub fn resolve_without_qemu(
+    scenario: &Scenario,
+    cache: &images::Cache,
+    tpm: bool,
+    qemu_binary: qemu::QemuBinary,
+    qemu_version: Option<Version>,
+) -> Result<Resolved, ResolveError> {
+    let (firmware, ovmf_version) = files::firmware(scenario, cache, tpm)?;
+    let kernel = files::kernel(scenario, cache)?;
+    let initrd = files::initrd(scenario, cache, kernel.id.as_deref())?;
+    let (boot, mut uki) = boot::boot(scenario, cache, kernel, initrd)?;
+    let mut vm = qemu::vm::Vm::new(firmware, scenario.cpus, scenario.memory, boot);
+    vm.tpm = tpm;
+    devices::vsock_host(&mut vm, cache);
+    dstack::apply(&mut vm, scenario, cache)?;
+    machine::apply(&mut vm.machine, scenario, tpm)?;
+    devices::add(&mut vm, scenario, cache)?;
+    if let Some(parts) = &mut uki {
+        esp::attach(&mut vm, parts).map_err(|m| ResolveError::key(scenario, "devices", m))?;
+    }
+    let systemd_version = uki.as_ref().and_then(|u| u.systemd_version);
+    let quirks = Quirks::resolve(ovmf_version, qemu_version, systemd_version);
+    let firmware_strings = match (quirks.needs_firmware_strings(), ovmf_version) {
+        (true, Some(_)) => Some(
+            cache
+                .firmware_strings(&scenario.firmware)
+                .map_err(|e| ResolveError::images(scenario, e))?,
+        ),
+        _ => None,
+    };
+    Ok(Resolved {
+        scenario: scenario.clone(),
+        vm,
+        qemu_binary,
+        qemu_version,
+        ovmf_version,
+        firmware_strings,
+        quirks,
+        uki,
+        option_roms: Vec::new(),
+    })
+}

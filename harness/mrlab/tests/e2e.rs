@@ -110,6 +110,14 @@ fn scenario_passes(#[files("../../scenarios/*.toml")] path: PathBuf) {
     let name = path.file_stem().unwrap().to_string_lossy().into_owned();
     let out = runtime().block_on(run::run_file(&path, &cache(), &options("scenarios")));
     let report = out.report;
+    // A NUMA node's memory file (`hugepages`) is unlinked by QEMU as soon as it is made.
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("qemu_back_mem"))
+        .collect();
+    assert!(left.is_empty(), "{name}: left in /dev/shm: {left:?}");
     if report.verdict == Verdict::Skip {
         eprintln!("SKIPPED {name}: {}", report.reason.as_deref().unwrap_or(""));
         return;

@@ -37,7 +37,8 @@ pub struct Machine {
 /// `dstack/vmm/src/app/qemu.rs`; `app.rs` `hugepage_numa_nodes` gives node 0 then).
 ///
 /// `mem_path` is a folder, as dstack's `/dev/hugepages` is: QEMU makes its file there with
-/// `mkstemp` and unlinks it at once (`system/physmem.c` `file_ram_open`), so no file outlives the
+/// `mkstemp` (`qemu_back_mem.<region>.XXXXXX`) and unlinks it at once (`file_ram_open` in
+/// `softmmu/physmem.c`, `system/physmem.c` from QEMU 8.2), so no file outlives the
 /// VM however it ends. The guest sees the node's size and CPUs, not the page size or the folder's
 /// file system, so a tmpfs folder stands in for hugetlbfs where a host has no hugepages. The
 /// host-side options dstack adds (`prealloc=yes`, `host-nodes=0,policy=bind`) decide where the

@@ -355,5 +355,19 @@ mod tests {
             blk("hd2"),
         ]);
         assert!(dstack_shape(&hd2).is_err());
+        // dstack-vmm's hugepages expander without GPUs: dstack-mr adds one only with GPUs.
+        let hugepages = vm(vec![
+            blk("hd0"),
+            blk("hd1"),
+            net(0),
+            Device::Vsock { guest_cid: 3 },
+            share(),
+            qemu::vm::dstack_hugepages_expander(),
+        ]);
+        let why = dstack_shape(&hugepages).unwrap_err();
+        assert!(
+            why.contains("[blk, blk, net, vsock, 9p, pxb-pcie]"),
+            "{why}"
+        );
     }
 }

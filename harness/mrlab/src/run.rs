@@ -4,7 +4,7 @@
 //! here panics on bad input, and every process and temp dir belongs to a value that cleans up
 //! on drop.
 
-use crate::judge::judge_record;
+use crate::judge::{judgement, Judgement};
 use crate::prepare::{prepare_resolved, Prepared};
 use crate::recorded::save_evidence;
 use crate::report::{ScenarioReport, Verdict};
@@ -177,13 +177,13 @@ async fn run_inner(
 
     let mut report = match opts.platform {
         Platform::Vtpm => {
-            let mut report = judge(&prepared, file, &serial, dir)?;
-            if !opts.predictors.is_empty() {
-                let predictors =
-                    crate::predictors::vs_builtin(&opts.predictors, scenario, cache, dir).await;
-                crate::predictors::apply(&mut report, predictors);
-            }
-            report
+            let judgement = judgement_of_serial(&prepared, file, &serial, dir)?;
+            let rows = if opts.predictors.is_empty() {
+                Vec::new()
+            } else {
+                crate::predictors::vs_builtin(&opts.predictors, scenario, cache, dir).await
+            };
+            judgement.with_predictors(rows).report()
         }
         Platform::Tdx => judge_td(&prepared, file, &serial, dir, &opts.predictors).await?,
     };
@@ -201,7 +201,7 @@ pub fn backend_name(opts: &Options) -> &'static str {
     }
 }
 
-/// Judge a TD's serial output with the TD judge ([`judge`]), then external predictors against
+/// Judge a TD's serial output with the TD judge ([`judgement_of_serial`]), then external predictors against
 /// the registers the TD reported.
 async fn judge_td(
     prepared: &Prepared,
@@ -210,29 +210,29 @@ async fn judge_td(
     dir: &Path,
     predictors: &[crate::predictors::Predictor],
 ) -> Result<ScenarioReport, String> {
-    let mut report = judge(prepared, file, serial, dir)?;
-    if !predictors.is_empty() {
-        let record = agent::record::decode(serial)
-            .map_err(|e| format!("evidence record in serial.log: {e}"))?;
-        let td = crate::recorded::TdEvidence::from_record(&record)?;
-        let actual = crate::prepare::TdRegisters {
-            mrtd: td.mrtd,
-            rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
-            rtmr3: Some(td.rtmrs[3]),
-        };
-        let label = format!("actual ({})", td.source);
-        let rows = crate::predictors::check_all(
-            predictors,
-            prepared,
-            prepared.resolved.quirks.mrtd_page_order,
-            &actual,
-            &label,
-            &dir.join("predictors"),
-        )
-        .await;
-        crate::predictors::apply(&mut report, rows);
+    let judgement = judgement_of_serial(prepared, file, serial, dir)?;
+    if predictors.is_empty() {
+        return Ok(judgement.report());
     }
-    Ok(report)
+    let record =
+        agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
+    let td = crate::recorded::TdEvidence::from_record(&record)?;
+    let actual = crate::prepare::TdRegisters {
+        mrtd: td.mrtd,
+        rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
+        rtmr3: Some(td.rtmrs[3]),
+    };
+    let label = format!("actual ({})", td.source);
+    let rows = crate::predictors::check_all(
+        predictors,
+        prepared,
+        prepared.resolved.quirks.mrtd_page_order,
+        &actual,
+        &label,
+        &dir.join("predictors"),
+    )
+    .await;
+    Ok(judgement.with_predictors(rows).report())
 }
 
 /// Why this host cannot run TDs, if it cannot: KVM and the kvm_intel `tdx` parameter, read from
@@ -295,17 +295,27 @@ fn is_infrastructure(e: &qemu::boot::BootError) -> bool {
 }
 
 /// Judge a guest's serial output against the prepared prediction: decode the evidence record,
-/// save it under `dir/evidence`, compare ([`judge_record`]).
+/// save it under `dir/evidence`, compare ([`judgement`]).
+fn judgement_of_serial(
+    prepared: &Prepared,
+    file: &str,
+    serial: &[u8],
+    dir: &Path,
+) -> Result<Judgement, String> {
+    let record =
+        agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
+    save_evidence(dir, &record)?;
+    judgement(prepared, file, &record)
+}
+
+/// [`judgement_of_serial`] without external predictors: the report with its verdict.
 pub fn judge(
     prepared: &Prepared,
     file: &str,
     serial: &[u8],
     dir: &Path,
 ) -> Result<ScenarioReport, String> {
-    let record =
-        agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
-    save_evidence(dir, &record)?;
-    judge_record(prepared, file, &record)
+    judgement_of_serial(prepared, file, serial, dir).map(Judgement::report)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use mrlab::judge;
 use mrlab::predictors;
 use mrlab::prepare;
 use mrlab::recorded::{self, quote_else_tdreport, Named, TdEvidence};
-use mrlab::report::{self, Verdict};
+use mrlab::report::{self, ScenarioReport, Verdict};
 use mrlab::scenario::Scenario;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -50,13 +50,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let scenario = Scenario::load(&args.scenario)?;
-    let cache = images::Cache::open(&images::workspace_root())?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let file = args.scenario.display().to_string();
+    let ctx = Context {
+        scenario: Scenario::load(&args.scenario)?,
+        cache: images::Cache::open(&images::workspace_root())?,
+        rt: tokio::runtime::Runtime::new()?,
+        file: args.scenario.display().to_string(),
+        // Predictors work (inputs.json, dstack-mr's image folder) in a folder dropped at exit.
+        work: tempfile::tempdir()?,
+    };
     predictors::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
-    // Predictors work (inputs.json, dstack-mr's image folder) in a folder dropped at exit.
-    let work = tempfile::tempdir()?;
     // A results folder of a vTPM run is judged as the live run judged it; a TD's (a CCEL and no
     // TPM log, from `mrlab run --backend tdx`) goes the TD way, like --event-log.
     let evidence = match &args.evidence {
@@ -70,19 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         record.get("ccel/data").is_some() && record.get("tpm/binary_bios_measurements").is_none()
     };
     let report = if let Some((_, record)) = evidence.as_ref().filter(|(_, r)| !from_td(r)) {
-        let prepared = ready(rt.block_on(prepare::prepare(&scenario, &cache, Platform::Vtpm)))?;
-        let mut report =
-            judge::judge_record(&prepared, &file, record).map_err(anyhow::Error::msg)?;
-        if !args.predictors.is_empty() {
-            let rows = rt.block_on(predictors::vs_builtin(
-                &args.predictors,
-                &scenario,
-                &cache,
-                work.path(),
-            ));
-            predictors::apply(&mut report, rows);
-        }
-        report
+        judge_vtpm(&ctx, &args, record)?
     } else {
         let td = match &evidence {
             Some((dir, record)) => {
@@ -92,70 +82,121 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             None => td_evidence_from_files(&args)?,
         };
-        let prepared = ready(rt.block_on(prepare::prepare(&scenario, &cache, Platform::Tdx)))?;
-        let order = match args.mrtd_order.as_str() {
-            "two-pass" => PageOrder::TwoPass,
-            "single-pass" => PageOrder::SinglePass,
-            _ => prepared.resolved.quirks.mrtd_page_order,
-        };
-        let label = format!("actual ({})", td.source);
-        let mut report =
-            judge::diagnose_td(&prepared, &file, &td, order).map_err(anyhow::Error::msg)?;
-        if !args.predictors.is_empty() {
-            let actual = prepare::TdRegisters {
-                mrtd: td.mrtd,
-                rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
-                rtmr3: Some(td.rtmrs[3]),
-            };
-            let rows = rt.block_on(predictors::check_all(
-                &args.predictors,
-                &prepared,
-                order,
-                &actual,
-                &label,
-                work.path(),
-            ));
-            predictors::apply(&mut report, rows);
-        }
-        report
+        judge_td(&ctx, &args, &td)?
     };
     if args.json {
         outln!("{}", report::json(std::slice::from_ref(&report)));
     } else {
-        outln!("{}", report::markdown(std::slice::from_ref(&report)));
-        for r in &report.registers {
-            outln!(
-                "{:<14} {} {}",
-                r.name,
-                if r.matches { "==" } else { "!=" },
-                r.actual.as_deref().unwrap_or("-")
-            );
-        }
-        if let Some(d) = &report.first_divergence {
-            outln!(
-                "\nfirst divergence ({:?}) {} {}",
-                d.outcome,
-                d.event_type,
-                d.label.as_deref().unwrap_or("(unpredicted)")
-            );
-            outln!(
-                "  predicted: {} {}",
-                d.predicted_digest.as_deref().unwrap_or("-"),
-                d.predicted_data.as_deref().unwrap_or("")
-            );
-            outln!(
-                "  actual:    {} {}",
-                d.actual_digest.as_deref().unwrap_or("-"),
-                d.actual_data.as_deref().unwrap_or("")
-            );
-            outln!("  varies with: {:?}", d.varies_with);
-        }
+        print_summary(&report)?;
     }
     Ok(if report.verdict == Verdict::Pass {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What judging needs besides the evidence.
+struct Context {
+    scenario: Scenario,
+    cache: images::Cache,
+    rt: tokio::runtime::Runtime,
+    file: String,
+    work: tempfile::TempDir,
+}
+
+/// A vTPM run's record, judged as the live run judged it; predictors against the builtin TD
+/// prediction.
+fn judge_vtpm(
+    ctx: &Context,
+    args: &Args,
+    record: &agent::record::Record,
+) -> anyhow::Result<ScenarioReport> {
+    let prepared = ready(ctx.rt.block_on(prepare::prepare(
+        &ctx.scenario,
+        &ctx.cache,
+        Platform::Vtpm,
+    )))?;
+    let judgement = judge::judgement(&prepared, &ctx.file, record).map_err(anyhow::Error::msg)?;
+    let rows = if args.predictors.is_empty() {
+        Vec::new()
+    } else {
+        ctx.rt.block_on(predictors::vs_builtin(
+            &args.predictors,
+            &ctx.scenario,
+            &ctx.cache,
+            ctx.work.path(),
+        ))
+    };
+    Ok(judgement.with_predictors(rows).report())
+}
+
+/// A TD's evidence against the TD prediction in the page order asked for; predictors against
+/// the TD's registers.
+fn judge_td(ctx: &Context, args: &Args, td: &TdEvidence) -> anyhow::Result<ScenarioReport> {
+    let prepared = ready(ctx.rt.block_on(prepare::prepare(
+        &ctx.scenario,
+        &ctx.cache,
+        Platform::Tdx,
+    )))?;
+    let order = match args.mrtd_order.as_str() {
+        "two-pass" => PageOrder::TwoPass,
+        "single-pass" => PageOrder::SinglePass,
+        _ => prepared.resolved.quirks.mrtd_page_order,
+    };
+    let label = format!("actual ({})", td.source);
+    let judgement =
+        judge::td_judgement(&prepared, &ctx.file, td, order).map_err(anyhow::Error::msg)?;
+    let mut rows = Vec::new();
+    if !args.predictors.is_empty() {
+        let actual = prepare::TdRegisters {
+            mrtd: td.mrtd,
+            rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
+            rtmr3: Some(td.rtmrs[3]),
+        };
+        rows = ctx.rt.block_on(predictors::check_all(
+            &args.predictors,
+            &prepared,
+            order,
+            &actual,
+            &label,
+            ctx.work.path(),
+        ));
+    }
+    Ok(judgement.with_predictors(rows).report())
+}
+
+/// The markdown summary, each register's comparison and the first divergence in full.
+fn print_summary(report: &ScenarioReport) -> anyhow::Result<()> {
+    outln!("{}", report::markdown(std::slice::from_ref(report)));
+    for r in &report.registers {
+        outln!(
+            "{:<14} {} {}",
+            r.name,
+            if r.matches { "==" } else { "!=" },
+            r.actual.as_deref().unwrap_or("-")
+        );
+    }
+    if let Some(d) = &report.first_divergence {
+        outln!(
+            "\nfirst divergence ({:?}) {} {}",
+            d.outcome,
+            d.event_type,
+            d.label.as_deref().unwrap_or("(unpredicted)")
+        );
+        outln!(
+            "  predicted: {} {}",
+            d.predicted_digest.as_deref().unwrap_or("-"),
+            d.predicted_data.as_deref().unwrap_or("")
+        );
+        outln!(
+            "  actual:    {} {}",
+            d.actual_digest.as_deref().unwrap_or("-"),
+            d.actual_data.as_deref().unwrap_or("")
+        );
+        outln!("  varies with: {:?}", d.varies_with);
+    }
+    Ok(())
 }
 
 /// A TD's evidence from `--event-log` and `--quote`/`--tdreport` (a dstack JSON document

@@ -84,6 +84,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         Platform::Vtpm
     };
+    let a = Scenario::load(&args.a)?;
+    let (b, b_title) = second_scenario(&args)?;
+    let cache = images::Cache::open(&images::workspace_root())?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let a = side(&rt, &cache, args.a.display().to_string(), a, platform)?;
+    let b = side(&rt, &cache, b_title, b, platform)?;
+    if args.json {
+        print_json(&args.platform, &a, &b)?;
+    } else {
+        print_text(&args.platform, &a, &b)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Side B: the second scenario, or side A's with the version overrides, and its title.
+fn second_scenario(args: &Args) -> anyhow::Result<(Scenario, String)> {
     let overrides: Vec<String> = [
         ("firmware", &args.firmware),
         ("qemu", &args.qemu),
@@ -95,7 +111,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.b.is_none() && overrides.is_empty() {
         anyhow::bail!("diff needs a second scenario or at least one of --firmware, --qemu, --stub");
     }
-    let a = Scenario::load(&args.a)?;
     let b_path = args.b.clone().unwrap_or_else(|| args.a.clone());
     let mut b = Scenario::load(&b_path)?;
     if let Some(firmware) = &args.firmware {
@@ -111,57 +126,56 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !overrides.is_empty() {
         b_title.push_str(&format!(" with {}", overrides.join(", ")));
     }
-    let cache = images::Cache::open(&images::workspace_root())?;
-    let rt = tokio::runtime::Runtime::new()?;
-    let a = side(&rt, &cache, args.a.display().to_string(), a, platform)?;
-    let b = side(&rt, &cache, b_title, b, platform)?;
-    let (changes, same) = measure::diff::diff(&a.events, &b.events);
-    let quirks_added: Vec<&str> = b
-        .quirks
+    Ok((b, b_title))
+}
+
+/// The quirk rows only `b` applies.
+fn quirks_only_in<'a>(b: &'a Side, a: &Side) -> Vec<&'a str> {
+    b.quirks
         .iter()
         .filter(|q| !a.quirks.contains(q))
         .copied()
-        .collect();
-    let quirks_removed: Vec<&str> = a
-        .quirks
-        .iter()
-        .filter(|q| !b.quirks.contains(q))
-        .copied()
-        .collect();
+        .collect()
+}
 
-    let varies = |e: &Event| -> Vec<String> {
-        e.varies_with
-            .iter()
-            .map(|v| format!("{v:?}").to_lowercase())
-            .collect()
-    };
-    if args.json {
-        let doc = json!({
-            "platform": args.platform,
-            "a": {"scenario": a.title, "name": a.scenario.name, "versions": a.versions},
-            "b": {"scenario": b.title, "name": b.scenario.name, "versions": b.versions},
-            "changes": changes.iter().map(|c| {
-                let e = c.event();
-                json!({
-                    "change": c.kind,
-                    "pcr": e.pcr,
-                    "register": e.register().map(|r| r.to_string()),
-                    "label": e.label,
-                    "type": e.event_type.name(),
-                    "a": c.a.and_then(|e| e.digests.sha384_hex()),
-                    "b": c.b.and_then(|e| e.digests.sha384_hex()),
-                    "varies_with": varies(e),
-                })
-            }).collect::<Vec<Value>>(),
-            "unchanged": same,
-            "quirks": {"added": quirks_added, "removed": quirks_removed},
-        });
-        outln!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(ExitCode::SUCCESS);
-    }
+fn varies(e: &Event) -> Vec<String> {
+    e.varies_with
+        .iter()
+        .map(|v| format!("{v:?}").to_lowercase())
+        .collect()
+}
+
+fn print_json(platform: &str, a: &Side, b: &Side) -> anyhow::Result<()> {
+    let (changes, same) = measure::diff::diff(&a.events, &b.events);
+    let doc = json!({
+        "platform": platform,
+        "a": {"scenario": a.title, "name": a.scenario.name, "versions": a.versions},
+        "b": {"scenario": b.title, "name": b.scenario.name, "versions": b.versions},
+        "changes": changes.iter().map(|c| {
+            let e = c.event();
+            json!({
+                "change": c.kind,
+                "pcr": e.pcr,
+                "register": e.register().map(|r| r.to_string()),
+                "label": e.label,
+                "type": e.event_type.name(),
+                "a": c.a.and_then(|e| e.digests.sha384_hex()),
+                "b": c.b.and_then(|e| e.digests.sha384_hex()),
+                "varies_with": varies(e),
+            })
+        }).collect::<Vec<Value>>(),
+        "unchanged": same,
+        "quirks": {"added": quirks_only_in(b, a), "removed": quirks_only_in(a, b)},
+    });
+    outln!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
+
+fn print_text(platform: &str, a: &Side, b: &Side) -> anyhow::Result<()> {
+    let (changes, same) = measure::diff::diff(&a.events, &b.events);
     outln!("A: {} ({})", a.title, a.versions);
     outln!("B: {} ({})", b.title, b.versions);
-    outln!("platform: {}", args.platform);
+    outln!("platform: {platform}");
     outln!();
     let short = |e: Option<&Event>| {
         e.and_then(|e| e.digests.sha384_hex())
@@ -192,8 +206,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     outln!(
         "{} changed, {same} the same; quirk rows: +[{}] -[{}]",
         changes.len(),
-        quirks_added.join(", "),
-        quirks_removed.join(", ")
+        quirks_only_in(b, a).join(", "),
+        quirks_only_in(a, b).join(", ")
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

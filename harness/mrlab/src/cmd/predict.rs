@@ -48,12 +48,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     .map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
+    let statuses = verification(&scenario, &cache, &prepared)?;
+    let registers = registers(&prepared)?;
     let prediction = &prepared.prediction;
-    // Per TD event: how far it has been checked against real firmware.
-    let statuses: Vec<&str> = match platform {
+    if let Some(path) = &args.export_log {
+        let bytes = evidence::tcg::write(&prediction.events)?;
+        std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    if args.json {
+        print_json(&scenario, &args.platform, prediction, &statuses, registers)?;
+    } else {
+        print_table(prediction, &statuses, registers)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Per TD event: how far it has been checked against real firmware (a vTPM prediction's
+/// events are the checks themselves: `-`).
+fn verification(
+    scenario: &Scenario,
+    cache: &images::Cache,
+    prepared: &prepare::Prepared,
+) -> anyhow::Result<Vec<&'static str>> {
+    let prediction = &prepared.prediction;
+    Ok(match prediction.platform {
         Platform::Tdx => {
             let vtpm = tokio::runtime::Runtime::new()?
-                .block_on(mrlab::prepare::prepare(&scenario, &cache, Platform::Vtpm))
+                .block_on(mrlab::prepare::prepare(scenario, cache, Platform::Vtpm))
                 .map(|p| p.prediction.events)
                 .unwrap_or_default();
             mrlab::verification::before_boot(&prediction.events, &vtpm)
@@ -62,13 +83,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .collect()
         }
         Platform::Vtpm => vec!["-"; prediction.events.len()],
-    };
-    let registers = match platform {
+    })
+}
+
+/// The predicted registers by name: a TD's MRTD and RTMRs, a vTPM guest's PCRs (null where
+/// not predicted).
+fn registers(prepared: &prepare::Prepared) -> anyhow::Result<Value> {
+    let prediction = &prepared.prediction;
+    Ok(match prediction.platform {
         Platform::Tdx => {
             // The same values `--predictor` compares external predictors with.
             let order = prepared.resolved.quirks.mrtd_page_order;
             let regs =
-                mrlab::prepare::builtin_registers(&prepared, order).map_err(anyhow::Error::msg)?;
+                mrlab::prepare::builtin_registers(prepared, order).map_err(anyhow::Error::msg)?;
             json!({
                 "mrtd": hex::encode(regs.mrtd),
                 "rtmr0": hex::encode(regs.rtmr[0]),
@@ -93,86 +120,96 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             Value::Object(map)
         }
-    };
-    if let Some(path) = &args.export_log {
-        let bytes = evidence::tcg::write(&prediction.events)?;
-        std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    }
-    if args.json {
-        let events: Vec<Value> = prediction
-            .events
-            .iter()
-            .zip(&statuses)
-            .map(|(e, status)| {
-                json!({
-                    "register": e.register().map(|r| r.to_string()),
-                    "pcr": e.pcr,
-                    "type": e.event_type.name(),
-                    "type_id": e.event_type.0,
-                    "digest": e.digests.sha384_hex(),
-                    "digest_sha256": e.digests.sha256_hex(),
-                    "label": e.label,
-                    "data": evidence::decode::describe(e),
-                    "verification": status,
-                    "varies_with": e.varies_with,
-                })
+    })
+}
+
+fn print_json(
+    scenario: &Scenario,
+    platform: &str,
+    prediction: &measure::predict::Prediction,
+    statuses: &[&str],
+    registers: Value,
+) -> anyhow::Result<()> {
+    let events: Vec<Value> = prediction
+        .events
+        .iter()
+        .zip(statuses)
+        .map(|(e, status)| {
+            json!({
+                "register": e.register().map(|r| r.to_string()),
+                "pcr": e.pcr,
+                "type": e.event_type.name(),
+                "type_id": e.event_type.0,
+                "digest": e.digests.sha384_hex(),
+                "digest_sha256": e.digests.sha256_hex(),
+                "label": e.label,
+                "data": evidence::decode::describe(e),
+                "verification": status,
+                "varies_with": e.varies_with,
             })
-            .collect();
-        let doc = json!({
-            "scenario": scenario.name,
-            "platform": args.platform,
-            "registers": registers,
-            "unpredicted": prediction
+        })
+        .collect();
+    let doc = json!({
+        "scenario": scenario.name,
+        "platform": platform,
+        "registers": registers,
+        "unpredicted": prediction
+            .unpredicted
+            .iter()
+            .map(|u| json!({"pcr": u.pcr, "reason": u.reason}))
+            .collect::<Vec<_>>(),
+        "events": events,
+    });
+    outln!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
+
+fn print_table(
+    prediction: &measure::predict::Prediction,
+    statuses: &[&str],
+    registers: Value,
+) -> anyhow::Result<()> {
+    outln!(
+        "{:>3}  {:<6} {:>4}  {:<40} {:<34} {:<18} {:<16} varies with",
+        "#",
+        "reg",
+        "pcr",
+        "label",
+        "type",
+        "sha384",
+        "verification"
+    );
+    for (i, (e, status)) in prediction.events.iter().zip(statuses).enumerate() {
+        outln!(
+            "{:>3}  {:<6} {:>4}  {:<40} {:<34} {:<18} {:<16} {}",
+            i,
+            e.register().map_or("-".to_string(), |r| r.to_string()),
+            e.pcr,
+            e.label,
+            e.event_type.name(),
+            e.digests
+                .sha384_hex()
+                .map_or("-".into(), |d| format!("{}…", &d[..16])),
+            status,
+            e.varies_with
+                .iter()
+                .map(|v| format!("{v:?}").to_lowercase())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    outln!();
+    if let Value::Object(map) = registers {
+        for (name, value) in map {
+            let why = prediction
                 .unpredicted
                 .iter()
-                .map(|u| json!({"pcr": u.pcr, "reason": u.reason}))
-                .collect::<Vec<_>>(),
-            "events": events,
-        });
-        outln!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        outln!(
-            "{:>3}  {:<6} {:>4}  {:<40} {:<34} {:<18} {:<16} varies with",
-            "#",
-            "reg",
-            "pcr",
-            "label",
-            "type",
-            "sha384",
-            "verification"
-        );
-        for (i, (e, status)) in prediction.events.iter().zip(&statuses).enumerate() {
-            outln!(
-                "{:>3}  {:<6} {:>4}  {:<40} {:<34} {:<18} {:<16} {}",
-                i,
-                e.register().map_or("-".to_string(), |r| r.to_string()),
-                e.pcr,
-                e.label,
-                e.event_type.name(),
-                e.digests
-                    .sha384_hex()
-                    .map_or("-".into(), |d| format!("{}…", &d[..16])),
-                status,
-                e.varies_with
-                    .iter()
-                    .map(|v| format!("{v:?}").to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            );
-        }
-        outln!();
-        if let Value::Object(map) = registers {
-            for (name, value) in map {
-                let why = prediction
-                    .unpredicted
-                    .iter()
-                    .find(|u| name == format!("pcr{}", u.pcr))
-                    .map_or("(not predicted)".to_string(), |u| {
-                        format!("(not predicted: {})", u.reason)
-                    });
-                outln!("{name:<6} {}", value.as_str().unwrap_or(&why));
-            }
+                .find(|u| name == format!("pcr{}", u.pcr))
+                .map_or("(not predicted)".to_string(), |u| {
+                    format!("(not predicted: {})", u.reason)
+                });
+            outln!("{name:<6} {}", value.as_str().unwrap_or(&why));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //! TD prediction, and MRTD/RTMR0–2 must be the predicted ones.
 
 use super::align;
-use super::{divergence, divergence_reason, Findings};
+use super::{divergence, divergence_reason, Findings, Judgement};
 use crate::prepare::Prepared;
 use crate::recorded::TdEvidence;
 use crate::report::{RegisterRow, ScenarioReport};
@@ -12,12 +12,12 @@ use measure::{Event, Register};
 use std::collections::BTreeSet;
 
 /// Compare a TD's evidence with the TD prediction of `prepared`.
-pub fn diagnose_td(
+pub fn td_judgement(
     prepared: &Prepared,
     file: &str,
     evidence: &TdEvidence,
     page_order: PageOrder,
-) -> Result<ScenarioReport, String> {
+) -> Result<Judgement, String> {
     let integrity = replay_problems(evidence);
     // Align register by register: predicted events take the conventional PCR of their register,
     // as log events from a CCEL do.
@@ -62,7 +62,9 @@ pub fn diagnose_td(
             .find(|r| !r.matches)
             .map(|bad| format!("{} differs from the prediction", bad.name)),
         blobs: None,
+        predictors: Vec::new(),
     };
+    // Verdict and reason: derived from the findings by `Judgement::report`.
     let mut report = ScenarioReport::error(
         &prepared.resolved.scenario.name,
         file,
@@ -70,7 +72,6 @@ pub fn diagnose_td(
         String::new(),
         0.0,
     );
-    (report.verdict, report.reason) = findings.verdict();
     report.registers = registers;
     report.events = alignment.counts();
     report.first_divergence = alignment
@@ -78,7 +79,7 @@ pub fn diagnose_td(
         .map(|d| divergence(d, &predicted, &actual));
     report.qemu_version = prepared.resolved.qemu_version.map(|v| v.to_string());
     report.ovmf_version = prepared.resolved.ovmf_version.map(|v| v.to_string());
-    Ok(report)
+    Ok(Judgement { report, findings })
 }
 
 /// Integrity: where the CCEL does not replay to the RTMRs the TD reported.

@@ -2,11 +2,12 @@
 //! fold to the predicted PCRs, and the ACPI and boot-order blobs must be the oracle's.
 
 use super::align::{self, Alignment};
-use super::{divergence, divergence_reason, Findings};
+use super::{divergence, divergence_reason, Findings, Judgement};
 use crate::prepare::{fold_pcr, Prepared};
 use crate::recorded::sysfs_pcr;
 use crate::report::{
     EventRow, NotCheckable, Outcome, RegisterRow, ScenarioReport, TdxEvents, UnpredictedPcr,
+    Verdict,
 };
 use measure::predict::Prediction;
 use measure::Event;
@@ -26,7 +27,7 @@ pub(super) fn compare_vtpm(
     prepared: &Prepared,
     file: &str,
     record: &agent::record::Record,
-) -> Result<ScenarioReport, String> {
+) -> Result<Judgement, String> {
     let (scenario, resolved, prediction) = (
         &prepared.resolved.scenario,
         &prepared.resolved,
@@ -86,15 +87,15 @@ pub(super) fn compare_vtpm(
         registers: differing(&registers).map(|bad| format!("registers differ: {bad}")),
         blobs: differing(&acpi_blobs)
             .map(|bad| format!("fw_cfg blobs differ between oracle and guest: {bad}")),
+        predictors: Vec::new(),
     };
-    let (verdict, reason) = findings.verdict();
-
-    Ok(ScenarioReport {
+    let report = ScenarioReport {
         name: scenario.name.clone(),
         file: file.to_string(),
         backend: "vtpm".into(),
-        verdict,
-        reason,
+        // Derived from the findings by `Judgement::report`.
+        verdict: Verdict::Error,
+        reason: None,
         registers,
         events: counts,
         first_divergence,
@@ -114,7 +115,8 @@ pub(super) fn compare_vtpm(
         notes,
         event_rows: event_rows(&alignment, prediction, &actual),
         predictors: Vec::new(),
-    })
+    };
+    Ok(Judgement { report, findings })
 }
 
 /// Integrity: where the log does not replay to the PCRs the TPM reports, in either bank.

@@ -58,7 +58,6 @@ pub fn dstack_mr_plan(
     if vm.tpm {
         return Err("dstack-mr does not model a TPM device (`swtpm` is unsupported there)".into());
     }
-    let image_dir = dir.join("image");
     let cmdline = resolved
         .scenario
         .predict
@@ -77,15 +76,32 @@ pub fn dstack_mr_plan(
         ("bzImage", kernel.clone()),
         ("initramfs.cpio", initrd.clone()),
     ];
-
-    let mut unsupported = Vec::new();
     let shape = dstack_shape(vm);
-    let m = &vm.machine;
-    let mut acpi_problems = Vec::new();
-    if let Err(why) = &shape {
-        acpi_problems.push(why.clone());
-    }
-    if m.hpet != Some(false) {
+    let (acpi_problems, qemu_version) = acpi_problems(resolved, shape.as_ref().err());
+    let unsupported = if acpi_problems.is_empty() {
+        Vec::new()
+    } else {
+        vec![("rtmr0", acpi_problems.join("; "))]
+    };
+    let argv = argv(vm, order, shape.unwrap_or_default(), qemu_version, dir);
+    Ok(DstackMrPlan {
+        image_dir: dir.join("image"),
+        metadata,
+        links,
+        argv,
+        unsupported,
+    })
+}
+
+/// Why dstack-mr's VM has other ACPI tables (so another RTMR0) than this one, and the QEMU
+/// version to give dstack-mr when it models this VM's.
+fn acpi_problems(
+    resolved: &Resolved,
+    shape_problem: Option<&String>,
+) -> (Vec<String>, Option<String>) {
+    let vm = &resolved.vm;
+    let mut acpi_problems: Vec<String> = shape_problem.into_iter().cloned().collect();
+    if vm.machine.hpet != Some(false) {
         acpi_problems.push("dstack-mr's VM has hpet=off, this one has the HPET".to_string());
     }
     if !vm.serial {
@@ -105,10 +121,18 @@ pub fn dstack_mr_plan(
             None
         }
     };
-    if !acpi_problems.is_empty() {
-        unsupported.push(("rtmr0", acpi_problems.join("; ")));
-    }
-    let shape = shape.unwrap_or_default();
+    (acpi_problems, qemu_version)
+}
+
+/// `dstack-mr measure --json … metadata.json` for this VM.
+fn argv(
+    vm: &qemu::vm::Vm,
+    order: PageOrder,
+    shape: DstackShape,
+    qemu_version: Option<String>,
+    dir: &Path,
+) -> Vec<String> {
+    let m = &vm.machine;
     let flag = |b: bool| if b { "true" } else { "false" }.to_string();
     let mut argv: Vec<String> = vec![
         "measure".into(),
@@ -151,13 +175,7 @@ pub fn dstack_mr_plan(
             .display()
             .to_string(),
     );
-    Ok(DstackMrPlan {
-        image_dir,
-        metadata,
-        links,
-        argv,
-        unsupported,
-    })
+    argv
 }
 
 /// The parameters of dstack-mr's device layout.

@@ -18,7 +18,6 @@ pub mod exec;
 
 use crate::prepare::{builtin_registers, Prepared, TdRegisters};
 use crate::report::predictors::{PredictorReport, RegisterRow, Status};
-use crate::report::{ScenarioReport, Verdict};
 use contract::REGISTERS;
 use exec::predict;
 
@@ -179,69 +178,6 @@ pub fn compare(
     report
 }
 
-/// Fold the predictors into the scenario's verdict: an error makes it `error`, a register that
-/// differs makes a pass `fail`; each names the predictor. Unsupported results become notes.
-pub fn apply(report: &mut ScenarioReport, predictors: Vec<PredictorReport>) {
-    let mut reasons = Vec::new();
-    let mut worst = report.verdict;
-    for p in &predictors {
-        match p.status {
-            Status::Error => {
-                worst = Verdict::Error;
-                reasons.push(format!(
-                    "predictor `{}` failed: {}",
-                    p.name,
-                    p.error.as_deref().unwrap_or("")
-                ));
-            }
-            Status::Mismatch => {
-                if worst == Verdict::Pass {
-                    worst = Verdict::Fail;
-                }
-                let bad: Vec<&str> = p
-                    .registers
-                    .iter()
-                    .filter(|r| r.matches == Some(false))
-                    .map(|r| r.name.as_str())
-                    .collect();
-                reasons.push(format!(
-                    "predictor `{}`: {} differ{} from {}",
-                    p.name,
-                    bad.join(", "),
-                    if bad.len() == 1 { "s" } else { "" },
-                    p.reference
-                ));
-            }
-            Status::Unsupported => report.notes.push(format!(
-                "predictor `{}` unsupported: {}",
-                p.name,
-                p.unsupported.as_deref().unwrap_or("")
-            )),
-            Status::Partial => {
-                for r in p.registers.iter().filter(|r| r.unsupported.is_some()) {
-                    report.notes.push(format!(
-                        "predictor `{}` {} not compared, unsupported: {}",
-                        p.name,
-                        r.name,
-                        r.unsupported.as_deref().unwrap_or("")
-                    ));
-                }
-            }
-            Status::Match => {}
-        }
-    }
-    if !reasons.is_empty() {
-        report.reason = Some(match report.reason.take() {
-            Some(existing) if !existing.is_empty() => {
-                format!("{existing}; {}", reasons.join("; "))
-            }
-            _ => reasons.join("; "),
-        });
-    }
-    report.verdict = worst;
-    report.predictors = predictors;
-}
-
 /// The vtpm reference: each predictor against the builtin TD prediction of the scenario's VM
 /// (prepared here for the TDX platform: no TPM device), working in `dir/predictors/`.
 pub async fn vs_builtin(
@@ -396,22 +332,7 @@ mod tests {
             "builtin (vtpm-verified)",
         );
         assert_eq!(wrong.status, Status::Mismatch);
-        let mut report = ScenarioReport::error("s", "s.toml", "vtpm", String::new(), 0.0);
-        report.verdict = Verdict::Pass;
-        report.reason = None;
-        apply(&mut report, vec![wrong, partial]);
-        assert_eq!(report.verdict, Verdict::Fail);
-        assert_eq!(
-            report.reason.as_deref(),
-            Some("predictor `p`: rtmr1 differs from builtin (vtpm-verified)")
-        );
-        assert!(report.notes[0].contains("rtmr1 not compared"));
         let failed = compare(&p, Prediction::Error("boom".into()), &reference, "actual");
-        apply(&mut report, vec![failed]);
-        assert_eq!(report.verdict, Verdict::Error);
-        assert!(report
-            .reason
-            .unwrap()
-            .contains("predictor `p` failed: boom"));
+        assert_eq!(failed.status, Status::Error);
     }
 }

@@ -109,6 +109,10 @@ pub struct MachineOptions {
     pub acpi_pci_hotplug: Option<bool>,
     /// The guest CPU's physical address width (QEMU `phys-bits`, 32–52).
     pub phys_bits: Option<u8>,
+    /// Guest RAM as NUMA node 0 from a file backend (dstack's `hugepages` memory, see
+    /// `qemu::vm::NumaMemory`): hugetlbfs on a TD host, a tmpfs folder on vtpm.
+    #[serde(default)]
+    pub hugepages: bool,
 }
 
 /// QEMU's accepted `phys-bits` (`target/i386/cpu.c`: 32 to `TARGET_PHYS_ADDR_SPACE_BITS`).
@@ -168,7 +172,8 @@ pub struct DstackPreset {
     pub gpus: u32,
     #[serde(default)]
     pub nvswitches: u32,
-    /// dstack's `hugepages`: refused as not predicted yet, see [`Scenario::parse`].
+    /// dstack's `hugepages`: RAM as NUMA node 0 from a file backend and the node's PCIe
+    /// expander (`qemu::vm::dstack_hugepages_expander`); memory must be whole GiB.
     #[serde(default)]
     pub hugepages: bool,
 }
@@ -411,13 +416,11 @@ fn check_preset(scenario: &Scenario) -> Result<(), (&'static str, String)> {
                         .into(),
                 ));
             }
-            if preset.hugepages {
+            if preset.hugepages && !scenario.memory.is_multiple_of(1 << 30) {
                 return Err((
-                    "dstack",
-                    "hugepages is not predicted yet: dstack-vmm then backs RAM with a \
-                     memory-backend-file in NUMA node 0 (SRAT) and adds a pxb-pcie expander \
-                     bridge (pcie.node0, addr 0xa, bus_nr 5), which the fw_cfg oracle's PCI \
-                     model does not cover"
+                    "memory",
+                    "with `hugepages` dstack-vmm gives the VM whole GiB (it truncates the \
+                     memory to GiB, `configure_hugepage_memory`): set a whole number of GiB"
                         .into(),
                 ));
             }
@@ -691,11 +694,10 @@ mod tests {
     }
 
     #[test]
-    fn dstack_gpus_nvswitches_and_hugepages_are_refused_with_the_reason() {
+    fn dstack_gpus_and_nvswitches_are_refused_with_the_reason() {
         for (key, why) in [
             ("gpus = 1", "cannot be created here"),
             ("nvswitches = 2", "cannot be created here"),
-            ("hugepages = true", "hugepages is not predicted yet"),
         ] {
             let e = parse(&format!(
                 "name = \"a\"\npreset = \"dstack\"\n[dstack]\n{key}"
@@ -705,6 +707,19 @@ mod tests {
             assert!(e.contains("key `dstack`") && e.contains(why), "{key}: {e}");
         }
         assert!(parse("name = \"a\"\npreset = \"dstack\"\n[dstack]\nroot_ports = 2").is_ok());
+    }
+
+    #[test]
+    fn dstack_hugepages_need_whole_gib() {
+        let text = |memory: &str| {
+            format!("name = \"a\"\nmemory = \"{memory}\"\npreset = \"dstack\"\n[dstack]\nhugepages = true")
+        };
+        let e = parse(&text("2560M")).unwrap_err().to_string();
+        assert!(
+            e.contains("key `memory`") && e.contains("whole number of GiB"),
+            "{e}"
+        );
+        assert!(parse(&text("3G")).unwrap().dstack.unwrap().hugepages);
     }
 
     #[test]

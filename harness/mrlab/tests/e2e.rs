@@ -112,6 +112,14 @@ fn scenario_passes(#[files("../../scenarios/*.toml")] path: PathBuf) {
     let name = path.file_stem().unwrap().to_string_lossy().into_owned();
     let out = runtime().block_on(run::run_file(&path, &cache(), &options("scenarios")));
     let report = out.report;
+    // A NUMA node's memory file (`hugepages`) is unlinked by QEMU as soon as it is made.
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("qemu_back_mem"))
+        .collect();
+    assert!(left.is_empty(), "{name}: left in /dev/shm: {left:?}");
     if report.verdict == Verdict::Skip {
         eprintln!("SKIPPED {name}: {}", report.reason.as_deref().unwrap_or(""));
         return;
@@ -629,6 +637,34 @@ fn mutated_real_evidence_fails_with_its_own_reason(
         scenario["reason"].as_str(),
         Some(why.as_str()),
         "{mutation:?}"
+    );
+}
+
+/// A prediction for RAM in a NUMA node (`[machine] hugepages`) cannot pass a real boot without
+/// one: the oracle's tables then hold an SRAT (and the CPUs' `_PXM`) that the guest's do not.
+/// The same boot passes its own prediction (`corrupt_or_missing_evidence_is_an_error`).
+#[test]
+fn a_numa_prediction_fails_a_boot_without_a_numa_node() {
+    let real = kernel_smoke();
+    let _machine = shared();
+    let mut scenario = Scenario::load(&real.scenario).unwrap();
+    scenario.machine.hugepages = true;
+    let numa = runtime()
+        .block_on(prepare::prepare(&scenario, &cache(), platform()))
+        .unwrap();
+    let srat = |tables: &[u8]| find(tables, b"SRAT").is_some();
+    assert!(srat(&numa.oracle["etc/acpi/tables"]));
+    assert!(!srat(&real.prepared.oracle["etc/acpi/tables"]));
+    let dir = results("numa-mismatch");
+    let report = run::judge(&numa, "kernel-smoke", &real.serial, &dir).expect("judges");
+    assert_eq!(report.verdict, Verdict::Fail, "{:?}", report.reason);
+    // The SRAT grows the tables, moves the RSDT (so the RSDP) and adds loader commands.
+    assert_eq!(
+        report.reason.as_deref(),
+        Some(
+            "fw_cfg blobs differ between oracle and guest: etc/acpi/rsdp, etc/acpi/tables, \
+             etc/table-loader"
+        )
     );
 }
 

@@ -29,10 +29,12 @@
 //! `cmdline`, the `-append` value QEMU hands the firmware (OVMF's loader appends
 //! ` initrd=initrd` when there is an initrd, as both the builtin prediction and dstack-mr model);
 //! `cpus`; `memory` in bytes; `machine` (`smm`, `hpet`, `pic`, `kernel_irqchip`,
-//! `pci_hole64_size`, `acpi_pci_hotplug_with_bridge_support`, `phys_bits`; null = QEMU's default); `serial`;
+//! `pci_hole64_size`, `acpi_pci_hotplug_with_bridge_support`, `phys_bits`; null = QEMU's default;
+//! `numa_node0_memory_file`: all RAM and vCPUs in NUMA node 0, from a memory-backend-file); `serial`;
 //! `devices` in command-line order, which decides PCI slots and so ACPI (`{kind: virtio-blk, id,
 //! file, format, readonly}`, `{kind: virtio-net, id}`, `{kind: vhost-vsock, guest_cid}`, `{kind:
-//! virtfs, id, mount_tag}`, `{kind: cdrom, file}`, `{kind: pcie-root-port, chassis}`); `qemu`
+//! virtfs, id, mount_tag}`, `{kind: cdrom, file}`, `{kind: pcie-root-port, chassis}`, `{kind:
+//! pxb-pcie, id, slot, numa_node, bus_nr}`); `qemu`
 //! (`binary`, `version`, `data_dirs`, `env`); `ovmf_version`; `mrtd_page_order` (`single-pass` or `two-pass`, the
 //! reference's order).
 
@@ -209,6 +211,15 @@ fn devices_json(vm: &qemu::vm::Vm) -> Vec<Value> {
             Device::PcieRootPort { chassis } => {
                 json!({"kind": "pcie-root-port", "chassis": chassis})
             }
+            Device::PcieExpander {
+                id,
+                slot,
+                numa_node,
+                bus_nr,
+            } => json!({
+                "kind": "pxb-pcie", "id": id, "slot": slot, "numa_node": numa_node,
+                "bus_nr": bus_nr,
+            }),
         })
         .collect()
 }

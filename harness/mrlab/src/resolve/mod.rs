@@ -165,7 +165,7 @@ pub fn resolve_without_qemu(
     vm.tpm = tpm;
     devices::vsock_host(&mut vm, cache);
     dstack::apply(&mut vm, scenario, cache)?;
-    machine::apply(&mut vm.machine, scenario)?;
+    machine::apply(&mut vm.machine, scenario, tpm)?;
     devices::add(&mut vm, scenario, cache)?;
     if let Some(parts) = &mut uki {
         esp::attach(&mut vm, parts).map_err(|m| ResolveError::key(scenario, "devices", m))?;

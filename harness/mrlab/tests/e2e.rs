@@ -189,6 +189,7 @@ fn snapshot_key(path: &Path, name: &str, report: &ScenarioReport) -> Option<Stri
 #[rstest]
 #[case::kernel("wrong-cmdline.toml", "linux:cmdline")]
 #[case::uki("wrong-uki-cmdline.toml", "uki:.cmdline")]
+#[case::grub("wrong-grub-cmdline.toml", "grub:file:/EFI/debian/grub.cfg")]
 fn wrong_cmdline_prediction_fails_at_the_cmdline_event(#[case] file: &str, #[case] label: &str) {
     let _machine = shared();
     let path = common::data(file);
@@ -200,6 +201,36 @@ fn wrong_cmdline_prediction_fails_at_the_cmdline_event(#[case] file: &str, #[cas
     assert_eq!(first.label.as_deref(), Some(label));
     assert_eq!(first.outcome, Outcome::Mismatched);
     assert!(report.reason.unwrap().contains(label));
+}
+
+/// A grub.cfg line the prediction does not know fails the run: grub.cfg itself (PCR9, logged
+/// first) is named as the first divergence, and the line's own `grub_cmd` event (PCR8) is
+/// unexpected.
+#[test]
+fn an_extra_grub_cfg_line_is_caught() {
+    let _machine = shared();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/extra-grub-line.toml");
+    let report = runtime()
+        .block_on(run::run_file(&path, &cache(), &options("extra-grub-line")))
+        .report;
+    assert_eq!(report.verdict, Verdict::Fail, "{:?}", report.reason);
+    let first = report.first_divergence.expect("a first divergence");
+    assert_eq!(
+        first.label.as_deref(),
+        Some("grub:file:/EFI/debian/grub.cfg")
+    );
+    assert_eq!(first.outcome, Outcome::Mismatched);
+    let unexpected: Vec<(u32, Option<&str>)> = report
+        .event_rows
+        .iter()
+        .filter(|r| r.outcome == Outcome::Unexpected)
+        .map(|r| (r.pcr, r.label.as_deref()))
+        .collect();
+    assert_eq!(
+        unexpected,
+        [(8, Some("grub:cmd"))],
+        "the extra line's grub_cmd"
+    );
 }
 
 /// Two VMs that differ in one device get different ACPI tables from the oracle, and their

@@ -114,7 +114,13 @@ pub fn dstack_mr_plan(
         cmdline,
     } = &vm.boot
     else {
-        return Err("dstack-mr models -kernel direct boot only, this VM boots a UKI".into());
+        return Err(match resolved.grub {
+            Some(_) => {
+                "dstack-mr models -kernel direct boot only, this VM boots shim + GRUB from a disk"
+            }
+            None => "dstack-mr models -kernel direct boot only, this VM boots a UKI",
+        }
+        .into());
     };
     let initrd = initrd
         .as_ref()

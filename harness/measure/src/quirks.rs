@@ -125,6 +125,9 @@ pub struct Quirks {
     /// QEMU leaves the `-kernel` setup header unpatched for a confidential guest: in a TD the
     /// setup and kernel items are the file as given.
     pub qemu_coco_kernel_unpatched: bool,
+    /// The ids of the rows that made this value, in table order: reports list them so that a
+    /// version bump shows which rules changed.
+    pub rows: Vec<&'static str>,
 }
 
 /// systemd v252 `src/boot/efi/tpm-pcr.c` `unified_sections[]` without `.pcrsig` (the stub never
@@ -185,6 +188,7 @@ impl Quirks {
             ovmf_prefers_unpatched_kernel: false,
             td_measures_fw_cfg_items: false,
             qemu_coco_kernel_unpatched: false,
+            rows: Vec::new(),
         }
     }
 
@@ -217,6 +221,7 @@ impl Quirks {
         let mut q = Quirks::baseline();
         for row in Quirks::applied(ovmf, qemu, systemd) {
             (row.apply)(&mut q);
+            q.rows.push(row.id);
         }
         q
     }
@@ -556,6 +561,18 @@ mod tests {
         let ovmf2026 = Quirks::resolve(Some(Version(2026, 8)), None, None);
         assert!(ovmf2026.kernel_load_options_initrd_first);
         assert_eq!(Quirks::applied(Some(Version(2025, 2)), None, None).len(), 6);
+        assert_eq!(
+            new.rows,
+            [
+                "ovmf-pciexbar-0xe0000000",
+                "ovmf-secureboot-absent",
+                "ovmf-crtm-version-unknown",
+                "ovmf-acpi-measured-with-tpm",
+                "ovmf-boot-kernel-file-preferred",
+                "ovmf-network-boot-ipxe-only",
+            ]
+        );
+        assert!(old.rows.is_empty());
         assert_eq!(old.ovmf_pci_layout, OvmfPciLayout::Stable202211);
         assert_eq!(new.ovmf_pci_layout, OvmfPciLayout::Stable202502);
         assert_eq!(new.crtm_version, CrtmVersion::Unknown);

@@ -127,7 +127,7 @@ async fn run_inner(
     started: Instant,
 ) -> Result<(ScenarioReport, Option<Prediction>), String> {
     let resolved = resolve::resolve(scenario, cache, opts.platform == Platform::Vtpm)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::error::chain(&e))?;
     if let Some(why) = resolved.vm.unsupported_reason() {
         let mut r = ScenarioReport::error(&scenario.name, file, backend_name(opts), why, 0.0);
         r.verdict = Verdict::Skip;
@@ -144,18 +144,9 @@ async fn run_inner(
         save_logs_to: Some(dir.to_path_buf()),
         qemu_binary: resolved.qemu_binary.clone(),
         temp_root: None,
+        swtpm_states: Some(cache.root().join("swtpm")),
     };
-    let quirks = &resolved.quirks;
-    let backend = match opts.platform {
-        Platform::Vtpm => qemu::argv::Backend::Vtpm { accel: opts.accel },
-        Platform::Tdx => qemu::argv::Backend::Tdx {
-            flavour: if quirks.tdx_named_memory_backend {
-                qemu::argv::TdxFlavour::Canonical82
-            } else {
-                qemu::argv::TdxFlavour::Upstream
-            },
-        },
-    };
+    let backend = boot_backend(opts, &resolved.quirks);
     // An infrastructure failure (no run dir, swtpm or QMP trouble) gets one more try; a guest
     // that boots and then disagrees with the prediction never does.
     let mut retried = None;
@@ -173,7 +164,22 @@ async fn run_inner(
     };
     // The guest boots while the oracle runs and the prediction is made: neither needs the
     // other until the judging. A failed prediction stops the boot (dropping it kills QEMU).
-    let (prepared, serial) = tokio::try_join!(prepare_resolved(resolved, opts.platform), boot)?;
+    let prepare = async {
+        // One preparation at a time among the scenarios that run at once: each holds its
+        // oracle dump, firmware and kernel (20 to 40 MiB) for well under a second, beside a
+        // boot that takes ten, so waiting its turn costs no wall time and keeps the peak memory
+        // of `mrlab run` at one such set.
+        static PREPARING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+        let turn = PREPARING.acquire().await.map_err(|e| e.to_string())?;
+        let mut prepared = prepare_resolved(resolved, opts.platform).await?;
+        // External predictors read the whole oracle after the boot; the judges only a few files.
+        if opts.predictors.is_empty() {
+            crate::judge::keep_judged_oracle_files(&mut prepared);
+        }
+        drop(turn);
+        Ok::<_, String>(prepared)
+    };
+    let (prepared, serial) = tokio::try_join!(prepare, boot)?;
 
     let mut report = match opts.platform {
         Platform::Vtpm => {
@@ -191,6 +197,20 @@ async fn run_inner(
     report.notes.extend(cmdline_truncated(&serial));
     report.duration_s = started.elapsed().as_secs_f64();
     Ok((report, Some(prepared.prediction)))
+}
+
+/// The QEMU backend of a run on `opts.platform`: a TD's flavour of QEMU options from the quirks.
+fn boot_backend(opts: &Options, quirks: &measure::quirks::Quirks) -> qemu::argv::Backend {
+    match opts.platform {
+        Platform::Vtpm => qemu::argv::Backend::Vtpm { accel: opts.accel },
+        Platform::Tdx => qemu::argv::Backend::Tdx {
+            flavour: if quirks.tdx_named_memory_backend {
+                qemu::argv::TdxFlavour::Canonical82
+            } else {
+                qemu::argv::TdxFlavour::Upstream
+            },
+        },
+    }
 }
 
 /// The report's `backend` for a run on `opts.platform`.

@@ -237,7 +237,7 @@ pub fn prepare(
         qemu_binary,
         qemu_version,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| crate::error::chain(&e))?;
     let expected = identity(&resolved)?;
     for key in ["schema", "qemu", "ovmf_version", "machine", "vm"] {
         if let Some(why) = first_difference(key, &expected[key], &manifest[key]) {

@@ -393,12 +393,13 @@ fn device_args(device: &Device, backend: &Backend, push: &mut impl FnMut(&[&str]
     }
 }
 
-/// The swtpm invocations the harness uses; `run_sh` writes the same ones.
-pub(crate) fn swtpm_setup_args(run: &RunDir) -> Vec<String> {
+/// The swtpm invocations the harness uses; `run_sh` writes the same ones. `swtpm_setup` makes
+/// the state in `state` (a boot's run dir, or the manufactured state kept for many boots).
+pub(crate) fn swtpm_setup_args(state: &Path) -> Vec<String> {
     vec![
         "--tpm2".into(),
         "--tpmstate".into(),
-        path_str(&run.swtpm_state()),
+        path_str(state),
         "--pcr-banks".into(),
         "sha256,sha384".into(),
         "--overwrite".into(),
@@ -461,7 +462,7 @@ pub fn run_sh(vm: &Vm, backend: &Backend, qemu: &QemuBinary) -> String {
     );
     if vm.tpm && *backend != Backend::Oracle {
         script += "mkdir -p \"${RUN}/tpm\"\n";
-        script += &line("swtpm_setup", &swtpm_setup_args(&run));
+        script += &line("swtpm_setup", &swtpm_setup_args(&run.swtpm_state()));
         script += " >\"${RUN}/swtpm_setup.log\"\n";
         script += &line("swtpm", &swtpm_socket_args(&run));
         script += " &\n";

@@ -22,6 +22,9 @@ pub struct BootOptions {
     /// Where run dirs are made; the system temp dir when `None`. Unix socket paths are limited
     /// to 108 bytes, so the root should be short.
     pub temp_root: Option<PathBuf>,
+    /// Where the manufactured TPM state is kept for many boots (`swtpm::manufactured`); with
+    /// `None` every boot with a TPM runs `swtpm_setup` itself.
+    pub swtpm_states: Option<PathBuf>,
 }
 
 impl BootOptions {
@@ -31,6 +34,7 @@ impl BootOptions {
             save_logs_to: None,
             qemu_binary: QemuBinary::system(),
             temp_root: None,
+            swtpm_states: None,
         }
     }
 }
@@ -191,7 +195,11 @@ async fn run(
     let deadline = tokio::time::Instant::now() + opts.timeout;
     let mut swtpm = None;
     if vm.tpm && *backend != Backend::Oracle {
-        swtpm = Some(crate::swtpm::start(&run, true, Duration::from_secs(10)).await?);
+        let state = match &opts.swtpm_states {
+            Some(kept) => crate::swtpm::State::Manufactured(kept),
+            None => crate::swtpm::State::Setup,
+        };
+        swtpm = Some(crate::swtpm::start(&run, state, Duration::from_secs(10)).await?);
     }
     let mut vsock = start_vsock_daemon(vm, backend, &run).await?;
     let mut command = opts.qemu_binary.tokio_command();

@@ -534,7 +534,9 @@ pub async fn dump_fw_cfg(
     })?;
     let mut swtpm = None;
     if vm.tpm {
-        swtpm = Some(crate::swtpm::start(&run, false, Duration::from_secs(10)).await?);
+        swtpm = Some(
+            crate::swtpm::start(&run, crate::swtpm::State::Empty, Duration::from_secs(10)).await?,
+        );
     }
     let mut command = qemu_binary.tokio_command();
     command.args(argv(vm, &Backend::Oracle, &run));

@@ -301,20 +301,24 @@ pub fn root_bus_function(device: &Device) -> Option<RootBusFunction> {
     }
 }
 
+/// The first root-bus slot QEMU hands out: with `-nodefaults` only 00.0 (MCH) and 1f.x (ICH9)
+/// are taken.
+const FIRST_FREE_SLOT: u8 = 1;
 /// The last root-bus slot a device can take: 1f holds the ICH9 functions.
 const LAST_FREE_SLOT: u8 = 0x1e;
 
-/// Root-bus slots in device order: QEMU gives each device without `addr=` the lowest free
-/// slot at the moment it creates it, in command-line order (`hw/pci/pci.c`
-/// `do_pci_register_device`), and with `-nodefaults` only 00.0 (MCH) and 1f.x (ICH9) are
-/// taken; a device with its own slot (an expander) takes that one, and QEMU refuses it if an
-/// earlier device already took it.
-pub fn root_bus_slots(vm: &Vm) -> Result<Vec<(u8, RootBusFunction)>, LayoutError> {
+/// Each device's root-bus slot and function, in device order (`None` for a device with no slot
+/// of its own: a `-cdrom` sits on the ICH9 AHCI function 1f.2). QEMU gives each device without
+/// `addr=` the lowest free slot at the moment it creates it, in command-line order
+/// (`hw/pci/pci.c` `do_pci_register_device`); a device with its own slot (an expander) takes
+/// that one, and QEMU refuses it if an earlier device already took it.
+fn place(devices: &[Device]) -> Result<Vec<Option<(u8, RootBusFunction)>>, LayoutError> {
     let mut taken = [false; LAST_FREE_SLOT as usize + 1];
-    taken[0] = true;
-    let mut slots = Vec::new();
-    for device in &vm.devices {
+    taken[..FIRST_FREE_SLOT as usize].fill(true);
+    let mut placed = Vec::new();
+    for device in devices {
         let Some(function) = root_bus_function(device) else {
+            placed.push(None);
             continue;
         };
         let slot = match device {
@@ -328,15 +332,28 @@ pub fn root_bus_slots(vm: &Vm) -> Result<Vec<(u8, RootBusFunction)>, LayoutError
                 Some(free) => free as u8,
                 None => {
                     return Err(LayoutError::TooManyDevices {
-                        count: vm.devices.iter().filter_map(root_bus_function).count(),
+                        count: devices.iter().filter_map(root_bus_function).count(),
                     })
                 }
             },
         };
         taken[slot as usize] = true;
-        slots.push((slot, function));
+        placed.push(Some((slot, function)));
     }
-    Ok(slots)
+    Ok(placed)
+}
+
+/// Root-bus slots of `vm`'s devices that have one, in device order (see [`place`]).
+pub fn root_bus_slots(vm: &Vm) -> Result<Vec<(u8, RootBusFunction)>, LayoutError> {
+    Ok(place(&vm.devices)?.into_iter().flatten().collect())
+}
+
+/// The root-bus slot of `devices[index]` by the same rule as [`root_bus_slots`]; `None` for an
+/// index past the end, a device with no slot of its own (a `-cdrom`) or a layout QEMU refuses.
+/// Later devices do not move it: QEMU places devices in order.
+pub fn root_bus_slot(devices: &[Device], index: usize) -> Option<u8> {
+    let placed = place(devices.get(..=index)?).ok()?;
+    placed.last().copied().flatten().map(|(slot, _)| slot)
 }
 
 /// Every 64-bit resource OVMF assigns on the root bus of `vm`, in address order.
@@ -404,6 +421,29 @@ mod tests {
     use crate::vm::Boot;
 
     const PCD_MMIO64_SIZE: u64 = 0x8_0000_0000;
+
+    #[test]
+    fn root_bus_slots_follow_device_order_and_skip_the_cdrom() {
+        let disk = Device::readonly_raw_disk("esp", "/esp.raw");
+        let cdrom = Device::Cdrom {
+            file: "/x.iso".into(),
+        };
+        let net = net("net0");
+        // The real UKI boots put the ESP first and OVMF logged Pci(0x1,0x0) for it.
+        assert_eq!(root_bus_slot(&[disk.clone(), net.clone()], 0), Some(1));
+        assert_eq!(root_bus_slot(&[net.clone(), disk.clone()], 1), Some(2));
+        let devices = [cdrom, net, disk];
+        assert_eq!(root_bus_slot(&devices, 2), Some(2));
+        assert_eq!(root_bus_slot(&devices, 0), None);
+        assert_eq!(root_bus_slot(&devices, 3), None);
+        // The same slots as the layout's.
+        let slots: Vec<u8> = root_bus_slots(&vm(1 << 30, devices.to_vec()))
+            .unwrap()
+            .into_iter()
+            .map(|(slot, _)| slot)
+            .collect();
+        assert_eq!(slots, [1, 2]);
+    }
 
     fn vm(memory: u64, devices: Vec<Device>) -> Vm {
         let mut vm = Vm::new("/fw.fd", 1, memory, Boot::Disk);

@@ -1,7 +1,6 @@
 //! `mrlab diff`: the predicted events that appear, disappear or change between two scenarios,
 //! or one scenario under another firmware, QEMU or systemd-boot package.
 
-use measure::quirks::Quirks;
 use measure::{Event, Platform};
 use mrlab::scenario::Scenario;
 use serde_json::{json, Value};
@@ -69,10 +68,7 @@ fn side(
     Ok(Side {
         title,
         versions,
-        quirks: Quirks::applied(r.ovmf_version, r.qemu_version, systemd)
-            .iter()
-            .map(|row| row.id)
-            .collect(),
+        quirks: r.quirks.rows.clone(),
         events: prepared.prediction.events.clone(),
         scenario,
     })

@@ -16,6 +16,16 @@ use std::fmt::Write as _;
 
 pub use td::td_judgement;
 
+/// Leaves in `prepared` only the oracle's fw_cfg files a judge reads ([`judge_record`]): the
+/// rest (the `-kernel` items and the files newer QEMUs add beside them are 8 to 30 MiB a
+/// scenario) served the prediction and would otherwise be held through the whole boot, once
+/// for each scenario that runs at once.
+pub fn keep_judged_oracle_files(prepared: &mut Prepared) {
+    prepared
+        .oracle
+        .retain(|name, _| vtpm::CROSS_CHECKED_FW_CFG.contains(&name.as_str()));
+}
+
 /// What a judge found, by kind. The verdict comes from here alone: an integrity problem (the
 /// log does not replay to the registers the guest reported) or a predictor that failed makes
 /// the run an error; otherwise the first failing check, events before registers before fw_cfg

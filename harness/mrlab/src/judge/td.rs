@@ -79,6 +79,13 @@ pub fn td_judgement(
         .map(|d| divergence(d, &predicted, &actual));
     report.qemu_version = prepared.resolved.qemu_version.map(|v| v.to_string());
     report.ovmf_version = prepared.resolved.ovmf_version.map(|v| v.to_string());
+    report.quirks = prepared
+        .resolved
+        .quirks
+        .rows
+        .iter()
+        .map(|id| id.to_string())
+        .collect();
     Ok(Judgement { report, findings })
 }
 

@@ -48,8 +48,39 @@ pub fn markdown(reports: &[ScenarioReport]) -> String {
         }
     }
     not_checked(&mut out, reports);
+    quirk_rows(&mut out, reports);
     predictor_tables(&mut out, reports);
     out
+}
+
+/// The quirk rows that applied, one line per distinct set with the scenarios that had it, so
+/// a version bump shows as a changed line.
+fn quirk_rows(out: &mut String, reports: &[ScenarioReport]) {
+    let mut sets: Vec<(&[String], Vec<&str>)> = Vec::new();
+    for r in reports {
+        match sets
+            .iter_mut()
+            .find(|(rows, _)| *rows == r.quirks.as_slice())
+        {
+            Some((_, names)) => names.push(&r.name),
+            None => sets.push((&r.quirks, vec![&r.name])),
+        }
+    }
+    if sets.iter().all(|(rows, _)| rows.is_empty()) {
+        return;
+    }
+    out.push_str("\n### Quirk rows applied\n");
+    for (rows, names) in sets {
+        let rows = if rows.is_empty() {
+            "none".to_string()
+        } else {
+            rows.iter()
+                .map(|id| format!("`{id}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(out, "- {rows}: {}", names.join(", "));
+    }
 }
 
 /// What the runs did not check, once per distinct reason: unpredicted PCR values and the TD

@@ -158,6 +158,8 @@ pub struct ScenarioReport {
     pub acpi_blobs: Vec<RegisterRow>,
     pub qemu_version: Option<String>,
     pub ovmf_version: Option<String>,
+    /// The ids of the quirk rows (`measure::quirks::ROWS`) this VM's versions applied.
+    pub quirks: Vec<String>,
     pub duration_s: f64,
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -189,6 +191,7 @@ impl ScenarioReport {
             acpi_blobs: Vec::new(),
             qemu_version: None,
             ovmf_version: None,
+            quirks: Vec::new(),
             duration_s,
             notes: Vec::new(),
             event_rows: Vec::new(),
@@ -233,5 +236,37 @@ mod tests {
         );
         let json = json(&[r]);
         assert!(json.contains("\"not_checkable\""), "{json}");
+    }
+
+    #[test]
+    fn quirk_rows_are_listed_per_distinct_set() {
+        let report = |name: &str, rows: &[&str]| {
+            let mut r = ScenarioReport::error(name, "s.toml", "vtpm", String::new(), 0.0);
+            r.quirks = rows.iter().map(|id| id.to_string()).collect();
+            r
+        };
+        let none = [report("a", &[]), report("b", &[])];
+        assert!(!markdown(&none).contains("Quirk rows"));
+        let md = markdown(&[
+            report("old", &[]),
+            report("new", &["ovmf-secureboot-absent", "ovmf-smbios-measured"]),
+            report(
+                "new-too",
+                &["ovmf-secureboot-absent", "ovmf-smbios-measured"],
+            ),
+        ]);
+        assert!(
+            md.contains(
+                "### Quirk rows applied\n- none: old\n\
+                 - `ovmf-secureboot-absent`, `ovmf-smbios-measured`: new, new-too\n"
+            ),
+            "{md}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&json(&[report("new", &["ovmf-secureboot-absent"])])).unwrap();
+        assert_eq!(
+            json["scenarios"][0]["quirks"],
+            serde_json::json!(["ovmf-secureboot-absent"])
+        );
     }
 }

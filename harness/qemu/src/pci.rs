@@ -301,24 +301,36 @@ pub fn root_bus_function(device: &Device) -> Option<RootBusFunction> {
     }
 }
 
-/// The first root-bus slot QEMU hands out: with `-nodefaults` only 00.0 (MCH) and 1f.x (ICH9)
-/// are taken.
-const FIRST_FREE_SLOT: u8 = 1;
 /// The last root-bus slot a device can take: 1f holds the ICH9 functions.
 const LAST_FREE_SLOT: u8 = 0x1e;
 
-/// Each device's root-bus slot and function, in device order (`None` for a device with no slot
-/// of its own: a `-cdrom` sits on the ICH9 AHCI function 1f.2). QEMU gives each device without
-/// `addr=` the lowest free slot at the moment it creates it, in command-line order
-/// (`hw/pci/pci.c` `do_pci_register_device`); a device with its own slot (an expander) takes
-/// that one, and QEMU refuses it if an earlier device already took it.
-fn place(devices: &[Device]) -> Result<Vec<Option<(u8, RootBusFunction)>>, LayoutError> {
+/// Root-bus slots in device order: QEMU gives each device without `addr=` the lowest free
+/// slot at the moment it creates it, in command-line order (`hw/pci/pci.c`
+/// `do_pci_register_device`), and with `-nodefaults` only 00.0 (MCH) and 1f.x (ICH9) are
+/// taken; a device with its own slot (an expander) takes that one, and QEMU refuses it if an
+/// earlier device already took it.
+pub fn root_bus_slots(vm: &Vm) -> Result<Vec<(u8, RootBusFunction)>, LayoutError> {
+    Ok(slots_by_device(&vm.devices)?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// The root-bus slot of `devices[index]` by the same rule as [`root_bus_slots`]; `None` for an
+/// index past the end, a device with no slot of its own (a `-cdrom`) or a layout QEMU refuses.
+pub fn root_bus_slot(devices: &[Device], index: usize) -> Option<u8> {
+    let (slot, _) = slots_by_device(devices).ok()?.into_iter().nth(index)??;
+    Some(slot)
+}
+
+/// [`root_bus_slots`]' rule, one entry per device (`None` for one off the root bus).
+fn slots_by_device(devices: &[Device]) -> Result<Vec<Option<(u8, RootBusFunction)>>, LayoutError> {
     let mut taken = [false; LAST_FREE_SLOT as usize + 1];
-    taken[..FIRST_FREE_SLOT as usize].fill(true);
-    let mut placed = Vec::new();
+    taken[0] = true;
+    let mut slots = Vec::new();
     for device in devices {
         let Some(function) = root_bus_function(device) else {
-            placed.push(None);
+            slots.push(None);
             continue;
         };
         let slot = match device {
@@ -338,22 +350,9 @@ fn place(devices: &[Device]) -> Result<Vec<Option<(u8, RootBusFunction)>>, Layou
             },
         };
         taken[slot as usize] = true;
-        placed.push(Some((slot, function)));
+        slots.push(Some((slot, function)));
     }
-    Ok(placed)
-}
-
-/// Root-bus slots of `vm`'s devices that have one, in device order (see [`place`]).
-pub fn root_bus_slots(vm: &Vm) -> Result<Vec<(u8, RootBusFunction)>, LayoutError> {
-    Ok(place(&vm.devices)?.into_iter().flatten().collect())
-}
-
-/// The root-bus slot of `devices[index]` by the same rule as [`root_bus_slots`]; `None` for an
-/// index past the end, a device with no slot of its own (a `-cdrom`) or a layout QEMU refuses.
-/// Later devices do not move it: QEMU places devices in order.
-pub fn root_bus_slot(devices: &[Device], index: usize) -> Option<u8> {
-    let placed = place(devices.get(..=index)?).ok()?;
-    placed.last().copied().flatten().map(|(slot, _)| slot)
+    Ok(slots)
 }
 
 /// Every 64-bit resource OVMF assigns on the root bus of `vm`, in address order.

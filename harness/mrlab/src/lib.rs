@@ -1,6 +1,7 @@
 //! mrlab as a library: scenarios, prediction inputs, the runner, comparison and reports. The
 //! `mrlab` binary is a thin CLI over this; the e2e tests drive it directly.
 
+pub mod error;
 pub mod input;
 pub mod judge;
 pub mod predictors;

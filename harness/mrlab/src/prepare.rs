@@ -138,8 +138,8 @@ pub async fn prepare(
     cache: &images::Cache,
     platform: Platform,
 ) -> Result<Box<Prepared>, String> {
-    let resolved =
-        resolve::resolve(scenario, cache, platform == Platform::Vtpm).map_err(|e| e.to_string())?;
+    let resolved = resolve::resolve(scenario, cache, platform == Platform::Vtpm)
+        .map_err(|e| crate::error::chain(&e))?;
     prepare_resolved(resolved, platform).await
 }
 

@@ -127,7 +127,7 @@ async fn run_inner(
     started: Instant,
 ) -> Result<(ScenarioReport, Option<Prediction>), String> {
     let resolved = resolve::resolve(scenario, cache, opts.platform == Platform::Vtpm)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::error::chain(&e))?;
     if let Some(why) = resolved.vm.unsupported_reason() {
         let mut r = ScenarioReport::error(&scenario.name, file, backend_name(opts), why, 0.0);
         r.verdict = Verdict::Skip;
@@ -146,17 +146,7 @@ async fn run_inner(
         temp_root: None,
         swtpm_states: Some(cache.root().join("swtpm")),
     };
-    let quirks = &resolved.quirks;
-    let backend = match opts.platform {
-        Platform::Vtpm => qemu::argv::Backend::Vtpm { accel: opts.accel },
-        Platform::Tdx => qemu::argv::Backend::Tdx {
-            flavour: if quirks.tdx_named_memory_backend {
-                qemu::argv::TdxFlavour::Canonical82
-            } else {
-                qemu::argv::TdxFlavour::Upstream
-            },
-        },
-    };
+    let backend = boot_backend(opts, &resolved.quirks);
     // An infrastructure failure (no run dir, swtpm or QMP trouble) gets one more try; a guest
     // that boots and then disagrees with the prediction never does.
     let mut retried = None;
@@ -207,6 +197,20 @@ async fn run_inner(
     report.notes.extend(cmdline_truncated(&serial));
     report.duration_s = started.elapsed().as_secs_f64();
     Ok((report, Some(prepared.prediction)))
+}
+
+/// The QEMU backend of a run on `opts.platform`: a TD's flavour of QEMU options from the quirks.
+fn boot_backend(opts: &Options, quirks: &measure::quirks::Quirks) -> qemu::argv::Backend {
+    match opts.platform {
+        Platform::Vtpm => qemu::argv::Backend::Vtpm { accel: opts.accel },
+        Platform::Tdx => qemu::argv::Backend::Tdx {
+            flavour: if quirks.tdx_named_memory_backend {
+                qemu::argv::TdxFlavour::Canonical82
+            } else {
+                qemu::argv::TdxFlavour::Upstream
+            },
+        },
+    }
 }
 
 /// The report's `backend` for a run on `opts.platform`.

@@ -78,6 +78,10 @@ pub struct MachineOptions {
     pub acpi_pci_hotplug: Option<bool>,
     /// The guest CPU's physical address width (QEMU `phys-bits`, 32–52).
     pub phys_bits: Option<u8>,
+    /// Guest RAM as NUMA node 0 from a file backend (dstack's `hugepages` memory, see
+    /// `qemu::vm::NumaMemory`): hugetlbfs on a TD host, a tmpfs folder on vtpm.
+    #[serde(default)]
+    pub hugepages: bool,
 }
 
 /// QEMU's accepted `phys-bits` (`target/i386/cpu.c`: 32 to `TARGET_PHYS_ADDR_SPACE_BITS`).
@@ -137,7 +141,8 @@ pub struct DstackPreset {
     pub gpus: u32,
     #[serde(default)]
     pub nvswitches: u32,
-    /// dstack's `hugepages`: refused as not predicted yet, see [`Scenario::parse`].
+    /// dstack's `hugepages`: RAM as NUMA node 0 from a file backend and the node's PCIe
+    /// expander (`qemu::vm::dstack_hugepages_expander`); memory must be whole GiB.
     #[serde(default)]
     pub hugepages: bool,
 }
@@ -252,94 +257,106 @@ impl Scenario {
             path: path.to_owned(),
             message: e.to_string().trim_end().replace('\n', "\n  "),
         })?;
-        let invalid = |key, message: &str| ScenarioError::Invalid {
+        let invalid = |(key, message): (&'static str, String)| ScenarioError::Invalid {
             path: path.to_owned(),
             key,
-            message: message.to_owned(),
+            message,
         };
-        if let Err(why) = check_name(&scenario.name) {
-            return Err(invalid("name", &why));
-        }
-        if !(1..=512).contains(&scenario.cpus) {
-            return Err(invalid("cpus", "must be between 1 and 512"));
-        }
-        if scenario.memory < (128 << 20) {
-            return Err(invalid("memory", "must be at least 128M"));
-        }
-        if scenario.memory > MAX_MEMORY {
-            return Err(invalid("memory", "must be at most 4T"));
-        }
-        if !(1..=MAX_TIMEOUT_S).contains(&scenario.timeout_s) {
-            return Err(invalid(
-                "timeout_s",
-                &format!("must be between 1 and {MAX_TIMEOUT_S} (a day)"),
-            ));
-        }
-        // QEMU gets the command line as one argv string, which cannot hold a NUL.
-        if scenario.cmdline.contains('\0') {
-            return Err(invalid("cmdline", "contains a NUL byte"));
-        }
-        if scenario
-            .predict
-            .cmdline
-            .as_deref()
-            .is_some_and(|c| c.contains('\0'))
-        {
-            return Err(invalid("predict.cmdline", "contains a NUL byte"));
-        }
-        if scenario
-            .machine
-            .phys_bits
-            .is_some_and(|bits| !PHYS_BITS.contains(&bits))
-        {
-            return Err(invalid(
-                "machine.phys_bits",
-                "must be between 32 and 52 (QEMU's phys-bits)",
-            ));
-        }
-        for device in &scenario.devices {
-            if let Device::Virtfs { tag } = device {
-                check_mount_tag(tag).map_err(|why| invalid("devices", &why))?;
-            }
-        }
-        match scenario.preset {
-            Some(Preset::Dstack) => {
-                if !scenario.devices.is_empty() {
-                    return Err(invalid(
-                        "devices",
-                        "the `dstack` preset sets the devices; shape them under [dstack]",
-                    ));
-                }
-                if scenario.boot == BootMode::Uki {
-                    return Err(invalid("preset", "dstack boots with -kernel, not a UKI"));
-                }
-                let preset = scenario.dstack.clone().unwrap_or_default();
-                if preset.gpus > 0 || preset.nvswitches > 0 {
-                    return Err(invalid(
-                        "dstack",
-                        "GPUs and NVSwitches are vfio-pci passthrough of host devices, which \
-                         cannot be created here; `root_ports = N` gives the pcie-root-port each \
-                         sits behind (what ACPI and the PCI layout see of them)",
-                    ));
-                }
-                if preset.hugepages {
-                    return Err(invalid(
-                        "dstack",
-                        "hugepages is not predicted yet: dstack-vmm then backs RAM with a \
-                         memory-backend-file in NUMA node 0 (SRAT) and adds a pxb-pcie expander \
-                         bridge (pcie.node0, addr 0xa, bus_nr 5), which the fw_cfg oracle's PCI \
-                         model does not cover",
-                    ));
-                }
-            }
-            None if scenario.dstack.is_some() => {
-                return Err(invalid("dstack", "needs `preset = \"dstack\"`"));
-            }
-            None => {}
-        }
+        check_values(&scenario).map_err(invalid)?;
+        check_preset(&scenario).map_err(invalid)?;
         scenario.dir = path.parent().map(Path::to_owned).unwrap_or_default();
         Ok(scenario)
     }
+}
+
+/// The scenario's values within their ranges: the key and the problem otherwise.
+fn check_values(scenario: &Scenario) -> Result<(), (&'static str, String)> {
+    if let Err(why) = check_name(&scenario.name) {
+        return Err(("name", why));
+    }
+    if !(1..=512).contains(&scenario.cpus) {
+        return Err(("cpus", "must be between 1 and 512".into()));
+    }
+    if scenario.memory < (128 << 20) {
+        return Err(("memory", "must be at least 128M".into()));
+    }
+    if scenario.memory > MAX_MEMORY {
+        return Err(("memory", "must be at most 4T".into()));
+    }
+    if !(1..=MAX_TIMEOUT_S).contains(&scenario.timeout_s) {
+        return Err((
+            "timeout_s",
+            format!("must be between 1 and {MAX_TIMEOUT_S} (a day)"),
+        ));
+    }
+    // QEMU gets the command line as one argv string, which cannot hold a NUL.
+    if scenario.cmdline.contains('\0') {
+        return Err(("cmdline", "contains a NUL byte".into()));
+    }
+    if scenario
+        .predict
+        .cmdline
+        .as_deref()
+        .is_some_and(|c| c.contains('\0'))
+    {
+        return Err(("predict.cmdline", "contains a NUL byte".into()));
+    }
+    if scenario
+        .machine
+        .phys_bits
+        .is_some_and(|bits| !PHYS_BITS.contains(&bits))
+    {
+        return Err((
+            "machine.phys_bits",
+            "must be between 32 and 52 (QEMU's phys-bits)".into(),
+        ));
+    }
+    for device in &scenario.devices {
+        if let Device::Virtfs { tag } = device {
+            check_mount_tag(tag).map_err(|why| ("devices", why))?;
+        }
+    }
+    Ok(())
+}
+
+/// `preset` and `[dstack]` together, and what the preset cannot do (yet).
+fn check_preset(scenario: &Scenario) -> Result<(), (&'static str, String)> {
+    match scenario.preset {
+        Some(Preset::Dstack) => {
+            if !scenario.devices.is_empty() {
+                return Err((
+                    "devices",
+                    "the `dstack` preset sets the devices; shape them under [dstack]".into(),
+                ));
+            }
+            if scenario.boot == BootMode::Uki {
+                return Err(("preset", "dstack boots with -kernel, not a UKI".into()));
+            }
+            let preset = scenario.dstack.clone().unwrap_or_default();
+            if preset.gpus > 0 || preset.nvswitches > 0 {
+                return Err((
+                    "dstack",
+                    "GPUs and NVSwitches are vfio-pci passthrough of host devices, which \
+                     cannot be created here; `root_ports = N` gives the pcie-root-port each \
+                     sits behind (what ACPI and the PCI layout see of them)"
+                        .into(),
+                ));
+            }
+            if preset.hugepages && !scenario.memory.is_multiple_of(1 << 30) {
+                return Err((
+                    "memory",
+                    "with `hugepages` dstack-vmm gives the VM whole GiB (it truncates the \
+                     memory to GiB, `configure_hugepage_memory`): set a whole number of GiB"
+                        .into(),
+                ));
+            }
+        }
+        None if scenario.dstack.is_some() => {
+            return Err(("dstack", "needs `preset = \"dstack\"`".into()));
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 /// The most memory a scenario may give its VM (QEMU's q35 takes more, no host here has it).
@@ -583,11 +600,10 @@ mod tests {
     }
 
     #[test]
-    fn dstack_gpus_nvswitches_and_hugepages_are_refused_with_the_reason() {
+    fn dstack_gpus_and_nvswitches_are_refused_with_the_reason() {
         for (key, why) in [
             ("gpus = 1", "cannot be created here"),
             ("nvswitches = 2", "cannot be created here"),
-            ("hugepages = true", "hugepages is not predicted yet"),
         ] {
             let e = parse(&format!(
                 "name = \"a\"\npreset = \"dstack\"\n[dstack]\n{key}"
@@ -597,6 +613,19 @@ mod tests {
             assert!(e.contains("key `dstack`") && e.contains(why), "{key}: {e}");
         }
         assert!(parse("name = \"a\"\npreset = \"dstack\"\n[dstack]\nroot_ports = 2").is_ok());
+    }
+
+    #[test]
+    fn dstack_hugepages_need_whole_gib() {
+        let text = |memory: &str| {
+            format!("name = \"a\"\nmemory = \"{memory}\"\npreset = \"dstack\"\n[dstack]\nhugepages = true")
+        };
+        let e = parse(&text("2560M")).unwrap_err().to_string();
+        assert!(
+            e.contains("key `memory`") && e.contains("whole number of GiB"),
+            "{e}"
+        );
+        assert!(parse(&text("3G")).unwrap().dstack.unwrap().hugepages);
     }
 
     #[test]

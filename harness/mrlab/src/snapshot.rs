@@ -69,6 +69,15 @@ pub fn vm_shape(vm: &Vm) -> Result<Value, String> {
             Device::PcieRootPort { chassis } => {
                 json!({"kind": "pcie-root-port", "chassis": chassis})
             }
+            Device::PcieExpander {
+                id,
+                slot,
+                numa_node,
+                bus_nr,
+            } => json!({
+                "kind": "pxb-pcie", "id": id, "slot": slot, "numa_node": numa_node,
+                "bus_nr": bus_nr,
+            }),
         })
         .collect();
     Ok(json!({
@@ -228,7 +237,7 @@ pub fn prepare(
         qemu_binary,
         qemu_version,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| crate::error::chain(&e))?;
     let expected = identity(&resolved)?;
     for key in ["schema", "qemu", "ovmf_version", "machine", "vm"] {
         if let Some(why) = first_difference(key, &expected[key], &manifest[key]) {

@@ -7,6 +7,9 @@
 //! as such, so a rebuilt agent does not churn every snapshot; they are still compared, byte
 //! for byte, by the run itself.
 
+mod common;
+
+use common::cache;
 use mrlab::prepare;
 use mrlab::report::Outcome;
 use mrlab::report::{ScenarioReport, Verdict};
@@ -15,10 +18,6 @@ use mrlab::scenario::Scenario;
 use rstest::rstest;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-
-fn cache() -> images::Cache {
-    images::Cache::open(&images::workspace_root()).expect("image cache (run ci/setup-host.sh)")
-}
 
 fn results(test: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -113,6 +112,14 @@ fn scenario_passes(#[files("../../scenarios/*.toml")] path: PathBuf) {
     let name = path.file_stem().unwrap().to_string_lossy().into_owned();
     let out = runtime().block_on(run::run_file(&path, &cache(), &options("scenarios")));
     let report = out.report;
+    // A NUMA node's memory file (`hugepages`) is unlinked by QEMU as soon as it is made.
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("qemu_back_mem"))
+        .collect();
+    assert!(left.is_empty(), "{name}: left in /dev/shm: {left:?}");
     if report.verdict == Verdict::Skip {
         eprintln!("SKIPPED {name}: {}", report.reason.as_deref().unwrap_or(""));
         return;
@@ -184,9 +191,7 @@ fn snapshot_key(path: &Path, name: &str, report: &ScenarioReport) -> Option<Stri
 #[case::uki("wrong-uki-cmdline.toml", "uki:.cmdline")]
 fn wrong_cmdline_prediction_fails_at_the_cmdline_event(#[case] file: &str, #[case] label: &str) {
     let _machine = shared();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(file);
+    let path = common::data(file);
     let report = runtime()
         .block_on(run::run_file(&path, &cache(), &options("wrong-cmdline")))
         .report;
@@ -204,10 +209,7 @@ fn one_more_device_changes_the_acpi_tables() {
     let _machine = shared();
     let rt = runtime();
     let tables = |name: &str| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../scenarios")
-            .join(format!("{name}.toml"));
-        let scenario = Scenario::load(&path).unwrap();
+        let scenario = Scenario::load(&common::scenario_path(name)).unwrap();
         let p = rt
             .block_on(prepare::prepare(
                 &scenario,
@@ -254,7 +256,7 @@ static KERNEL_SMOKE: std::sync::OnceLock<RealRun> = std::sync::OnceLock::new();
 fn kernel_smoke() -> &'static RealRun {
     KERNEL_SMOKE.get_or_init(|| {
         let _machine = shared();
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/kernel-smoke.toml");
+        let path = common::scenario_path("kernel-smoke");
         let scenario = Scenario::load(&path).unwrap();
         let rt = runtime();
         let out = rt.block_on(run::run_scenario(
@@ -607,6 +609,34 @@ fn mutated_real_evidence_fails_with_its_own_reason(
     );
 }
 
+/// A prediction for RAM in a NUMA node (`[machine] hugepages`) cannot pass a real boot without
+/// one: the oracle's tables then hold an SRAT (and the CPUs' `_PXM`) that the guest's do not.
+/// The same boot passes its own prediction (`corrupt_or_missing_evidence_is_an_error`).
+#[test]
+fn a_numa_prediction_fails_a_boot_without_a_numa_node() {
+    let real = kernel_smoke();
+    let _machine = shared();
+    let mut scenario = Scenario::load(&real.scenario).unwrap();
+    scenario.machine.hugepages = true;
+    let numa = runtime()
+        .block_on(prepare::prepare(&scenario, &cache(), platform()))
+        .unwrap();
+    let srat = |tables: &[u8]| find(tables, b"SRAT").is_some();
+    assert!(srat(&numa.oracle["etc/acpi/tables"]));
+    assert!(!srat(&real.prepared.oracle["etc/acpi/tables"]));
+    let dir = results("numa-mismatch");
+    let report = run::judge(&numa, "kernel-smoke", &real.serial, &dir).expect("judges");
+    assert_eq!(report.verdict, Verdict::Fail, "{:?}", report.reason);
+    // The SRAT grows the tables, moves the RSDT (so the RSDP) and adds loader commands.
+    assert_eq!(
+        report.reason.as_deref(),
+        Some(
+            "fw_cfg blobs differ between oracle and guest: etc/acpi/rsdp, etc/acpi/tables, \
+             etc/table-loader"
+        )
+    );
+}
+
 /// The TD events a vTPM run counts are the TD prediction's own (made with a TD's fw_cfg, no
 /// TPM device), and one the log gets wrong is no longer counted as checked.
 #[test]
@@ -683,9 +713,7 @@ fn extra_events_fail_the_register_check_too() {
 #[case::missing_kernel("missing-kernel.toml", "no such file")]
 fn faults_are_errors(#[case] file: &str, #[case] reason: &str) {
     let _machine = exclusive();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(file);
+    let path = common::data(file);
     let report = runtime()
         .block_on(run::run_file(&path, &cache(), &options("faults")))
         .report;

@@ -55,54 +55,62 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let image =
         mrlab::input::read(&args.file, mrlab::input::FIRMWARE).map_err(anyhow::Error::msg)?;
     let f = facts(&image, args.memory).with_context(|| path.to_string())?;
-    let cfv = &f.cfv_section;
-
     if args.json {
-        let sections: Vec<_> = f
-            .tdvf
-            .sections
-            .iter()
-            .map(|s| {
-                json!({
-                    "index": s.index,
-                    "type": s.section_type.name(),
-                    "type_id": s.section_type.code(),
-                    "data_offset": s.data_offset,
-                    "raw_data_size": s.raw_data_size,
-                    "memory_address": s.memory_address,
-                    "memory_data_size": s.memory_data_size,
-                    "attributes": s.attributes.names(),
-                    "attributes_raw": s.attributes.0,
-                })
-            })
-            .collect();
-        let out = json!({
-            "file": args.file,
-            "image_bytes": f.tdvf.image_len,
-            "metadata_offset": f.tdvf.metadata_offset,
-            "version": f.tdvf.version,
-            "sections": sections,
-            "mrtd": {
-                "single_pass": hex::encode(f.mrtd_single),
-                "two_pass": hex::encode(f.mrtd_two),
-            },
-            "cfv": {
-                "digest": sha384_hex(&f.cfv),
-                "address": cfv.memory_address,
-                "bytes": cfv.raw_data_size,
-                "event_type": f.cfv.event_type.name(),
-            },
-            "td_hob": {
-                "memory": args.memory,
-                "digest": sha384_hex(&f.td_hob),
-                "bytes": f.td_hob_len,
-                "event_type": f.td_hob.event_type.name(),
-            },
-        });
-        outln!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(ExitCode::SUCCESS);
+        outln!("{}", serde_json::to_string_pretty(&facts_json(&args, &f))?);
+    } else {
+        print_facts(&args, &f)?;
     }
+    Ok(ExitCode::SUCCESS)
+}
 
+fn facts_json(args: &Args, f: &Facts) -> serde_json::Value {
+    let cfv = &f.cfv_section;
+    let sections: Vec<_> = f
+        .tdvf
+        .sections
+        .iter()
+        .map(|s| {
+            json!({
+                "index": s.index,
+                "type": s.section_type.name(),
+                "type_id": s.section_type.code(),
+                "data_offset": s.data_offset,
+                "raw_data_size": s.raw_data_size,
+                "memory_address": s.memory_address,
+                "memory_data_size": s.memory_data_size,
+                "attributes": s.attributes.names(),
+                "attributes_raw": s.attributes.0,
+            })
+        })
+        .collect();
+    json!({
+        "file": args.file,
+        "image_bytes": f.tdvf.image_len,
+        "metadata_offset": f.tdvf.metadata_offset,
+        "version": f.tdvf.version,
+        "sections": sections,
+        "mrtd": {
+            "single_pass": hex::encode(f.mrtd_single),
+            "two_pass": hex::encode(f.mrtd_two),
+        },
+        "cfv": {
+            "digest": sha384_hex(&f.cfv),
+            "address": cfv.memory_address,
+            "bytes": cfv.raw_data_size,
+            "event_type": f.cfv.event_type.name(),
+        },
+        "td_hob": {
+            "memory": args.memory,
+            "digest": sha384_hex(&f.td_hob),
+            "bytes": f.td_hob_len,
+            "event_type": f.td_hob.event_type.name(),
+        },
+    })
+}
+
+fn print_facts(args: &Args, f: &Facts) -> anyhow::Result<()> {
+    let path = args.file.display();
+    let cfv = &f.cfv_section;
     outln!(
         "{path}: {} bytes, TDVF metadata v{} at {:#x}, {} sections",
         f.tdvf.image_len,
@@ -146,5 +154,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.memory,
         args.memory as f64 / f64::from(1u32 << 30)
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

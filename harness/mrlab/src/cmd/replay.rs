@@ -152,6 +152,15 @@ fn table(log: &EventLog) -> String {
         );
     }
     let _ = writeln!(out);
+    write_events(&mut out, log);
+    let _ = writeln!(out);
+    write_registers(&mut out, log);
+    out
+}
+
+/// One line per event: record, PCR, register, type, digest and what it holds.
+fn write_events(out: &mut String, log: &EventLog) {
+    use std::fmt::Write;
     let _ = writeln!(
         out,
         "{:>4}  {:>3}  {:<6}  {:<34}  {:<16}  description",
@@ -177,7 +186,11 @@ fn table(log: &EventLog) -> String {
             description
         );
     }
-    let _ = writeln!(out);
+}
+
+/// The registers the log replays to: a TD's RTMRs, or each bank's PCRs the log extends.
+fn write_registers(out: &mut String, log: &EventLog) {
+    use std::fmt::Write;
     if is_td_log(log) {
         let regs = log.replay_rtmrs();
         for r in [
@@ -205,5 +218,4 @@ fn table(log: &EventLog) -> String {
             }
         }
     }
-    out
 }

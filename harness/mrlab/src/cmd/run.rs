@@ -51,17 +51,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let platform = if args.backend == "tdx" {
-        if let Some(why) = run::tdx_host_problem(Path::new("/")) {
-            anyhow::bail!(
-                "--backend tdx needs a TDX host: {why}. Recorded TD evidence can be checked \
-                 offline with `mrlab diagnose --event-log … --quote …`"
-            );
-        }
-        measure::Platform::Tdx
-    } else {
-        measure::Platform::Vtpm
-    };
+    let platform = platform(&args)?;
     mrlab::predictors::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
     let files = scenario_files(&args.scenarios)?;
     let cache = Arc::new(images::Cache::open(&images::workspace_root())?);
@@ -104,33 +94,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         rt.shutdown_timeout(std::time::Duration::from_millis(500));
         eprintln!("mrlab: interrupted by {}: stopped every VM", signal.name());
     }
-    let reports: Vec<report::ScenarioReport> = finished
-        .iter()
-        .zip(&files)
-        .map(|(slot, file)| {
-            slot.clone().unwrap_or_else(|| {
-                let why = match interrupted {
-                    Some(signal) => format!("interrupted by {} before it finished", signal.name()),
-                    None => "the scenario's task failed".into(),
-                };
-                let name = file
-                    .file_stem()
-                    .map_or(file.display().to_string(), |s| s.to_string_lossy().into());
-                report::ScenarioReport::error(&name, &file.display().to_string(), backend, why, 0.0)
-            })
-        })
-        .collect();
-    let summary = report::markdown(&reports);
-    outln!("{summary}");
-    write_opt(&args.json_report, &report::json(&reports))?;
-    write_opt(&args.junit, &report::junit(&reports))?;
-    write_opt(&args.markdown, &summary)?;
-    // A pass that needed a retry, or that warns, says so beside the count, not only in JSON.
-    for r in &reports {
-        for note in r.notes.iter().filter(|n| is_shown_note(n)) {
-            eprintln!("{} {:?}: {note}", r.name, r.verdict);
-        }
-    }
+    let reports = reports(finished, &files, interrupted, backend);
+    write_reports(&args, &reports)?;
     let passed = report::count(&reports, Verdict::Pass);
     let skipped = report::count(&reports, Verdict::Skip);
     eprintln!(
@@ -142,6 +107,62 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None if passed + skipped == reports.len() => ExitCode::SUCCESS,
         None => ExitCode::FAILURE,
     })
+}
+
+/// The backend asked for; a TD only on a TDX host.
+fn platform(args: &Args) -> anyhow::Result<measure::Platform> {
+    Ok(if args.backend == "tdx" {
+        if let Some(why) = run::tdx_host_problem(Path::new("/")) {
+            anyhow::bail!(
+                "--backend tdx needs a TDX host: {why}. Recorded TD evidence can be checked \
+                 offline with `mrlab diagnose --event-log … --quote …`"
+            );
+        }
+        measure::Platform::Tdx
+    } else {
+        measure::Platform::Vtpm
+    })
+}
+
+/// A report per scenario file: the finished ones, and an error for each that did not finish.
+fn reports(
+    finished: Vec<Option<report::ScenarioReport>>,
+    files: &[PathBuf],
+    interrupted: Option<Interrupt>,
+    backend: &str,
+) -> Vec<report::ScenarioReport> {
+    finished
+        .into_iter()
+        .zip(files)
+        .map(|(slot, file)| {
+            slot.unwrap_or_else(|| {
+                let why = match interrupted {
+                    Some(signal) => format!("interrupted by {} before it finished", signal.name()),
+                    None => "the scenario's task failed".into(),
+                };
+                let name = file
+                    .file_stem()
+                    .map_or(file.display().to_string(), |s| s.to_string_lossy().into());
+                report::ScenarioReport::error(&name, &file.display().to_string(), backend, why, 0.0)
+            })
+        })
+        .collect()
+}
+
+/// The summary on stdout, the report files asked for, and the notes worth a human's eye.
+fn write_reports(args: &Args, reports: &[report::ScenarioReport]) -> anyhow::Result<()> {
+    let summary = report::markdown(reports);
+    outln!("{summary}");
+    write_opt(&args.json_report, &report::json(reports))?;
+    write_opt(&args.junit, &report::junit(reports))?;
+    write_opt(&args.markdown, &summary)?;
+    // A pass that needed a retry, or that warns, says so beside the count, not only in JSON.
+    for r in reports {
+        for note in r.notes.iter().filter(|n| is_shown_note(n)) {
+            eprintln!("{} {:?}: {note}", r.name, r.verdict);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy)]

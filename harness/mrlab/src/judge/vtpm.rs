@@ -38,11 +38,7 @@ pub(super) fn compare_vtpm(
         .iter()
         .map(|e| format!("agent: {e}"))
         .collect();
-    let log_bytes = record.get("tpm/binary_bios_measurements").ok_or(
-        "evidence record has no tpm/binary_bios_measurements: the guest saw no TPM event log",
-    )?;
-    let log = evidence::log::parse(log_bytes, evidence::log::Format::Tcg2)
-        .map_err(|e| format!("evidence/tpm/binary_bios_measurements: {e}"))?;
+    let log = tpm_log(record)?;
     // Every event of the log is judged but those the prediction declares it does not model.
     let actual: Vec<Event> = log
         .measure_events()
@@ -50,13 +46,7 @@ pub(super) fn compare_vtpm(
         .filter(|e| prediction.judges(e))
         .collect();
 
-    let judged_pcrs = prediction
-        .full_pcrs
-        .iter()
-        .copied()
-        .chain(prediction.unpredicted.iter().map(|u| u.pcr))
-        .collect();
-    let alignment = align::align(&prediction.events, &actual, &judged_pcrs);
+    let alignment = align_judged(prediction, &actual);
     let counts = alignment.counts();
     let integrity = replay_problems(&log, record)?;
     let registers = pcr_rows(prediction, record)?;
@@ -73,22 +63,14 @@ pub(super) fn compare_vtpm(
     let first_divergence = alignment
         .first_divergence()
         .map(|d| divergence(d, &prediction.events, &actual));
-    let findings = Findings {
+    let findings = findings(
         integrity,
-        events: alignment.first_divergence().map(|d| {
-            divergence_reason(
-                &alignment,
-                d,
-                &prediction.events,
-                &actual,
-                &format!("PCR{}", d.pcr),
-            )
-        }),
-        registers: differing(&registers).map(|bad| format!("registers differ: {bad}")),
-        blobs: differing(&acpi_blobs)
-            .map(|bad| format!("fw_cfg blobs differ between oracle and guest: {bad}")),
-        predictors: Vec::new(),
-    };
+        &alignment,
+        &prediction.events,
+        &actual,
+        &registers,
+        &acpi_blobs,
+    );
     let report = ScenarioReport {
         name: scenario.name.clone(),
         file: file.to_string(),
@@ -100,14 +82,7 @@ pub(super) fn compare_vtpm(
         events: counts,
         first_divergence,
         tdx_events,
-        unpredicted_pcrs: prediction
-            .unpredicted
-            .iter()
-            .map(|u| UnpredictedPcr {
-                pcr: u.pcr,
-                reason: u.reason.clone(),
-            })
-            .collect(),
+        unpredicted_pcrs: unpredicted_pcrs(prediction),
         acpi_blobs,
         qemu_version: resolved.qemu_version.map(|v| v.to_string()),
         ovmf_version: resolved.ovmf_version.map(|v| v.to_string()),
@@ -123,6 +98,60 @@ pub(super) fn compare_vtpm(
         predictors: Vec::new(),
     };
     Ok(Judgement { report, findings })
+}
+
+/// The predicted and logged events aligned, PCR by PCR, over the PCRs the prediction judges
+/// (those it predicts whole and those it declares unpredicted).
+fn align_judged(prediction: &Prediction, actual: &[Event]) -> Alignment {
+    let judged_pcrs = prediction
+        .full_pcrs
+        .iter()
+        .copied()
+        .chain(prediction.unpredicted.iter().map(|u| u.pcr))
+        .collect();
+    align::align(&prediction.events, actual, &judged_pcrs)
+}
+
+/// The PCRs the prediction declares it cannot predict, and why.
+fn unpredicted_pcrs(prediction: &Prediction) -> Vec<UnpredictedPcr> {
+    prediction
+        .unpredicted
+        .iter()
+        .map(|u| UnpredictedPcr {
+            pcr: u.pcr,
+            reason: u.reason.clone(),
+        })
+        .collect()
+}
+
+/// The guest's TPM event log from its record.
+fn tpm_log(record: &agent::record::Record) -> Result<evidence::log::EventLog, String> {
+    let log_bytes = record.get(agent::record::TPM_EVENT_LOG_ENTRY).ok_or(
+        "evidence record has no tpm/binary_bios_measurements: the guest saw no TPM event log",
+    )?;
+    evidence::log::parse(log_bytes, evidence::log::Format::Tcg2)
+        .map_err(|e| format!("evidence/tpm/binary_bios_measurements: {e}"))
+}
+
+/// What the vTPM judge found: integrity, the first divergence, registers and blobs that differ.
+fn findings(
+    integrity: Vec<String>,
+    alignment: &Alignment,
+    predicted: &[Event],
+    actual: &[Event],
+    registers: &[RegisterRow],
+    acpi_blobs: &[RegisterRow],
+) -> Findings {
+    Findings {
+        integrity,
+        events: alignment
+            .first_divergence()
+            .map(|d| divergence_reason(alignment, d, predicted, actual, &format!("PCR{}", d.pcr))),
+        registers: differing(registers).map(|bad| format!("registers differ: {bad}")),
+        blobs: differing(acpi_blobs)
+            .map(|bad| format!("fw_cfg blobs differ between oracle and guest: {bad}")),
+        predictors: Vec::new(),
+    }
 }
 
 /// Integrity: where the log does not replay to the PCRs the TPM reports, in either bank.
@@ -183,7 +212,7 @@ fn blob_rows(
         .iter()
         .map(|name| {
             let predicted = oracle.get(*name);
-            let actual = record.get(&format!("fw_cfg/{name}"));
+            let actual = record.get(&agent::record::fw_cfg_entry(name));
             RegisterRow {
                 name: name.to_string(),
                 predicted: predicted.map(|b| sha384_hex(b)),

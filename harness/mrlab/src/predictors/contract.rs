@@ -27,14 +27,17 @@
 //! boot, else null); `cmdline`, the `-append` value QEMU hands the firmware (OVMF's loader appends
 //! ` initrd=initrd` when there is an initrd, as both the builtin prediction and dstack-mr model);
 //! `cpus`; `memory` in bytes; `machine` (`smm`, `hpet`, `pic`, `kernel_irqchip`,
-//! `pci_hole64_size`, `acpi_pci_hotplug_with_bridge_support`, `phys_bits`; null = QEMU's default); `serial`;
+//! `pci_hole64_size`, `acpi_pci_hotplug_with_bridge_support`, `phys_bits`; null = QEMU's default;
+//! `numa_node0_memory_file`: all RAM and vCPUs in NUMA node 0, from a memory-backend-file); `serial`;
 //! `devices` in command-line order, which decides PCI slots and so ACPI (`{kind: virtio-blk, id,
 //! file, format, readonly}`, `{kind: virtio-net, id}`, `{kind: vhost-vsock, guest_cid}`, `{kind:
-//! virtfs, id, mount_tag}`, `{kind: cdrom, file}`, `{kind: pcie-root-port, chassis}`); `qemu`
+//! virtfs, id, mount_tag}`, `{kind: cdrom, file}`, `{kind: pcie-root-port, chassis}`, `{kind:
+//! pxb-pcie, id, slot, numa_node, bus_nr}`); `qemu`
 //! (`binary`, `version`, `data_dirs`, `env`); `ovmf_version`; `mrtd_page_order` (`single-pass` or `two-pass`, the
 //! reference's order).
 
-use super::absolute;
+use super::exec::run_capture;
+use super::{absolute, Prediction};
 use crate::prepare::TdRegisters;
 use crate::resolve::Resolved;
 use measure::tdvf::PageOrder;
@@ -89,9 +92,42 @@ impl TdRegisters {
     }
 }
 
+/// Run a command predictor: `inputs.json` in `dir`, then `sh -c "COMMAND \"$@\"" NAME
+/// inputs.json`, whose stdout is the registers document.
+pub(super) async fn predict(
+    command: &str,
+    name: &str,
+    resolved: &Resolved,
+    order: PageOrder,
+    dir: &Path,
+) -> Prediction {
+    let inputs = dir.join("inputs.json");
+    let doc = inputs_json(resolved, order);
+    let text = serde_json::to_string_pretty(&doc).expect("inputs serialize");
+    if let Err(e) = std::fs::write(&inputs, text) {
+        return Prediction::Error(format!("{}: {e}", inputs.display()));
+    }
+    let argv = vec![
+        "-c".to_string(),
+        format!("{command} \"$@\""),
+        name.to_string(),
+        absolute(&inputs).display().to_string(),
+    ];
+    match run_capture(Path::new("sh"), &argv, &[], dir).await {
+        Ok(stdout) => match TdRegisters::from_json(&stdout) {
+            Ok(registers) => Prediction::Registers {
+                registers: Box::new(registers),
+                unsupported: Vec::new(),
+            },
+            Err(e) => Prediction::Error(e),
+        },
+        Err(e) => Prediction::Error(e),
+    }
+}
+
 /// The generic contract's `inputs.json` for the TD VM of `resolved`.
 pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
-    use qemu::vm::{Boot, Device};
+    use qemu::vm::Boot;
     let vm = &resolved.vm;
     let path = |p: &Path| absolute(p).display().to_string();
     let cmdline_override = resolved.scenario.predict.cmdline.clone();
@@ -120,8 +156,31 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
             }),
         ),
     };
-    let devices: Vec<Value> = vm
-        .devices
+    json!({
+        "contract": 1,
+        "scenario": resolved.scenario.name,
+        "boot": boot,
+        "firmware": path(&vm.firmware),
+        "kernel": kernel,
+        "initrd": initrd,
+        "uki": uki,
+        "cmdline": cmdline,
+        "cpus": vm.cpus,
+        "memory": vm.memory,
+        "machine": crate::resolve::machine_json(&vm.machine),
+        "serial": vm.serial,
+        "devices": devices_json(vm),
+        "qemu": qemu_json(resolved),
+        "ovmf_version": resolved.ovmf_version.map(|v| v.to_string()),
+        "mrtd_page_order": order.name(),
+    })
+}
+
+/// The VM's devices, each with what a predictor needs of it.
+fn devices_json(vm: &qemu::vm::Vm) -> Vec<Value> {
+    use qemu::vm::Device;
+    let path = |p: &Path| absolute(p).display().to_string();
+    vm.devices
         .iter()
         .map(|d| match d {
             Device::Disk(disk) => json!({
@@ -137,39 +196,35 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
             Device::PcieRootPort { chassis } => {
                 json!({"kind": "pcie-root-port", "chassis": chassis})
             }
+            Device::PcieExpander {
+                id,
+                slot,
+                numa_node,
+                bus_nr,
+            } => json!({
+                "kind": "pxb-pcie", "id": id, "slot": slot, "numa_node": numa_node,
+                "bus_nr": bus_nr,
+            }),
         })
-        .collect();
+        .collect()
+}
+
+/// The QEMU binary: how to start it and its version.
+fn qemu_json(resolved: &Resolved) -> Value {
     json!({
-        "contract": 1,
-        "scenario": resolved.scenario.name,
-        "boot": boot,
-        "firmware": path(&vm.firmware),
-        "kernel": kernel,
-        "initrd": initrd,
-        "uki": uki,
-        "cmdline": cmdline,
-        "cpus": vm.cpus,
-        "memory": vm.memory,
-        "machine": crate::resolve::machine_json(&vm.machine),
-        "serial": vm.serial,
-        "devices": devices,
-        "qemu": {
-            "binary": resolved.qemu_binary.program.display().to_string(),
-            // How to start it: a managed QEMU runs through its root's own loader, so `binary`
-            // alone may not start on this host. Append QEMU's own arguments to this.
-            "command": std::iter::once(resolved.qemu_binary.executable().display().to_string())
-                .chain(resolved.qemu_binary.leading_args())
-                .collect::<Vec<_>>(),
-            // An extracted QEMU runs with these `-L` dirs first and this environment.
-            "data_dirs": resolved.qemu_binary.data_dirs.iter()
-                .map(|d| d.display().to_string()).collect::<Vec<_>>(),
-            "env": resolved.qemu_binary.env.iter()
-                .map(|(k, v)| (k.clone(), Value::from(v.display().to_string())))
-                .collect::<serde_json::Map<String, Value>>(),
-            "version": resolved.qemu_version.map(|v| v.to_string()),
-        },
-        "ovmf_version": resolved.ovmf_version.map(|v| v.to_string()),
-        "mrtd_page_order": order.name(),
+        "binary": resolved.qemu_binary.program.display().to_string(),
+        // How to start it: a managed QEMU runs through its root's own loader, so `binary`
+        // alone may not start on this host. Append QEMU's own arguments to this.
+        "command": std::iter::once(resolved.qemu_binary.executable().display().to_string())
+            .chain(resolved.qemu_binary.leading_args())
+            .collect::<Vec<_>>(),
+        // An extracted QEMU runs with these `-L` dirs first and this environment.
+        "data_dirs": resolved.qemu_binary.data_dirs.iter()
+            .map(|d| d.display().to_string()).collect::<Vec<_>>(),
+        "env": resolved.qemu_binary.env.iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.display().to_string())))
+            .collect::<serde_json::Map<String, Value>>(),
+        "version": resolved.qemu_version.map(|v| v.to_string()),
     })
 }
 

@@ -2,10 +2,13 @@
 //! of `dstack-mr measure --json` (Dstack-TEE/dstack `dstack/dstack-mr/cli`), and which
 //! registers dstack-mr cannot model for it.
 
-use super::absolute;
+use super::exec::run_capture;
+use super::{absolute, Prediction};
+use crate::prepare::TdRegisters;
 use crate::resolve::Resolved;
 use measure::tdvf::PageOrder;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A dstack-mr invocation for one VM: its image folder and argv.
@@ -35,6 +38,67 @@ impl DstackMrPlan {
         let text = serde_json::to_string_pretty(&self.metadata).expect("metadata serializes");
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
     }
+}
+
+/// Run dstack-mr at `path` on the VM of `resolved` (`oracle`: its fw_cfg dump).
+pub(super) async fn predict(
+    path: &Path,
+    resolved: &Resolved,
+    oracle: &BTreeMap<String, Vec<u8>>,
+    order: PageOrder,
+    dir: &Path,
+) -> Prediction {
+    let plan = match dstack_mr_plan(resolved, order, dir) {
+        Ok(plan) => plan,
+        Err(why) => return Prediction::Unsupported(why),
+    };
+    if let Err(e) = plan.write_image() {
+        return Prediction::Error(e);
+    }
+    // dstack-mr logs through tracing to stdout; keep stdout for the JSON.
+    let mut env = vec![("RUST_LOG".to_string(), "off".to_string())];
+    if plan.unsupported.iter().any(|(r, _)| *r == "rtmr0") {
+        // RTMR0 is not compared, but dstack-mr computes it before anything else and
+        // needs `dstack-acpi-tables` for that. Stand in this VM's own tables (from the
+        // oracle), so MRTD/RTMR1/RTMR2, which do not depend on ACPI, still come out.
+        match stand_in_acpi_tables(oracle, dir) {
+            Ok(path) => env.push(("PATH".into(), path)),
+            Err(e) => return Prediction::Error(e),
+        }
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    match run_capture(path, &plan.argv, &env, dir).await {
+        Ok(stdout) => match TdRegisters::from_json(&stdout) {
+            Ok(registers) => Prediction::Registers {
+                registers: Box::new(registers),
+                unsupported: plan.unsupported,
+            },
+            Err(e) => Prediction::Error(e),
+        },
+        Err(e) => Prediction::Error(e),
+    }
+}
+
+/// A `dstack-acpi-tables` that prints `etc/acpi/tables` from `oracle`, first on a `PATH` it
+/// returns.
+fn stand_in_acpi_tables(oracle: &BTreeMap<String, Vec<u8>>, dir: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let tables = oracle
+        .get("etc/acpi/tables")
+        .ok_or("the fw_cfg oracle served no etc/acpi/tables")?;
+    let bin = absolute(dir).join("stand-in-bin");
+    std::fs::create_dir_all(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    let blob = bin.join("etc-acpi-tables.bin");
+    std::fs::write(&blob, tables).map_err(|e| format!("{}: {e}", blob.display()))?;
+    let script = bin.join("dstack-acpi-tables");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nexec cat '{}'\n", blob.display()),
+    )
+    .and_then(|()| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)))
+    .map_err(|e| format!("{}: {e}", script.display()))?;
+    let path = std::env::var("PATH").unwrap_or_default();
+    Ok(format!("{}:{path}", bin.display()))
 }
 
 /// The VM as dstack-mr's flags: `Err` when dstack-mr cannot express it at all.
@@ -162,6 +226,10 @@ fn argv(
     if let Some(size) = m.pci_hole64_size {
         argv.extend(["--pci-hole64-size".into(), size.to_string()]);
     }
+    // A flag (clap `bool`): NUMA node 0 from a memory-backend-file, as `qemu::vm::NumaMemory`.
+    if m.numa.is_some() {
+        argv.push("--hugepages".into());
+    }
     if let Some(v) = qemu_version {
         argv.extend(["--qemu-version".into(), v]);
     }
@@ -210,6 +278,8 @@ pub fn dstack_shape(vm: &qemu::vm::Vm) -> Result<DstackShape, String> {
             Device::Vsock { .. } => Some('v'),
             Device::Share(_) => Some('s'),
             Device::PcieRootPort { .. } => Some('r'),
+            // dstack-mr adds its expander only with GPUs (`acpi.rs` `create_tables`).
+            Device::PcieExpander { .. } => Some('x'),
             Device::Cdrom { .. } => None,
         })
         .collect();
@@ -227,6 +297,7 @@ pub fn dstack_shape(vm: &qemu::vm::Vm) -> Result<DstackShape, String> {
                         'n' => "net",
                         'v' => "vsock",
                         's' => "9p",
+                        'x' => "pxb-pcie",
                         _ => "root-port",
                     })
                     .collect::<Vec<_>>()
@@ -366,5 +437,19 @@ mod tests {
             blk("hd2"),
         ]);
         assert!(dstack_shape(&hd2).is_err());
+        // dstack-vmm's hugepages expander without GPUs: dstack-mr adds one only with GPUs.
+        let hugepages = vm(vec![
+            blk("hd0"),
+            blk("hd1"),
+            net(0),
+            Device::Vsock { guest_cid: 3 },
+            share(),
+            qemu::vm::dstack_hugepages_expander(),
+        ]);
+        let why = dstack_shape(&hugepages).unwrap_err();
+        assert!(
+            why.contains("[blk, blk, net, vsock, 9p, pxb-pcie]"),
+            "{why}"
+        );
     }
 }

@@ -18,8 +18,10 @@ pub mod exec;
 
 use crate::prepare::{builtin_registers, Prepared, TdRegisters};
 use crate::report::predictors::{PredictorReport, RegisterRow, Status};
+use crate::resolve::Resolved;
 use contract::REGISTERS;
 use exec::predict;
+use std::collections::BTreeMap;
 
 use measure::tdvf::PageOrder;
 
@@ -33,12 +35,56 @@ pub struct Predictor {
     pub kind: Kind,
 }
 
+/// The kinds of external predictor, the one registry of them: each kind's `--predictor` form
+/// ([`Kind::parse`]), its name in reports ([`Kind::name`]) and how it runs ([`Kind::predict`]).
+/// A kind that needs an adapter is a module beside `dstack.rs` plus its variant here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// A shell command that reads `inputs.json` (its last argument) and prints the registers.
     Command { command: String },
     /// The `dstack-mr` CLI at this path.
     DstackMr { path: PathBuf },
+}
+
+impl Kind {
+    /// The kind of `--predictor NAME=REST`: `dstack-mr=PATH` is the adapter, any other name a
+    /// command.
+    fn parse(name: &str, rest: &str) -> Kind {
+        match name {
+            "dstack-mr" => Kind::DstackMr {
+                path: PathBuf::from(rest),
+            },
+            _ => Kind::Command {
+                command: rest.to_string(),
+            },
+        }
+    }
+
+    /// The kind as reports name it.
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::Command { .. } => "command",
+            Kind::DstackMr { .. } => "dstack-mr",
+        }
+    }
+
+    /// Run a predictor of this kind, named `name`, in `dir` on the VM of `resolved` (`oracle`:
+    /// its fw_cfg dump).
+    async fn predict(
+        &self,
+        name: &str,
+        resolved: &Resolved,
+        oracle: &BTreeMap<String, Vec<u8>>,
+        order: PageOrder,
+        dir: &Path,
+    ) -> Prediction {
+        match self {
+            Kind::Command { command } => {
+                contract::predict(command, name, resolved, order, dir).await
+            }
+            Kind::DstackMr { path } => dstack::predict(path, resolved, oracle, order, dir).await,
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -76,28 +122,10 @@ impl FromStr for Predictor {
         if rest.trim().is_empty() {
             return Err(ParseError::EmptyCommand(arg.into()));
         }
-        let kind = if name == "dstack-mr" {
-            Kind::DstackMr {
-                path: PathBuf::from(rest),
-            }
-        } else {
-            Kind::Command {
-                command: rest.to_string(),
-            }
-        };
         Ok(Predictor {
             name: name.to_string(),
-            kind,
+            kind: Kind::parse(name, rest),
         })
-    }
-}
-
-impl Predictor {
-    fn kind_name(&self) -> &'static str {
-        match self.kind {
-            Kind::Command { .. } => "command",
-            Kind::DstackMr { .. } => "dstack-mr",
-        }
     }
 }
 
@@ -216,7 +244,7 @@ pub async fn vs_builtin(
 pub fn errored(predictor: &Predictor, error: String, reference_label: &str) -> PredictorReport {
     PredictorReport {
         name: predictor.name.clone(),
-        kind: predictor.kind_name().into(),
+        kind: predictor.kind.name().into(),
         reference: reference_label.into(),
         status: Status::Error,
         error: Some(error),

@@ -1,7 +1,7 @@
 //! The `dstack` preset: the machine options and devices dstack-vmm gives a CVM, on blank images.
 
 use super::files::{blank_disk, empty_dir};
-use super::ResolveError;
+use super::{Problem, ResolveError};
 use crate::scenario::{DstackHostShare, DstackPreset, DstackRootfs, Preset, Scenario};
 
 /// Replace `vm`'s machine options and devices with the preset's, when the scenario asks for it.
@@ -34,9 +34,9 @@ pub(super) fn apply(
 /// dstack-vmm's layout on blank images. Every disk is a read-only raw file, where dstack's hd1
 /// is a writable qcow2: format and write access are invisible to the firmware's measurements
 /// (PCI functions and ACPI are the same), and a shared cached file must not be written.
-fn layout(preset: &DstackPreset, cache: &images::Cache) -> Result<qemu::vm::DstackLayout, String> {
+fn layout(preset: &DstackPreset, cache: &images::Cache) -> Result<qemu::vm::DstackLayout, Problem> {
     if preset.nics > 8 {
-        return Err(format!("nics = {}: at most 8", preset.nics));
+        return Err(Problem::Rule(format!("nics = {}: at most 8", preset.nics)));
     }
     let blank = || blank_disk(cache, 64 << 20);
     Ok(qemu::vm::DstackLayout {
@@ -58,5 +58,6 @@ fn layout(preset: &DstackPreset, cache: &images::Cache) -> Result<qemu::vm::Dsta
             DstackHostShare::Disk => qemu::vm::DstackHostShare::Disk { file: blank()? },
         },
         root_ports: preset.root_ports,
+        hugepages: preset.hugepages,
     })
 }

@@ -1,9 +1,8 @@
 //! A UKI boot's EFI system partition: the UKI and systemd-boot built into a disk image in the
 //! cache, attached first on the root bus, and the PCI paths OVMF's boot options name.
 
-use super::devices::root_bus_slot;
 use super::files::package_version;
-use super::ResolveError;
+use super::{Problem, ResolveError};
 use crate::scenario::Scenario;
 use measure::quirks::Version;
 use std::path::PathBuf;
@@ -86,7 +85,7 @@ pub(super) fn uki_parts(
 
 /// Put the ESP first on the root bus, so OVMF enumerates it first ("UEFI Misc Device",
 /// Boot0001), and record the PCI paths of it, the other disks and the NICs.
-pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut UkiParts) -> Result<(), String> {
+pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut UkiParts) -> Result<(), Problem> {
     vm.devices.insert(
         0,
         qemu::vm::Device::Disk(qemu::vm::Disk {
@@ -98,6 +97,9 @@ pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut UkiParts) -> Result<(), 
             serial: None,
         }),
     );
+    // Disks and NICs always have a root-bus slot of their own.
+    let root_bus_slot =
+        |devices: &[qemu::vm::Device], i| qemu::pci::root_bus_slot(devices, i).unwrap_or(u8::MAX);
     parts.disk_pci = vec![(root_bus_slot(&vm.devices, 0), 0)];
     parts.other_disks_pci = vm
         .devices

@@ -1,7 +1,7 @@
 //! Where the firmware, kernel and initrd come from (a managed id in the image cache or a file
 //! named by the scenario), and the blank files the cache makes for devices.
 
-use super::ResolveError;
+use super::{Problem, ResolveError};
 use crate::scenario::Scenario;
 use measure::quirks::Version;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ pub(super) fn firmware(
     cache: &images::Cache,
     tpm: bool,
 ) -> Result<(PathBuf, Option<Version>), ResolveError> {
-    let key_err = |message| ResolveError::key(scenario, "firmware", message);
+    let key_err = |problem: Problem| ResolveError::key(scenario, "firmware", problem);
     let (firmware, version) = if looks_like_path(&scenario.firmware) {
         (
             existing(&scenario.dir, &scenario.firmware).map_err(key_err)?,
@@ -21,7 +21,7 @@ pub(super) fn firmware(
         )
     } else {
         if let (true, Some(why)) = (tpm, cache.firmware_without_tpm(&scenario.firmware)) {
-            return Err(key_err(why));
+            return Err(key_err(why.into()));
         }
         let path = cache
             .firmware(&scenario.firmware)
@@ -33,7 +33,7 @@ pub(super) fn firmware(
             measure::firmware::check_uefi_image(&image)
                 .map_err(|e| format!("{}: {e}", firmware.display()))
         })
-        .map_err(key_err)?;
+        .map_err(|m| key_err(m.into()))?;
     Ok((firmware, version))
 }
 
@@ -91,19 +91,14 @@ pub(super) fn looks_like_path(value: &str) -> bool {
 }
 
 /// A file named in a scenario, relative to the scenario's folder unless absolute.
-pub(super) fn existing(base: &Path, path: &str) -> Result<PathBuf, String> {
+pub(super) fn existing(base: &Path, path: &str) -> Result<PathBuf, Problem> {
     let p = base.join(path);
     match std::fs::metadata(&p) {
         Ok(m) if m.is_file() => Ok(p),
-        Ok(m) if m.is_dir() => Err(format!("{}: is a directory, not a file", p.display())),
-        Ok(_) => Err(format!(
-            "{}: not a regular file (a device, socket or pipe)",
-            p.display()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(format!("{}: no such file", p.display()))
-        }
-        Err(e) => Err(format!("{}: {e}", p.display())),
+        Ok(m) if m.is_dir() => Err(Problem::Directory(p)),
+        Ok(_) => Err(Problem::NotRegular(p)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Problem::NoSuchFile(p)),
+        Err(e) => Err(Problem::io(&p)(e)),
     }
 }
 
@@ -117,28 +112,25 @@ pub(super) fn package_version(cache: &images::Cache, id: &str) -> Option<Version
 }
 
 /// A sparse all-zero raw disk of `size` bytes in the image cache, made once.
-pub(super) fn blank_disk(cache: &images::Cache, size: u64) -> Result<PathBuf, String> {
+pub(super) fn blank_disk(cache: &images::Cache, size: u64) -> Result<PathBuf, Problem> {
     let path = cache
         .root()
         .join("images")
         .join(format!("blank-{size}.raw"));
     if !path.is_file() {
         let dir = path.parent().expect("cache path has a parent");
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let tmp =
-            tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        tmp.as_file()
-            .set_len(size)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::create_dir_all(dir).map_err(Problem::io(dir))?;
+        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(Problem::io(dir))?;
+        tmp.as_file().set_len(size).map_err(Problem::io(&path))?;
         tmp.persist(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| Problem::io(&path)(e.error))?;
     }
     Ok(path)
 }
 
 /// An empty folder in the image cache to share over 9p.
-pub(super) fn empty_dir(cache: &images::Cache) -> Result<PathBuf, String> {
+pub(super) fn empty_dir(cache: &images::Cache) -> Result<PathBuf, Problem> {
     let path = cache.root().join("images").join("virtfs-empty");
-    std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::create_dir_all(&path).map_err(Problem::io(&path))?;
     Ok(path)
 }

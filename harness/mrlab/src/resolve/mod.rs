@@ -18,7 +18,7 @@ pub use machine::machine_json;
 
 use crate::scenario::Scenario;
 use measure::quirks::{Quirks, Version};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A scenario with every file located and every version known.
 #[derive(Clone, Debug)]
@@ -38,27 +38,85 @@ pub struct Resolved {
     pub option_roms: Vec<(String, PathBuf)>,
 }
 
+/// Why a scenario does not resolve: a key's value, or the image cache. The cause is the
+/// error's `source()` (print it with [`crate::error::chain`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("scenario {scenario}: key `{key}`: {message}")]
+    #[error("scenario {scenario}: key `{key}`")]
     Key {
         scenario: String,
         key: &'static str,
-        message: String,
+        #[source]
+        problem: Problem,
     },
-    #[error("scenario {scenario}: {source}")]
+    #[error("scenario {scenario}")]
     Images {
         scenario: String,
+        #[source]
         source: images::Error,
     },
 }
 
+/// What is wrong with the value of a scenario key.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("{}: no such file", .0.display())]
+    NoSuchFile(PathBuf),
+    #[error("{}: is a directory, not a file", .0.display())]
+    Directory(PathBuf),
+    #[error("{}: not a regular file (a device, socket or pipe)", .0.display())]
+    NotRegular(PathBuf),
+    #[error("{}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: cannot run", .program.display())]
+    CannotRun {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{} {args}` failed ({status}): {stderr}", .program.display())]
+    Failed {
+        program: PathBuf,
+        args: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    /// A rule of the scenario format or of a lower stage, in words.
+    #[error("{0}")]
+    Rule(String),
+}
+
+impl Problem {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Problem + '_ {
+        move |source| Problem::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+impl From<String> for Problem {
+    fn from(rule: String) -> Problem {
+        Problem::Rule(rule)
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(rule: &str) -> Problem {
+        Problem::Rule(rule.to_string())
+    }
+}
+
 impl ResolveError {
-    fn key(scenario: &Scenario, key: &'static str, message: impl Into<String>) -> ResolveError {
+    fn key(scenario: &Scenario, key: &'static str, problem: impl Into<Problem>) -> ResolveError {
         ResolveError::Key {
             scenario: scenario.name.clone(),
             key,
-            message: message.into(),
+            problem: problem.into(),
         }
     }
 
@@ -103,7 +161,7 @@ pub fn resolve_without_qemu(
     vm.tpm = tpm;
     devices::vsock_host(&mut vm, cache);
     dstack::apply(&mut vm, scenario, cache)?;
-    machine::apply(&mut vm.machine, scenario)?;
+    machine::apply(&mut vm.machine, scenario, tpm)?;
     devices::add(&mut vm, scenario, cache)?;
     if let Some(parts) = &mut uki {
         esp::attach(&mut vm, parts).map_err(|m| ResolveError::key(scenario, "devices", m))?;
@@ -129,4 +187,33 @@ pub fn resolve_without_qemu(
         uki,
         option_roms: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_error_names_scenario_key_and_file_once() {
+        let scenario = Scenario::parse(
+            "name = \"x\"\nfirmware = \"missing.fd\"",
+            Path::new("scenarios/x.toml"),
+        )
+        .expect("scenario");
+        let cache = images::Cache::open(&images::workspace_root()).expect("lock");
+        let err = resolve_without_qemu(&scenario, &cache, false, qemu::QemuBinary::system(), None)
+            .expect_err("no such firmware");
+        assert!(matches!(
+            &err,
+            ResolveError::Key {
+                key: "firmware",
+                problem: Problem::NoSuchFile(_),
+                ..
+            }
+        ));
+        assert_eq!(
+            crate::error::chain(&err),
+            "scenario x: key `firmware`: scenarios/missing.fd: no such file"
+        );
+    }
 }

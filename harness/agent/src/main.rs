@@ -5,7 +5,10 @@
 //! It never stops on a missing source: each problem becomes a line of the `errors` entry, which
 //! the host turns into a visible note.
 
-use agent::record::{self, Record, ERRORS_ENTRY};
+use agent::record::{
+    self, Record, CCEL_DATA_ENTRY, CCEL_TABLE_ENTRY, CMDLINE_ENTRY, ERRORS_ENTRY,
+    FW_CFG_SKIPPED_ENTRY, KERNEL_RELEASE_ENTRY, QUOTE_ENTRY, TDREPORT_ENTRY, TPM_EVENT_LOG_ENTRY,
+};
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
@@ -68,15 +71,19 @@ fn main() {
     mount(&mut c, "configfs", "/sys/kernel/config", "configfs");
 
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    c.record.push("proc/cmdline", cmdline.clone());
+    c.record.push(CMDLINE_ENTRY, cmdline.clone());
     let release = kernel_release(&mut c);
-    c.record.push("kernel/release", release);
+    c.record.push(KERNEL_RELEASE_ENTRY, release);
     let is_td = cpu_has_flag("tdx_guest");
 
     collect_tpm(&mut c, !is_td);
     collect_fw_cfg(&mut c);
-    c.file("ccel/table", "/sys/firmware/acpi/tables/CCEL", is_td);
-    c.file("ccel/data", "/sys/firmware/acpi/tables/data/CCEL", is_td);
+    c.file(CCEL_TABLE_ENTRY, "/sys/firmware/acpi/tables/CCEL", is_td);
+    c.file(
+        CCEL_DATA_ENTRY,
+        "/sys/firmware/acpi/tables/data/CCEL",
+        is_td,
+    );
     if is_td || Path::new("/dev/tdx_guest").exists() {
         let nonce = nonce(&mut c, &cmdline);
         collect_tdreport(&mut c, &nonce);
@@ -176,7 +183,7 @@ fn cpu_has_flag(flag: &str) -> bool {
 
 fn collect_tpm(c: &mut Collector, expected: bool) {
     c.file(
-        "tpm/binary_bios_measurements",
+        TPM_EVENT_LOG_ENTRY,
         "/sys/kernel/security/tpm0/binary_bios_measurements",
         expected,
     );
@@ -189,7 +196,7 @@ fn collect_tpm(c: &mut Collector, expected: bool) {
             continue;
         }
         for n in 0..PCR_COUNT {
-            c.file(&format!("tpm/pcr-{bank}/{n}"), &format!("{dir}/{n}"), true);
+            c.file(&record::pcr_entry(bank, n), &format!("{dir}/{n}"), true);
         }
     }
 }
@@ -201,8 +208,6 @@ fn collect_tpm(c: &mut Collector, expected: bool) {
 /// `x86_load_linux`), ~8 MiB, which would take hours under TCG. The host cross-checks only ACPI
 /// blobs and `bootorder` (all far smaller) and reads big files from its own QEMU by DMA.
 const FW_CFG_READ_LIMIT: u64 = 1 << 20;
-/// Record entry listing the fw_cfg files not read (`name size`, one a line).
-const FW_CFG_SKIPPED_ENTRY: &str = "fw_cfg.skipped";
 
 /// Every fw_cfg file up to [`FW_CFG_READ_LIMIT`], by its fw_cfg name, from
 /// /sys/firmware/qemu_fw_cfg/by_key/<key>/{name,size,raw}.
@@ -241,7 +246,7 @@ fn collect_fw_cfg(c: &mut Collector) {
             None => c.error(format!("fw_cfg/{name}: key {key}: size unreadable")),
         }
         match fs::read(path.join("raw")) {
-            Ok(data) => c.record.push(format!("fw_cfg/{name}"), data),
+            Ok(data) => c.record.push(record::fw_cfg_entry(&name), data),
             Err(e) => c.error(format!("fw_cfg/{name}: key {key}: raw: {e}")),
         }
     }
@@ -301,7 +306,7 @@ fn collect_tdreport(c: &mut Collector, nonce: &[u8; TDX_REPORTDATA_LEN]) {
             std::io::Error::last_os_error()
         ));
     }
-    c.record.push("tdx/tdreport", req.tdreport.to_vec());
+    c.record.push(TDREPORT_ENTRY, req.tdreport.to_vec());
 }
 
 /// A quote through configfs-tsm: write REPORTDATA to `inblob`, read `outblob` (needs a QGS on
@@ -320,7 +325,7 @@ fn collect_quote(c: &mut Collector, nonce: &[u8; TDX_REPORTDATA_LEN]) {
     }
     let result = fs::write(dir.join("inblob"), nonce).and_then(|()| fs::read(dir.join("outblob")));
     match result {
-        Ok(q) if !q.is_empty() => c.record.push("tdx/quote", q),
+        Ok(q) if !q.is_empty() => c.record.push(QUOTE_ENTRY, q),
         Ok(_) => c.error("tdx/quote: configfs-tsm outblob is empty".into()),
         Err(e) => c.error(format!("tdx/quote: configfs-tsm: {e}")),
     }

@@ -40,6 +40,32 @@ pub const LINE_LEN: usize = 76;
 
 /// Name of the entry holding one line per problem the agent met.
 pub const ERRORS_ENTRY: &str = "errors";
+/// The kernel command line the guest booted with (`/proc/cmdline`).
+pub const CMDLINE_ENTRY: &str = "proc/cmdline";
+/// The guest kernel's release (`/proc/sys/kernel/osrelease`).
+pub const KERNEL_RELEASE_ENTRY: &str = "kernel/release";
+/// The TPM's event log (securityfs `tpm0/binary_bios_measurements`).
+pub const TPM_EVENT_LOG_ENTRY: &str = "tpm/binary_bios_measurements";
+/// A TD's ACPI CCEL table (its header: where the log area is).
+pub const CCEL_TABLE_ENTRY: &str = "ccel/table";
+/// A TD's event log, the CCEL log area.
+pub const CCEL_DATA_ENTRY: &str = "ccel/data";
+/// A TD's 1024-byte TDREPORT (`/dev/tdx_guest`).
+pub const TDREPORT_ENTRY: &str = "tdx/tdreport";
+/// A TD's quote (configfs-tsm `outblob`).
+pub const QUOTE_ENTRY: &str = "tdx/quote";
+/// The fw_cfg files too large to read, one `name size` line each.
+pub const FW_CFG_SKIPPED_ENTRY: &str = "fw_cfg.skipped";
+
+/// The entry holding fw_cfg file `name` as the guest read it.
+pub fn fw_cfg_entry(name: &str) -> String {
+    format!("fw_cfg/{name}")
+}
+
+/// The entry holding PCR `pcr` of `bank` (`sha256`, `sha384`) as sysfs gave it (hex text).
+pub fn pcr_entry(bank: &str, pcr: u32) -> String {
+    format!("tpm/pcr-{bank}/{pcr}")
+}
 
 /// An ordered list of named byte strings. Names are unique.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -5,7 +5,8 @@
 //! - [`tcg`]: the binary TCG record formats, reading and writing.
 //! - [`ccel`]: the ACPI CCEL table.
 //! - [`dstack`]: dstack's JSON document (quote + JSON event log + vm_config).
-//! - [`quote`], [`tdreport`]: TDX quotes v4/v5 and the 1024-byte TDREPORT.
+//! - [`quote`], [`tdreport`]: TDX quotes v4/v5 and the 1024-byte TDREPORT; [`tdinfo`]: the
+//!   TD measurements both carry.
 //! - [`decode`]: human-readable descriptions of well-known event data.
 
 pub mod alg;
@@ -17,6 +18,7 @@ pub mod log;
 pub mod quote;
 mod reader;
 pub mod tcg;
+pub mod tdinfo;
 pub mod tdreport;
 
 pub use alg::HashAlg;

@@ -14,6 +14,7 @@
 
 use crate::error::{Error, Result};
 use crate::reader::Reader;
+use crate::tdinfo::{fields, TdInfo};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use serde_json::{json, Value};
@@ -49,13 +50,7 @@ pub struct TdBody {
     pub mrseam: [u8; 48],
     pub mrsignerseam: [u8; 48],
     pub seam_attributes: [u8; 8],
-    pub td_attributes: [u8; 8],
-    pub xfam: [u8; 8],
-    pub mrtd: [u8; 48],
-    pub mrconfigid: [u8; 48],
-    pub mrowner: [u8; 48],
-    pub mrownerconfig: [u8; 48],
-    pub rtmrs: [[u8; 48]; 4],
+    pub td: TdInfo,
     pub report_data: [u8; 64],
     pub tee_tcb_svn2: Option<[u8; 16]>,
     pub mrservicetd: Option<[u8; 48]>,
@@ -86,18 +81,7 @@ fn read_body(r: &mut Reader, td15: bool) -> Result<TdBody> {
         mrseam: r.array("mrseam")?,
         mrsignerseam: r.array("mrsignerseam")?,
         seam_attributes: r.array("seam_attributes")?,
-        td_attributes: r.array("td_attributes")?,
-        xfam: r.array("xfam")?,
-        mrtd: r.array("mrtd")?,
-        mrconfigid: r.array("mrconfigid")?,
-        mrowner: r.array("mrowner")?,
-        mrownerconfig: r.array("mrownerconfig")?,
-        rtmrs: [
-            r.array("rtmr0")?,
-            r.array("rtmr1")?,
-            r.array("rtmr2")?,
-            r.array("rtmr3")?,
-        ],
+        td: TdInfo::read(r)?,
         report_data: r.array("report_data")?,
         tee_tcb_svn2: if td15 {
             Some(r.array("tee_tcb_svn2")?)
@@ -198,7 +182,7 @@ impl Quote {
     pub fn to_json(&self) -> Value {
         let h = &self.header;
         let b = &self.body;
-        let mut v = json!({
+        let mut v = fields(json!({
             "version": h.version,
             "att_key_type": h.att_key_type,
             "tee_type": format!("{:#x}", h.tee_type),
@@ -212,16 +196,9 @@ impl Quote {
             "mrseam": hex::encode(b.mrseam),
             "mrsignerseam": hex::encode(b.mrsignerseam),
             "seam_attributes": hex::encode(b.seam_attributes),
-            "td_attributes": hex::encode(b.td_attributes),
-            "xfam": hex::encode(b.xfam),
-            "mrtd": hex::encode(b.mrtd),
-            "mrconfigid": hex::encode(b.mrconfigid),
-            "mrowner": hex::encode(b.mrowner),
-            "mrownerconfig": hex::encode(b.mrownerconfig),
-            "rtmr0": hex::encode(b.rtmrs[0]),
-            "rtmr1": hex::encode(b.rtmrs[1]),
-            "rtmr2": hex::encode(b.rtmrs[2]),
-            "rtmr3": hex::encode(b.rtmrs[3]),
+        }));
+        b.td.write_json(&mut v);
+        v.extend(fields(json!({
             "report_data": hex::encode(b.report_data),
             "signed_length": self.signed_length,
             "signature_data_length": self.signature_data_length,
@@ -232,12 +209,12 @@ impl Quote {
                 "all_zero": self.trailing_all_zero,
             },
             "certification_data_type": self.certification_data_type,
-        });
+        })));
         if let (Some(svn2), Some(servicetd)) = (b.tee_tcb_svn2, b.mrservicetd) {
-            v["tee_tcb_svn2"] = json!(hex::encode(svn2));
-            v["mrservicetd"] = json!(hex::encode(servicetd));
+            v.insert("tee_tcb_svn2".into(), hex::encode(svn2).into());
+            v.insert("mrservicetd".into(), hex::encode(servicetd).into());
         }
-        v
+        Value::Object(v)
     }
 }
 

@@ -11,6 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::reader::Reader;
+use crate::tdinfo::{fields, TdInfo};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha384};
 
@@ -33,13 +34,7 @@ pub struct TdReport {
     pub tee_tcb_svn: [u8; 16],
     pub mrseam: [u8; 48],
     pub mrsignerseam: [u8; 48],
-    pub td_attributes: [u8; 8],
-    pub xfam: [u8; 8],
-    pub mrtd: [u8; 48],
-    pub mrconfigid: [u8; 48],
-    pub mrowner: [u8; 48],
-    pub mrownerconfig: [u8; 48],
-    pub rtmrs: [[u8; 48]; 4],
+    pub td: TdInfo,
     pub servtd_hash: [u8; 48],
     /// SHA-384 of TEE_TCB_INFO equals TEE_TCB_INFO_HASH.
     pub tee_tcb_info_hash_valid: bool,
@@ -82,18 +77,7 @@ pub fn parse(bytes: &[u8]) -> Result<TdReport> {
     let mrseam = t.array("mrseam")?;
     let mrsignerseam = t.array("mrsignerseam")?;
     let mut d = Reader::at(bytes, TDINFO.start);
-    let td_attributes = d.array("td_attributes")?;
-    let xfam = d.array("xfam")?;
-    let mrtd = d.array("mrtd")?;
-    let mrconfigid = d.array("mrconfigid")?;
-    let mrowner = d.array("mrowner")?;
-    let mrownerconfig = d.array("mrownerconfig")?;
-    let rtmrs = [
-        d.array("rtmr0")?,
-        d.array("rtmr1")?,
-        d.array("rtmr2")?,
-        d.array("rtmr3")?,
-    ];
+    let td = TdInfo::read(&mut d)?;
     let servtd_hash = d.array("servtd_hash")?;
     let hash = |range: std::ops::Range<usize>| -> [u8; 48] {
         Sha384::digest(bytes.get(range).unwrap_or(&[])).into()
@@ -110,13 +94,7 @@ pub fn parse(bytes: &[u8]) -> Result<TdReport> {
         tee_tcb_svn,
         mrseam,
         mrsignerseam,
-        td_attributes,
-        xfam,
-        mrtd,
-        mrconfigid,
-        mrowner,
-        mrownerconfig,
-        rtmrs,
+        td,
         servtd_hash,
         tee_tcb_info_hash_valid: hash(TEE_TCB_INFO) == tee_tcb_info_hash,
         tee_info_hash_valid: hash(TDINFO) == tee_info_hash,
@@ -126,7 +104,7 @@ pub fn parse(bytes: &[u8]) -> Result<TdReport> {
 impl TdReport {
     /// The fixture/CLI shape (`tdreport` in expected.json).
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = fields(json!({
             "report_type": format!("{:#x}", self.report_type),
             "report_subtype": self.report_subtype,
             "report_version": self.report_version,
@@ -138,20 +116,14 @@ impl TdReport {
             "tee_tcb_svn": hex::encode(self.tee_tcb_svn),
             "mrseam": hex::encode(self.mrseam),
             "mrsignerseam": hex::encode(self.mrsignerseam),
-            "td_attributes": hex::encode(self.td_attributes),
-            "xfam": hex::encode(self.xfam),
-            "mrtd": hex::encode(self.mrtd),
-            "mrconfigid": hex::encode(self.mrconfigid),
-            "mrowner": hex::encode(self.mrowner),
-            "mrownerconfig": hex::encode(self.mrownerconfig),
-            "rtmr0": hex::encode(self.rtmrs[0]),
-            "rtmr1": hex::encode(self.rtmrs[1]),
-            "rtmr2": hex::encode(self.rtmrs[2]),
-            "rtmr3": hex::encode(self.rtmrs[3]),
+        }));
+        self.td.write_json(&mut v);
+        v.extend(fields(json!({
             "servtd_hash": hex::encode(self.servtd_hash),
             "tee_tcb_info_hash_valid": self.tee_tcb_info_hash_valid,
             "tee_info_hash_valid": self.tee_info_hash_valid,
-        })
+        })));
+        Value::Object(v)
     }
 }
 

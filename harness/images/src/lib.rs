@@ -19,7 +19,6 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Everything that can go wrong while locating or building an image.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +44,26 @@ pub enum Error {
     Module { path: PathBuf, what: String },
     #[error("`{command}` failed: {output}")]
     Tool { command: String, output: String },
+}
+
+/// Runs a helper command (ukify, cargo) to completion, stdin closed and its output captured; a
+/// failure to start or a non-zero exit is [`Error::Tool`] naming `describe`, with its stderr.
+fn run_tool(expression: duct::Expression, describe: &str) -> Result<std::process::Output, Error> {
+    let tool = |output: String| Error::Tool {
+        command: describe.to_owned(),
+        output,
+    };
+    let out = expression
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .map_err(|e| tool(e.to_string()))?;
+    if !out.status.success() {
+        return Err(tool(String::from_utf8_lossy(&out.stderr).into_owned()));
+    }
+    Ok(out)
 }
 
 /// One `[[package]]` of `images/packages.lock`.
@@ -428,9 +447,9 @@ impl Cache {
             return Ok(binary);
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(&cargo);
-        cmd.current_dir(&self.repo)
-            .args([
+        let build = duct::cmd(
+            cargo,
+            [
                 "build",
                 "--release",
                 "--quiet",
@@ -438,25 +457,19 @@ impl Cache {
                 "agent",
                 "--bin",
                 "mrlab-agent",
-            ])
-            .args(["--target", TARGET])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS");
+                "--target",
+                TARGET,
+            ],
+        )
+        .dir(&self.repo)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
         let describe = format!(
             "RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR={} cargo build --release -p agent --target {TARGET}",
             target_dir.display()
         );
-        let out = cmd.output().map_err(|e| Error::Tool {
-            command: describe.clone(),
-            output: e.to_string(),
-        })?;
-        if !out.status.success() {
-            return Err(Error::Tool {
-                command: describe,
-                output: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
+        run_tool(build, &describe)?;
         // Best effort: without the stamp the next run asks cargo again.
         let _ = fs::write(&checked, describe.as_bytes());
         built.push(binary.clone());

@@ -9,9 +9,9 @@
 
 use crate::{write_atomically, Cache, Error};
 use sha2::{Digest, Sha256};
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The `.osrel` section of every harness UKI.
 pub const UKI_OS_RELEASE: &str = "ID=mrlab\nNAME=\"mrlab agent\"\nVERSION_ID=1\n";
@@ -123,41 +123,40 @@ impl Cache {
         let output = work.join("uki.efi");
         fs::write(&os_release, UKI_OS_RELEASE).map_err(|e| Error::Io(os_release.clone(), e))?;
         fs::write(&config, "").map_err(|e| Error::Io(config.clone(), e))?;
-        let mut cmd = Command::new(python());
-        cmd.arg(ukify)
-            .arg("build")
-            .arg("--config")
-            .arg(&config)
-            .arg("--linux")
-            .arg(&kernel.vmlinuz)
-            .arg("--initrd")
-            .arg(&spec.initrd)
-            .arg("--cmdline")
-            .arg(&spec.cmdline)
-            .arg("--os-release")
-            .arg(format!("@{}", os_release.display()))
-            .arg("--uname")
-            .arg(&kernel.release)
-            .arg("--stub")
-            .arg(stub)
-            .arg("--output")
-            .arg(&output)
-            .env("SOURCE_DATE_EPOCH", "0");
-        let describe = format!("{cmd:?}");
-        let out = cmd.output().map_err(|e| Error::Tool {
-            command: describe.clone(),
-            output: e.to_string(),
-        })?;
-        if !out.status.success() {
-            let mut output = String::from_utf8_lossy(&out.stderr).into_owned();
-            if output.contains("No module named 'pefile'") {
+        let args: Vec<OsString> = vec![
+            ukify.into(),
+            "build".into(),
+            "--config".into(),
+            config.into(),
+            "--linux".into(),
+            kernel.vmlinuz.clone().into(),
+            "--initrd".into(),
+            spec.initrd.clone().into(),
+            "--cmdline".into(),
+            spec.cmdline.clone().into(),
+            "--os-release".into(),
+            format!("@{}", os_release.display()).into(),
+            "--uname".into(),
+            kernel.release.clone().into(),
+            "--stub".into(),
+            stub.into(),
+            "--output".into(),
+            output.clone().into(),
+        ];
+        let python = python();
+        let describe = std::iter::once(python.as_os_str())
+            .chain(args.iter().map(OsString::as_os_str))
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let build = duct::cmd(python, args).env("SOURCE_DATE_EPOCH", "0");
+        crate::run_tool(build, &describe).map_err(|e| match e {
+            Error::Tool { command, mut output } if output.contains("No module named 'pefile'") => {
                 output.push_str("\nukify needs python3-pefile: run ci/setup-host.sh (or set MRLAB_PYTHON to a python3 that has pefile)");
+                Error::Tool { command, output }
             }
-            return Err(Error::Tool {
-                command: describe,
-                output,
-            });
-        }
+            e => e,
+        })?;
         Ok(output)
     }
 }

@@ -3,10 +3,11 @@
 //! record holding the event log, PCRs and the fw_cfg ACPI tables.
 
 use agent::record;
+use qemu::process::Group;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -61,28 +62,6 @@ impl Drop for BootSlot {
     }
 }
 
-/// A child process killed (and reaped) when dropped, so a failing assertion leaves nothing behind.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(path: &Path, what: &str) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{what} {} did not appear",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// How the guest starts.
 enum Boot {
     /// `-kernel` direct boot of a kernel package with the agent initramfs and this `-append`.
@@ -126,69 +105,49 @@ fn boot(how: Boot) -> Vec<u8> {
 
     let _slot = BootSlot::acquire();
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("tpm");
-    std::fs::create_dir(&state).unwrap();
-    let setup = Command::new("swtpm_setup")
-        .args([
-            "--tpm2",
-            "--pcr-banks",
-            "sha256,sha384",
-            "--overwrite",
-            "--tpmstate",
-        ])
-        .arg(&state)
-        .output()
-        .expect("swtpm_setup (install swtpm-tools: ci/setup-host.sh)");
-    assert!(
-        setup.status.success(),
-        "swtpm_setup failed: {}",
-        String::from_utf8_lossy(&setup.stderr)
-    );
-    let sock = dir.path().join("swtpm.sock");
-    let _swtpm = Reaped(
-        Command::new("swtpm")
-            .args(["socket", "--tpm2", "--tpmstate"])
-            .arg(format!("dir={}", state.display()))
-            .arg("--ctrl")
-            .arg(format!("type=unixio,path={}", sock.display()))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("swtpm (install swtpm: ci/setup-host.sh)"),
-    );
-    wait_for(&sock, "swtpm socket");
-
-    let serial = dir.path().join("serial.log");
-    let mut qemu = Reaped(
-        managed_qemu()
-            .args(["-machine", "q35", "-accel", "tcg", "-m", "2G", "-smp", "1"])
-            .args(["-nodefaults", "-display", "none", "-no-reboot"])
-            .arg("-bios")
-            .arg(ovmf())
-            .args(&boot_args)
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .arg("-chardev")
-            .arg(format!("socket,id=chrtpm,path={}", sock.display()))
-            .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
-            .args(["-device", "tpm-tis,tpmdev=tpm0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("qemu-system-x86_64"),
-    );
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = qemu.0.try_wait().expect("wait qemu") {
-            break status;
+    let run = qemu::RunDir::new(dir.path());
+    let serial = run.serial_log();
+    let mut command = managed_qemu();
+    command
+        .args(["-machine", "q35", "-accel", "tcg", "-m", "2G", "-smp", "1"])
+        .args(["-nodefaults", "-display", "none", "-no-reboot"])
+        .arg("-bios")
+        .arg(ovmf())
+        .args(&boot_args)
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-chardev")
+        .arg(format!(
+            "socket,id=chrtpm,path={}",
+            run.swtpm_socket().display()
+        ))
+        .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
+        .args(["-device", "tpm-tis,tpmdev=tpm0"]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // swtpm and QEMU as the harness starts them: each in its own process group, killed whole
+    // when dropped, so a failing assertion leaves nothing behind.
+    let status = runtime.block_on(async {
+        let _swtpm = qemu::swtpm::start(&run, qemu::swtpm::State::Setup, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{e} (install swtpm: ci/setup-host.sh)"));
+        let mut qemu = Group::spawn_command("qemu", command.into(), &run.stderr_log())
+            .expect("qemu-system-x86_64");
+        match tokio::time::timeout(BOOT_TIMEOUT, qemu.wait()).await {
+            Ok(status) => status.expect("wait qemu"),
+            Err(_) => panic!(
+                "boot did not power off within {BOOT_TIMEOUT:?}; serial so far:\n{}",
+                String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default())
+            ),
         }
-        assert!(
-            start.elapsed() < BOOT_TIMEOUT,
-            "boot did not power off within {BOOT_TIMEOUT:?}; serial so far:\n{}",
-            String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default())
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "qemu exited with {status}");
+    });
+    assert!(
+        status.success(),
+        "qemu exited with {status}: {}",
+        std::fs::read_to_string(run.stderr_log()).unwrap_or_default()
+    );
     std::fs::read(&serial).expect("serial log")
 }
 

@@ -38,11 +38,11 @@ pub fn firmware_pci(resolved: &Resolved) -> qemu::fwcfg::FirmwarePci {
 /// unpatched `etc/boot/kernel` file when this QEMU serves it and this OVMF prefers it (quirks
 /// `qemu-boot-kernel-file`, `ovmf-boot-kernel-file-preferred`). The oracle must agree with the
 /// QEMU row: a file the version says is absent (or the reverse) is an error, not a guess.
-fn kernel_as_measured(
+fn kernel_as_measured<'a>(
     resolved: &Resolved,
-    oracle: &BTreeMap<String, Vec<u8>>,
+    oracle: &'a BTreeMap<String, Vec<u8>>,
     platform: Platform,
-) -> Result<Vec<u8>, String> {
+) -> Result<std::borrow::Cow<'a, [u8]>, String> {
     let served = oracle.get(qemu::fwcfg::BOOT_KERNEL_FILE);
     if served.is_some() != resolved.quirks.qemu_serves_unpatched_kernel {
         return Err(format!(
@@ -64,10 +64,13 @@ fn kernel_as_measured(
         ));
     }
     match served {
+        // Borrowed: the kernel is 8 MiB and more, and the oracle holds it already.
         Some(kernel) if resolved.quirks.kernel_measured_unpatched_on(platform) => {
-            Ok(kernel.clone())
+            Ok(kernel.as_slice().into())
         }
-        _ => qemu::fwcfg::kernel_as_loaded(oracle).map_err(|e| format!("fw_cfg oracle: {e}")),
+        _ => qemu::fwcfg::kernel_as_loaded(oracle)
+            .map(Into::into)
+            .map_err(|e| format!("fw_cfg oracle: {e}")),
     }
 }
 

@@ -33,7 +33,9 @@ pub fn record_from_dir(dir: &Path) -> Result<agent::record::Record, String> {
         let data = crate::input::read(&path, crate::input::EVIDENCE)?;
         record.push(name, data);
     }
-    if record.get("tpm/binary_bios_measurements").is_none() && record.get("ccel/data").is_none() {
+    if record.get(agent::record::TPM_EVENT_LOG_ENTRY).is_none()
+        && record.get(agent::record::CCEL_DATA_ENTRY).is_none()
+    {
         return Err(format!(
             "{}: no evidence (neither tpm/binary_bios_measurements nor ccel/data)",
             base.display()
@@ -70,14 +72,14 @@ pub fn quote_else_tdreport(
     if let Some(q) = quote {
         return Some(
             evidence::quote::parse(q.bytes)
-                .map(|quote| (quote.body.mrtd, quote.body.rtmrs, q.source))
+                .map(|quote| (quote.body.td.mrtd, quote.body.td.rtmrs, q.source))
                 .map_err(|e| format!("{}: {e}", q.name)),
         );
     }
     let t = tdreport?;
     Some(
         evidence::tdreport::parse(t.bytes)
-            .map(|report| (report.mrtd, report.rtmrs, t.source))
+            .map(|report| (report.td.mrtd, report.td.rtmrs, t.source))
             .map_err(|e| format!("{}: {e}", t.name)),
     )
 }
@@ -89,11 +91,11 @@ impl TdEvidence {
     pub fn from_record(record: &agent::record::Record) -> Result<TdEvidence, String> {
         let agent_said = || {
             record
-                .get("errors")
+                .get(agent::record::ERRORS_ENTRY)
                 .map(|e| format!(" (agent: {})", String::from_utf8_lossy(e).trim()))
                 .unwrap_or_default()
         };
-        let data = record.get("ccel/data").ok_or_else(|| {
+        let data = record.get(agent::record::CCEL_DATA_ENTRY).ok_or_else(|| {
             format!(
                 "no ccel/data: the guest exposed no CCEL ACPI table data{}",
                 agent_said()
@@ -108,8 +110,8 @@ impl TdEvidence {
                 source: source.to_string(),
             })
         };
-        let quote = named("tdx/quote", "quote");
-        let tdreport = named("tdx/tdreport", "TDREPORT");
+        let quote = named(agent::record::QUOTE_ENTRY, "quote");
+        let tdreport = named(agent::record::TDREPORT_ENTRY, "TDREPORT");
         let (mrtd, rtmrs, source) = quote_else_tdreport(quote, tdreport).unwrap_or_else(|| {
             Err(format!(
                 "neither tdx/quote nor tdx/tdreport: no TD registers{}",
@@ -154,7 +156,7 @@ pub fn save_evidence(dir: &Path, record: &agent::record::Record) -> Result<(), S
 
 /// PCR values as the guest's sysfs gave them (`tpm/pcr-<bank>/<n>`, hex text).
 pub fn sysfs_pcr(record: &agent::record::Record, bank: &str, pcr: u32) -> Result<Vec<u8>, String> {
-    let name = format!("tpm/pcr-{bank}/{pcr}");
+    let name = agent::record::pcr_entry(bank, pcr);
     let text = record
         .get(&name)
         .ok_or_else(|| format!("evidence record has no {name}"))?;

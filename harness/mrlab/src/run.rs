@@ -165,11 +165,18 @@ async fn run_inner(
     // The guest boots while the oracle runs and the prediction is made: neither needs the
     // other until the judging. A failed prediction stops the boot (dropping it kills QEMU).
     let prepare = async {
+        // One preparation at a time among the scenarios that run at once: each holds its
+        // oracle dump, firmware and kernel (20 to 40 MiB) for well under a second, beside a
+        // boot that takes ten, so waiting its turn costs no wall time and keeps the peak memory
+        // of `mrlab run` at one such set.
+        static PREPARING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+        let turn = PREPARING.acquire().await.map_err(|e| e.to_string())?;
         let mut prepared = prepare_resolved(resolved, opts.platform).await?;
         // External predictors read the whole oracle after the boot; the judges only a few files.
         if opts.predictors.is_empty() {
             crate::judge::keep_judged_oracle_files(&mut prepared);
         }
+        drop(turn);
         Ok::<_, String>(prepared)
     };
     let (prepared, serial) = tokio::try_join!(prepare, boot)?;

@@ -2,13 +2,12 @@
 //! firmware changes, and the new digests are the ones a real OVMF 2026.08 boot logged
 //! (harness/fixtures/smbios: same QEMU 7.2, 1 vCPU, 2 GiB, kernel and command line).
 
+mod common;
+
 use serde_json::Value;
-use std::path::Path;
 use std::process::Command;
 
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
+use common::repo;
 
 fn diff(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_mrlab"))
@@ -90,9 +89,9 @@ fn ovmf_2025_02_to_2026_08_lists_exactly_the_new_firmware_s_changes() {
     );
 
     // The new side's digests are what OVMF 2026.08 logged on a real boot of the same VM shape.
-    let bytes = std::fs::read(
-        repo().join("harness/fixtures/smbios/ovmf-2026.08-qemu-7.2-binary_bios_measurements"),
-    )
+    let bytes = std::fs::read(common::fixture_path(
+        "smbios/ovmf-2026.08-qemu-7.2-binary_bios_measurements",
+    ))
     .expect("fixture log");
     let log = evidence::log::parse(&bytes, evidence::log::Format::Tcg2).expect("log");
     let real = [

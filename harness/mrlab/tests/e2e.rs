@@ -7,6 +7,9 @@
 //! as such, so a rebuilt agent does not churn every snapshot; they are still compared, byte
 //! for byte, by the run itself.
 
+mod common;
+
+use common::cache;
 use mrlab::prepare;
 use mrlab::report::Outcome;
 use mrlab::report::{ScenarioReport, Verdict};
@@ -15,10 +18,6 @@ use mrlab::scenario::Scenario;
 use rstest::rstest;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-
-fn cache() -> images::Cache {
-    images::Cache::open(&images::workspace_root()).expect("image cache (run ci/setup-host.sh)")
-}
 
 fn results(test: &str) -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -184,9 +183,7 @@ fn snapshot_key(path: &Path, name: &str, report: &ScenarioReport) -> Option<Stri
 #[case::uki("wrong-uki-cmdline.toml", "uki:.cmdline")]
 fn wrong_cmdline_prediction_fails_at_the_cmdline_event(#[case] file: &str, #[case] label: &str) {
     let _machine = shared();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(file);
+    let path = common::data(file);
     let report = runtime()
         .block_on(run::run_file(&path, &cache(), &options("wrong-cmdline")))
         .report;
@@ -204,10 +201,7 @@ fn one_more_device_changes_the_acpi_tables() {
     let _machine = shared();
     let rt = runtime();
     let tables = |name: &str| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../scenarios")
-            .join(format!("{name}.toml"));
-        let scenario = Scenario::load(&path).unwrap();
+        let scenario = Scenario::load(&common::scenario_path(name)).unwrap();
         let p = rt
             .block_on(prepare::prepare(
                 &scenario,
@@ -254,7 +248,7 @@ static KERNEL_SMOKE: std::sync::OnceLock<RealRun> = std::sync::OnceLock::new();
 fn kernel_smoke() -> &'static RealRun {
     KERNEL_SMOKE.get_or_init(|| {
         let _machine = shared();
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/kernel-smoke.toml");
+        let path = common::scenario_path("kernel-smoke");
         let scenario = Scenario::load(&path).unwrap();
         let rt = runtime();
         let out = rt.block_on(run::run_scenario(
@@ -683,9 +677,7 @@ fn extra_events_fail_the_register_check_too() {
 #[case::missing_kernel("missing-kernel.toml", "no such file")]
 fn faults_are_errors(#[case] file: &str, #[case] reason: &str) {
     let _machine = exclusive();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(file);
+    let path = common::data(file);
     let report = runtime()
         .block_on(run::run_file(&path, &cache(), &options("faults")))
         .report;

@@ -2,19 +2,17 @@
 //! names, a comma and a long path in `--results`. Each must end in a clear error or a clean
 //! run, never a pass built on missing data.
 
+mod common;
+
 use mrlab::report::Verdict;
 use mrlab::run::{self, Options};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn cache() -> images::Cache {
-    images::Cache::open(&images::workspace_root()).expect("image cache (run ci/setup-host.sh)")
-}
+use common::cache;
 
 fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scenarios")
-        .join(name)
+    common::repo().join("scenarios").join(name)
 }
 
 fn options(results: &Path) -> Options {

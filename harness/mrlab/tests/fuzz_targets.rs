@@ -16,12 +16,13 @@ mod evidence_targets;
 #[path = "../../measure/fuzz/targets.rs"]
 mod measure_targets;
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const MUTATIONS_PER_TARGET: u64 = 20_000;
 const TIME_PER_TARGET: Duration = Duration::from_secs(4);
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures");
 
 /// xorshift64*: small, seedable, good enough to pick mutations.
 struct Rng(u64);
@@ -148,7 +149,7 @@ fn campaign(name: &str, target: fn(&[u8]), seeds: Vec<Vec<u8>>) {
 
 /// Fixture files under `harness/fixtures/<kind>/`, whose names pass `keep`.
 fn fixtures(kind: &str, keep: impl Fn(&str) -> bool) -> Vec<Vec<u8>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(Path::new(FIXTURES).join(kind))
+    let mut files: Vec<PathBuf> = std::fs::read_dir(common::fixture_path(kind))
         .expect("fixtures")
         .flatten()
         .flat_map(|set| {
@@ -216,11 +217,10 @@ fn accepted_suffixes(blobs: &[Vec<u8>], accepts: impl Fn(&[u8]) -> bool) -> Vec<
 }
 
 /// Cached images (`.cache/debs/<id>/<path>`) the image cache may hold; none when absent.
-fn cached(paths: &[&str]) -> Vec<Vec<u8>> {
-    let root = images::workspace_root().join(".cache/debs");
-    paths
+fn cached(files: &[(&str, &str)]) -> Vec<Vec<u8>> {
+    files
         .iter()
-        .filter_map(|p| std::fs::read(root.join(p)).ok())
+        .filter_map(|(id, path)| std::fs::read(common::deb_file(id, path)).ok())
         .collect()
 }
 
@@ -352,8 +352,14 @@ fn pe() {
         measure::pe::ImageLoadEvent::decode(s).is_ok()
     });
     seeds.extend(cached(&[
-        "systemd-boot-257/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
-        "systemd-boot-252/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        (
+            "systemd-boot-257",
+            "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+        ),
+        (
+            "systemd-boot-252",
+            "usr/lib/systemd/boot/efi/linuxx64.efi.stub",
+        ),
     ]));
     campaign("pe", measure_targets::pe, seeds);
 }

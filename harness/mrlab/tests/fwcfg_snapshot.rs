@@ -1,14 +1,16 @@
 //! Verifier mode: `mrlab predict --fwcfg DIR` predicts from a `mrlab fwcfg` snapshot exactly
 //! what the live oracle predicts, for every matrix scenario, and needs no QEMU to do it.
 
+mod common;
+
 use measure::predict::Prediction;
 use measure::Platform;
 use mrlab::scenario::Scenario;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn scenarios() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+    let dir = common::repo().join("scenarios");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("scenarios/")
         .map(|e| e.expect("entry").path())
@@ -18,9 +20,7 @@ fn scenarios() -> Vec<PathBuf> {
     files
 }
 
-fn cache() -> images::Cache {
-    images::Cache::open(&images::workspace_root()).expect("image cache")
-}
+use common::cache;
 
 /// What a prediction says, as one comparable value.
 fn view(p: &Prediction) -> (Vec<measure::Event>, Vec<u32>, Vec<(u32, String)>) {
@@ -68,7 +68,7 @@ fn predict_from_a_snapshot_runs_without_qemu_on_path() {
     let cargo = PathBuf::from(std::env::var("CARGO").expect("cargo runs the tests"));
     let no_qemu_path = cargo.parent().unwrap();
     assert!(!no_qemu_path.join("qemu-system-x86_64").exists());
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/nic-1.toml");
+    let scenario = common::scenario_path("nic-1");
     for (platform, dump_flags) in [("vtpm", &[][..]), ("tdx", &["--no-tpm"][..])] {
         let dir = tempfile::tempdir().unwrap();
         let dump = Command::new(mrlab)
@@ -131,7 +131,7 @@ fn predict_from_a_snapshot_runs_without_qemu_on_path() {
 fn a_snapshot_that_does_not_fit_is_refused() {
     let cache = cache();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+    let dir = common::repo().join("scenarios");
     let nic1 = Scenario::load(&dir.join("nic-1.toml")).unwrap();
     let live = rt
         .block_on(mrlab::prepare::prepare(&nic1, &cache, Platform::Vtpm))

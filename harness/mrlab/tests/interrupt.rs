@@ -2,14 +2,14 @@
 //! process of its tree and no temp dir of its own within 2 s, and still write the reports of
 //! the scenarios that finished; SIGKILL (no handler runs) must leave no process within 5 s.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../scenarios")
-        .join(name)
+    common::repo().join("scenarios").join(name)
 }
 
 /// What to wait for before signalling: the boot's QEMU (QMP), the oracle's (qtest), or an

@@ -3,6 +3,8 @@
 //! are wrong, crash or print garbage; and the dstack-mr adapter against a stub that records what
 //! it was given (no boot: resolving and the fw_cfg oracle are enough).
 
+mod common;
+
 use mrlab::predictors::{self, Prediction, Predictor};
 use mrlab::report::predictors::Status;
 use mrlab::report::Verdict;
@@ -13,23 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn manifest() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn scenario_path(name: &str) -> PathBuf {
-    manifest()
-        .join("../../scenarios")
-        .join(format!("{name}.toml"))
-}
-
-fn data(name: &str) -> PathBuf {
-    manifest().join("tests/data").join(name)
-}
-
-fn cache() -> images::Cache {
-    images::Cache::open(&images::workspace_root()).expect("image cache (run ci/setup-host.sh)")
-}
+use common::{cache, data, scenario_path};
 
 fn work(test: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))

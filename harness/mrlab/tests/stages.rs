@@ -2,6 +2,8 @@
 //! preparing a TD, and the TD judge on a real TD's record. They live here, not under `src/`, so
 //! `cargo test --lib` runs on a bare checkout.
 
+mod common;
+
 use measure::Platform;
 use mrlab::judge::judge_record;
 use mrlab::prepare::prepare;
@@ -16,9 +18,8 @@ use std::path::Path;
 /// needs no `/dev/vhost-vsock`: only a boot does.
 #[test]
 fn a_td_with_vsock_is_predicted_where_it_could_not_boot() {
-    let root = images::workspace_root();
-    let scenario = Scenario::load(&root.join("scenarios/dstack-preset.toml")).unwrap();
-    let cache = images::Cache::open(&root).expect("image cache (run ci/setup-host.sh)");
+    let scenario = Scenario::load(&common::scenario_path("dstack-preset")).unwrap();
+    let cache = common::cache();
     let prepared = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(prepare(&scenario, &cache, Platform::Tdx))
@@ -36,10 +37,7 @@ fn a_td_with_vsock_is_predicted_where_it_could_not_boot() {
         .any(|e| e.label == "acpi:etc/acpi/tables"));
 }
 
-fn fixture(path: &str) -> Vec<u8> {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/").to_string() + path;
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
-}
+use common::fixture;
 
 /// The real GCE TD capture (COS 113), packed as the agent would record it.
 fn gce_td_record() -> agent::record::Record {
@@ -63,9 +61,8 @@ fn gce_td_record() -> agent::record::Record {
 /// missing TPM log.
 #[test]
 fn td_record_is_judged_by_the_td_judge() {
-    let root = images::workspace_root();
-    let scenario = Scenario::load(&root.join("scenarios/kernel-smoke.toml")).unwrap();
-    let cache = images::Cache::open(&root).expect("image cache (run ci/setup-host.sh)");
+    let scenario = Scenario::load(&common::scenario_path("kernel-smoke")).unwrap();
+    let cache = common::cache();
     let prepared = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(prepare(&scenario, &cache, measure::Platform::Tdx))
@@ -129,7 +126,7 @@ fn td_record_is_judged_by_the_td_judge() {
 
 #[test]
 fn vtpm_vsock_falls_back_to_the_daemon_and_a_td_never_does() {
-    let cache = images::Cache::open(&images::workspace_root()).expect("lock");
+    let cache = common::cache();
     let s = Scenario::parse(
         "name = \"x\"\n[[devices]]\nkind = \"vhost-vsock\"\ncid = 3\n",
         Path::new("scenarios/x.toml"),

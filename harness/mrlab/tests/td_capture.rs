@@ -3,14 +3,13 @@
 //! variables, separators, actions, BootOrder/Boot0000, TD HOB). The capture is read at test time
 //! from harness/fixtures.
 
+mod common;
+
 use measure::predict::{predict, Boot, Inputs, KernelBoot};
 use measure::quirks::{Quirks, Version};
 use measure::{EventType, Platform, Register};
 
-const CAPTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../fixtures/tdx-json-eventlog/dstack-gpu-64g/quote-report.json"
-);
+const CAPTURE: &str = "tdx-json-eventlog/dstack-gpu-64g/quote-report.json";
 
 struct CapturedEvent {
     register: Register,
@@ -19,10 +18,8 @@ struct CapturedEvent {
 }
 
 fn capture() -> Vec<CapturedEvent> {
-    let doc = evidence::dstack::parse_document(
-        &std::fs::read(CAPTURE).expect("fixture in harness/fixtures"),
-    )
-    .expect("dstack document parses");
+    let doc = evidence::dstack::parse_document(&common::fixture(CAPTURE))
+        .expect("dstack document parses");
     doc.event_log
         .events
         .iter()
@@ -37,8 +34,7 @@ fn capture() -> Vec<CapturedEvent> {
 
 #[test]
 fn predicted_kernel_boot_has_the_td_capture_shape_and_digests() {
-    let cache =
-        images::Cache::open(&images::workspace_root()).expect("image cache (run images/fetch.sh)");
+    let cache = common::cache();
     let firmware = std::fs::read(cache.firmware("ovmf-2022.11").unwrap()).unwrap();
     let kernel = std::fs::read(cache.kernel("kernel-6.1").unwrap().vmlinuz).unwrap();
     // The TD's firmware does not set SecureBoot (like OVMF 2025.02): take that quirk set.
@@ -135,17 +131,17 @@ fn diagnose_names_the_first_divergence_of_the_td_capture() {
     )
     .unwrap();
     let scenario = mrlab::scenario::Scenario::load(&path).unwrap();
-    let cache = images::Cache::open(&images::workspace_root()).unwrap();
+    let cache = common::cache();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let prepared = rt
         .block_on(prepare(&scenario, &cache, Platform::Tdx))
         .unwrap();
-    let doc = evidence::dstack::parse_document(&std::fs::read(CAPTURE).unwrap()).unwrap();
+    let doc = evidence::dstack::parse_document(&common::fixture(CAPTURE)).unwrap();
     let quote = evidence::quote::parse(&doc.quote).unwrap();
     let td = TdEvidence {
         log: doc.event_log,
-        mrtd: quote.body.mrtd,
-        rtmrs: quote.body.rtmrs,
+        mrtd: quote.body.td.mrtd,
+        rtmrs: quote.body.td.rtmrs,
         source: "quote".into(),
     };
     let report = diagnose_td(&prepared, "dstack-td.toml", &td, PageOrder::TwoPass).unwrap();
@@ -162,10 +158,7 @@ fn diagnose_names_the_first_divergence_of_the_td_capture() {
 /// prediction with a named event, not with a missing TPM log.
 #[test]
 fn diagnose_takes_a_td_results_folder_to_the_td_judge() {
-    let fixtures = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fixtures/tdx-ccel/go-tdx-guest-cos-113"
-    );
+    let fixtures = common::fixture_path("tdx-ccel/go-tdx-guest-cos-113");
     let results = tempfile::tempdir().unwrap();
     let evidence = results.path().join("evidence");
     for (from, to) in [
@@ -174,14 +167,11 @@ fn diagnose_takes_a_td_results_folder_to_the_td_judge() {
     ] {
         let to = evidence.join(to);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(format!("{fixtures}/{from}"), &to).unwrap();
+        std::fs::copy(fixtures.join(from), &to).unwrap();
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mrlab"))
         .args(["diagnose", "--json", "--scenario"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../scenarios/kernel-smoke.toml"
-        ))
+        .arg(common::scenario_path("kernel-smoke"))
         .arg("--evidence")
         .arg(results.path())
         .output()
@@ -207,8 +197,7 @@ fn diagnose_takes_a_td_results_folder_to_the_td_judge() {
 /// replays to the registers of the capture's signed quote (its expected.json).
 #[test]
 fn a_dstack_document_with_empty_runtime_digests_is_accepted_by_every_command() {
-    let mut doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(CAPTURE).unwrap()).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_slice(&common::fixture(CAPTURE)).unwrap();
     let mut events: serde_json::Value =
         serde_json::from_str(doc["event_log"].as_str().unwrap()).unwrap();
     for e in events.as_array_mut().unwrap() {

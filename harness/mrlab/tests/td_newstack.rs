@@ -1,6 +1,8 @@
 //! The TD prediction on the newest stack, through `mrlab predict --platform tdx`: what OVMF
 //! 2026.08 measures in a TD that 2025.02 does not.
 
+mod common;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -110,7 +112,7 @@ fn a_td_on_qemu_11_1_measures_the_kernel_file_as_given() {
     assert_eq!(unpatched["register"], "rtmr1");
     assert_ne!(patched["digest"], unpatched["digest"]);
 
-    let cache = images::Cache::open(&images::workspace_root()).expect("image cache");
+    let cache = common::cache();
     let vmlinuz = std::fs::read(cache.kernel("kernel-6.12").expect("kernel-6.12").vmlinuz)
         .expect("read vmlinuz");
     let image = measure::pe::PeImage::parse(&vmlinuz).expect("vmlinuz is a PE image");
@@ -146,7 +148,7 @@ fn the_inteltdx_build_measures_its_enrolled_keys_and_is_refused_on_vtpm() {
     let tdx = predict_td(dir.path(), "ovmf-2026.08-inteltdx", "qemu-11.1");
     let generic = predict_td(dir.path(), "ovmf-2026.08", "qemu-11.1");
 
-    let cache = images::Cache::open(&images::workspace_root()).expect("image cache");
+    let cache = common::cache();
     let image = std::fs::read(cache.firmware("ovmf-2026.08-inteltdx").expect("firmware"))
         .expect("read firmware");
     let tdvf = measure::tdvf::Tdvf::parse(&image).expect("TDVF metadata");
@@ -328,7 +330,7 @@ fn independent_mrtd(image: &[u8], two_pass: bool) -> String {
 /// and the IntelTdx build, and its MRTD equals the second implementation above.
 #[test]
 fn mrtd_of_both_2026_08_builds_equals_an_independent_computation() {
-    let cache = images::Cache::open(&images::workspace_root()).expect("image cache");
+    let cache = common::cache();
     for id in ["ovmf-2026.08", "ovmf-2026.08-inteltdx"] {
         let path = cache.firmware(id).expect("firmware");
         let out = Command::new(env!("CARGO_BIN_EXE_mrlab"))

@@ -101,6 +101,26 @@ impl QemuBinary {
         tokio::process::Command::from(self.command())
     }
 
+    /// Runs this QEMU with `args` to completion (duct), stdin closed and its output captured,
+    /// whatever its exit status.
+    fn run_captured(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        let argv: Vec<String> = self
+            .leading_args()
+            .into_iter()
+            .chain(args.iter().map(|a| a.to_string()))
+            .collect();
+        let mut expression = duct::cmd(self.executable(), argv);
+        for (key, value) in &self.env {
+            expression = expression.env(key, value);
+        }
+        expression
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+    }
+
     /// Runs this QEMU with `args` to completion, like `command().args(args).output()`, but
     /// once per process for the same binary and arguments: `--version` and `-L help` answer the
     /// same for every scenario of a run. The answer is keyed by the binary's (and its loader's)
@@ -115,7 +135,7 @@ impl QemuBinary {
             .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
             .collect();
         let Some(mtimes) = mtimes else {
-            return self.command().args(args).output();
+            return self.run_captured(args);
         };
         let key = (
             self.clone(),
@@ -134,7 +154,7 @@ impl QemuBinary {
         }
         // Not held while QEMU runs: two scenarios asking at once both run it, which is correct,
         // only not the saving.
-        let output = self.command().args(args).output()?;
+        let output = self.run_captured(args)?;
         if output.status.success() {
             ANSWERS
                 .lock()

@@ -293,8 +293,13 @@ pub fn root_bus_function(device: &Device) -> Option<RootBusFunction> {
     }
 }
 
+/// The first root-bus slot QEMU hands out: with `-nodefaults` only 00.0 (MCH) and 1f.x (ICH9)
+/// are taken.
+const FIRST_FREE_SLOT: u8 = 1;
+
 /// Root-bus slots in device order: QEMU gives each device without `addr=` the lowest free
-/// slot, and with `-nodefaults` only 00.0 (MCH) and 1f.x (ICH9) are taken.
+/// slot (from [`FIRST_FREE_SLOT`]); a `-cdrom` sits on the ICH9 AHCI function 1f.2 and takes
+/// none.
 pub fn root_bus_slots(vm: &Vm) -> Result<Vec<(u8, RootBusFunction)>, LayoutError> {
     let functions: Vec<RootBusFunction> = vm.devices.iter().filter_map(root_bus_function).collect();
     if functions.len() > 30 {
@@ -302,7 +307,18 @@ pub fn root_bus_slots(vm: &Vm) -> Result<Vec<(u8, RootBusFunction)>, LayoutError
             count: functions.len(),
         });
     }
-    Ok((1u8..).zip(functions).collect())
+    Ok((FIRST_FREE_SLOT..).zip(functions).collect())
+}
+
+/// The root-bus slot of `devices[index]` by the same rule as [`root_bus_slots`]; `None` for an
+/// index past the end or a device with no slot of its own (a `-cdrom`).
+pub fn root_bus_slot(devices: &[Device], index: usize) -> Option<u8> {
+    root_bus_function(devices.get(index)?)?;
+    let before = devices[..index]
+        .iter()
+        .filter_map(root_bus_function)
+        .count();
+    u8::try_from(before).ok()?.checked_add(FIRST_FREE_SLOT)
 }
 
 /// Every 64-bit resource OVMF assigns on the root bus of `vm`, in address order.
@@ -369,6 +385,29 @@ mod tests {
     use crate::vm::Boot;
 
     const PCD_MMIO64_SIZE: u64 = 0x8_0000_0000;
+
+    #[test]
+    fn root_bus_slots_follow_device_order_and_skip_the_cdrom() {
+        let disk = Device::readonly_raw_disk("esp", "/esp.raw");
+        let cdrom = Device::Cdrom {
+            file: "/x.iso".into(),
+        };
+        let net = net("net0");
+        // The real UKI boots put the ESP first and OVMF logged Pci(0x1,0x0) for it.
+        assert_eq!(root_bus_slot(&[disk.clone(), net.clone()], 0), Some(1));
+        assert_eq!(root_bus_slot(&[net.clone(), disk.clone()], 1), Some(2));
+        let devices = [cdrom, net, disk];
+        assert_eq!(root_bus_slot(&devices, 2), Some(2));
+        assert_eq!(root_bus_slot(&devices, 0), None);
+        assert_eq!(root_bus_slot(&devices, 3), None);
+        // The same slots as the layout's.
+        let slots: Vec<u8> = root_bus_slots(&vm(1 << 30, devices.to_vec()))
+            .unwrap()
+            .into_iter()
+            .map(|(slot, _)| slot)
+            .collect();
+        assert_eq!(slots, [1, 2]);
+    }
 
     fn vm(memory: u64, devices: Vec<Device>) -> Vm {
         let mut vm = Vm::new("/fw.fd", 1, memory, Boot::Disk);

@@ -69,7 +69,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let from_td = |record: &agent::record::Record| {
-        record.get("ccel/data").is_some() && record.get("tpm/binary_bios_measurements").is_none()
+        record.get(agent::record::CCEL_DATA_ENTRY).is_some()
+            && record.get(agent::record::TPM_EVENT_LOG_ENTRY).is_none()
     };
     let report = if let Some((_, record)) = evidence.as_ref().filter(|(_, r)| !from_td(r)) {
         judge_vtpm(&ctx, &args, record)?

@@ -126,7 +126,7 @@ fn unpredicted_pcrs(prediction: &Prediction) -> Vec<UnpredictedPcr> {
 
 /// The guest's TPM event log from its record.
 fn tpm_log(record: &agent::record::Record) -> Result<evidence::log::EventLog, String> {
-    let log_bytes = record.get("tpm/binary_bios_measurements").ok_or(
+    let log_bytes = record.get(agent::record::TPM_EVENT_LOG_ENTRY).ok_or(
         "evidence record has no tpm/binary_bios_measurements: the guest saw no TPM event log",
     )?;
     evidence::log::parse(log_bytes, evidence::log::Format::Tcg2)
@@ -212,7 +212,7 @@ fn blob_rows(
         .iter()
         .map(|name| {
             let predicted = oracle.get(*name);
-            let actual = record.get(&format!("fw_cfg/{name}"));
+            let actual = record.get(&agent::record::fw_cfg_entry(name));
             RegisterRow {
                 name: name.to_string(),
                 predicted: predicted.map(|b| sha384_hex(b)),

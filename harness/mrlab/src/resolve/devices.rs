@@ -77,23 +77,9 @@ pub(super) fn add(
     Ok(())
 }
 
-/// The root-bus slot QEMU gives `devices[index]`: q35 with `-nodefaults` has the host bridge
-/// at 00.0, and each PCI device without `addr=` takes the next free slot in command-line order
-/// (a `-cdrom` sits on the ICH9 AHCI function, 1f.2, and takes none).
-pub(super) fn root_bus_slot(devices: &[qemu::vm::Device], index: usize) -> u8 {
-    let before = devices
-        .iter()
-        .take(index)
-        .filter(|d| !matches!(d, qemu::vm::Device::Cdrom { .. }))
-        .count();
-    u8::try_from(1 + before).unwrap_or(u8::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resolve::esp::ESP_DRIVE_ID;
-    use qemu::vm::Device;
 
     #[test]
     fn vsock_daemon_is_where_the_install_script_puts_it() {
@@ -104,21 +90,5 @@ mod tests {
         assert!(script.contains(&format!("\nversion={VSOCK_DAEMON_VERSION}\n")));
         assert!(script.contains("dest=\"$cache/tools/vhost-device-vsock-$version\""));
         assert!(script.contains("--root \"$tmp\""));
-    }
-
-    #[test]
-    fn root_bus_slots_follow_device_order_and_skip_the_cdrom() {
-        let disk = Device::readonly_raw_disk(ESP_DRIVE_ID, "/esp.raw");
-        let cdrom = Device::Cdrom {
-            file: "/x.iso".into(),
-        };
-        let net = Device::Net {
-            id: "net0".into(),
-            mac: None,
-        };
-        // The real UKI boots put the ESP first and OVMF logged Pci(0x1,0x0) for it.
-        assert_eq!(root_bus_slot(&[disk.clone(), net.clone()], 0), 1);
-        assert_eq!(root_bus_slot(&[net.clone(), disk.clone()], 1), 2);
-        assert_eq!(root_bus_slot(&[cdrom, net, disk], 2), 2);
     }
 }

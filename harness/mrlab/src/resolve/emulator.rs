@@ -99,64 +99,9 @@ pub(super) fn qemu_version(binary: &qemu::QemuBinary) -> Result<Option<Version>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qemu::vm::Device;
 
     fn scenario(text: &str) -> Scenario {
         Scenario::parse(text, Path::new("scenarios/x.toml")).expect("scenario")
-    }
-
-    #[test]
-    fn managed_qemu_is_the_root_binary_with_its_own_loader_data_and_modules() {
-        let cache = images::Cache::open(&images::workspace_root()).expect("lock");
-        let q = match qemu_binary(&scenario("name = \"x\"\nqemu = \"qemu-10.0\""), &cache) {
-            Ok(q) => q,
-            Err(e) => panic!("{e} (run images/fetch.sh)"),
-        };
-        let root = cache.program_root("qemu-10.0").expect("fetched");
-        assert_eq!(q.program, root.join("usr/bin/qemu-system-x86_64"));
-        let loader = q
-            .loader
-            .as_ref()
-            .expect("started through its root's loader");
-        assert!(loader.path.starts_with(&root), "{loader:?}");
-        assert!(loader.library_path.iter().all(|d| d.starts_with(&root)));
-        assert_eq!(q.data_dirs[0], root.join("usr/share/qemu"));
-        assert!(q.data_dirs.iter().all(|d| d.starts_with(&root)));
-        assert_eq!(
-            q.env,
-            [(
-                "QEMU_MODULE_DIR".to_string(),
-                root.join("usr/lib/x86_64-linux-gnu/qemu")
-            )]
-        );
-        // The binary itself says what the lock pinned (qemu-system-x86 1:10.0.2+ds-…).
-        let lock = std::fs::read_to_string(images::workspace_root().join("images/packages.lock"))
-            .expect("lock");
-        let pinned = lock
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("\"qemu-system-x86 1:10."))
-            .map(|rest| Version::parse(&format!("10.{rest}")))
-            .next()
-            .flatten();
-        assert_eq!(qemu_version(&q).expect("--version"), pinned);
-        assert_eq!(pinned, Some(Version(10, 0)));
-        // Its own data dir is searched first, and a NIC's efi-virtio.rom comes from the root's
-        // own ipxe-qemu, never from the host.
-        let help = run_qemu(&q, &["-L", "help"]).expect("-L help");
-        let first = String::from_utf8_lossy(&help.stdout)
-            .lines()
-            .next()
-            .map(str::to_owned);
-        assert_eq!(first, Some(q.data_dirs[0].display().to_string()));
-        let mut vm = qemu::vm::Vm::new("/fw.fd", 1, 1 << 30, qemu::vm::Boot::Disk);
-        vm.devices.push(Device::Net {
-            id: "net0".into(),
-            mac: None,
-        });
-        let roms = option_roms(&vm, &q).expect("efi-virtio.rom in the root");
-        assert_eq!(roms.len(), 1);
-        assert!(roms[0].1.ends_with("efi-virtio.rom"), "{roms:?}");
-        assert!(roms[0].1.starts_with(&root), "{roms:?}");
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! A UKI boot's EFI system partition: the UKI and systemd-boot built into a disk image in the
 //! cache, attached first on the root bus, and the PCI paths OVMF's boot options name.
 
-use super::devices::root_bus_slot;
 use super::files::package_version;
 use super::{Problem, ResolveError};
 use crate::scenario::Scenario;
@@ -98,6 +97,9 @@ pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut UkiParts) -> Result<(), 
             serial: None,
         }),
     );
+    // Disks and NICs always have a root-bus slot of their own.
+    let root_bus_slot =
+        |devices: &[qemu::vm::Device], i| qemu::pci::root_bus_slot(devices, i).unwrap_or(u8::MAX);
     parts.disk_pci = vec![(root_bus_slot(&vm.devices, 0), 0)];
     parts.other_disks_pci = vm
         .devices

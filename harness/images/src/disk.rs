@@ -254,10 +254,21 @@ impl Cache {
             files.push(("loader/loader.conf".to_owned(), conf.clone().into_bytes()));
         }
 
+        let bootloader_sha256 = self.locked(&spec.bootloader_id)?.sha256.clone();
+        self.esp_disk_of(bootloader_sha256.as_bytes(), &files)
+    }
+
+    /// Builds (or finds) the raw GPT disk whose ESP holds `files` (path, bytes), in order, under
+    /// `<root>/images/disk-<key>/disk.raw`, keyed by `tag`, each path and each file's sha256.
+    pub(crate) fn esp_disk_of(
+        &self,
+        tag: &[u8],
+        files: &[(String, Vec<u8>)],
+    ) -> Result<PathBuf, Error> {
         let mut key = Sha256::new();
         key.update(DISK_FORMAT);
-        key.update(&self.locked(&spec.bootloader_id)?.sha256);
-        for (path, data) in &files {
+        key.update(tag);
+        for (path, data) in files {
             key.update((path.len() as u64).to_le_bytes());
             key.update(path);
             key.update(Sha256::digest(data));
@@ -272,7 +283,7 @@ impl Cache {
             return Ok(out);
         }
         fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.clone(), e))?;
-        let fat = fat_image(&files).map_err(|e| Error::Io(dir.join("(FAT image)"), e))?;
+        let fat = fat_image(files).map_err(|e| Error::Io(dir.join("(FAT image)"), e))?;
         let tmp = crate::temp_sibling(&out);
         write_disk(&tmp, &fat).map_err(|e| Error::Io(tmp.clone(), e))?;
         fs::rename(&tmp, &out).map_err(|e| Error::Io(out.clone(), e))?;

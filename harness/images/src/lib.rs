@@ -8,11 +8,13 @@
 
 pub mod cpio;
 pub mod disk;
+pub mod grub;
 pub mod modules;
 pub mod ovmf;
 pub mod uki;
 
 pub use disk::DiskSpec;
+pub use grub::GrubDiskSpec;
 pub use uki::{UkiSpec, UKI_OS_RELEASE};
 
 use serde::Deserialize;

@@ -1,5 +1,5 @@
-//! The same inputs give the same bytes: initramfs, UKI and ESP disk built twice, into two fresh
-//! cache directories, must be identical.
+//! The same inputs give the same bytes: initramfs, UKI and ESP disks (systemd-boot + UKI, shim +
+//! GRUB) built twice, into two fresh cache directories, must be identical.
 
 use std::path::{Path, PathBuf};
 
@@ -27,18 +27,33 @@ fn build_all(root: &Path) -> Vec<(String, Vec<u8>)> {
             loader_conf: Some("timeout 0\n".into()),
         })
         .expect("disk");
-    [("initramfs", initrd), ("uki", uki), ("disk", disk)]
-        .into_iter()
-        .map(|(what, path)| {
-            assert!(
-                path.starts_with(root),
-                "{} not under {}",
-                path.display(),
-                root.display()
-            );
-            (what.to_owned(), std::fs::read(&path).expect("read image"))
+    let kernel = cache.kernel("kernel-6.12").expect("kernel");
+    let grub_disk = cache
+        .grub_disk(&images::GrubDiskSpec {
+            shim_id: "shim-16.1".into(),
+            grub_id: "grub-2.12".into(),
+            grub_cfg: "linux /vmlinuz console=ttyS0\ninitrd /initrd.img\nboot\n".into(),
+            kernel: kernel.vmlinuz,
+            initrd: initrd.clone(),
         })
-        .collect()
+        .expect("grub disk");
+    [
+        ("initramfs", initrd),
+        ("uki", uki),
+        ("disk", disk),
+        ("grub disk", grub_disk),
+    ]
+    .into_iter()
+    .map(|(what, path)| {
+        assert!(
+            path.starts_with(root),
+            "{} not under {}",
+            path.display(),
+            root.display()
+        );
+        (what.to_owned(), std::fs::read(&path).expect("read image"))
+    })
+    .collect()
 }
 
 #[test]

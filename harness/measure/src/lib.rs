@@ -11,6 +11,7 @@ pub mod event;
 pub mod firmware;
 pub mod fwcfg;
 pub mod gpt;
+pub mod grub;
 pub mod optionrom;
 pub mod pe;
 pub mod predict;

@@ -62,9 +62,27 @@ pub struct Nic {
     pub mac: [u8; 6],
 }
 
+/// UEFI boot from a disk through Debian's signed shim and GRUB: OVMF enumerates the disk,
+/// measures its GPT and starts shim (`\EFI\BOOT\BOOTX64.EFI`), which starts GRUB beside it;
+/// GRUB reads `/EFI/debian/grub.cfg` and loads the kernel and initrd, whose EFI stub runs.
+pub struct GrubBoot<'a> {
+    /// The disk image (its primary GPT is measured).
+    pub disk: &'a [u8],
+    pub block_size: u32,
+    /// As in [`UkiBoot`]: the boot options OVMF creates.
+    pub disk_pci: Vec<(u8, u8)>,
+    pub other_disks_pci: Vec<Vec<(u8, u8)>>,
+    pub nics: Vec<Nic>,
+    pub shim: &'a [u8],
+    pub grub: &'a [u8],
+    /// The ESP's files GRUB reads.
+    pub files: crate::grub::GrubFiles<'a>,
+}
+
 pub enum Boot<'a> {
     Kernel(KernelBoot<'a>),
     Uki(UkiBoot<'a>),
+    Grub(GrubBoot<'a>),
 }
 
 pub struct Inputs<'a> {
@@ -200,6 +218,10 @@ pub enum PredictError {
         what: &'static str,
         source: pe::PeError,
     },
+    #[error("{0}")]
+    Grub(#[from] crate::grub::GrubError),
+    #[error("grub.cfg runs no `linux /vmlinuz`: the kernel GRUB starts is not known")]
+    GrubWithoutLinux,
 }
 
 fn image_err(what: &'static str) -> impl FnOnce(pe::PeError) -> PredictError {
@@ -337,6 +359,7 @@ pub fn predict(inputs: &Inputs) -> Result<Prediction, PredictError> {
             kernel_boot_events(kernel, q, inputs.platform, smbios, &mut events)?
         }
         Boot::Uki(uki) => uki_boot_events(uki, q, smbios, smbios_tables, &mut events)?,
+        Boot::Grub(grub) => grub_boot_events(grub, q, smbios, &mut events)?,
     }
     // Every PCR 0–15 is predicted, events and value, but for the declared exceptions: a PCR
     // the boot does not touch (PCR8, 14, 15; PCR11–13 on -kernel boots) is predicted empty.
@@ -541,45 +564,14 @@ fn uki_boot_events(
 ) -> Result<(), PredictError> {
     let uki = Uki::parse(boot.uki).map_err(image_err("UKI"))?;
 
-    // PCR1: SMBIOS, BootOrder and the options OVMF has at ReadyToBoot: its own, each disk (the
-    // boot disk first), the shell.
-    events.extend(smbios);
-    let disks: Vec<&[(u8, u8)]> = std::iter::once(boot.disk_pci.as_slice())
-        .chain(boot.other_disks_pci.iter().map(Vec::as_slice))
-        .collect();
-    let own = firmware_boot_options(q)?;
-    let mut options: Vec<crate::devpath::LoadOption> = disks
-        .iter()
-        .enumerate()
-        .map(|(i, pci)| ovmf::misc_device(pci, i + 1))
-        .collect();
-    for nic in &boot.nics {
-        options.extend(ovmf::network_boot_options(
-            &nic.pci,
-            nic.mac,
-            q.ovmf_network_boot_options,
-        ));
-    }
-    let shell_number = u16::try_from(own.len() + options.len())
-        .map_err(|_| PredictError::TooManyDisks(disks.len()))?;
-    events.push(uefi::boot_order(&(0..=shell_number).collect::<Vec<u16>>()));
-    for (number, option) in (0u16..).zip(&own) {
-        events.push(uefi::boot_option(number, option));
-    }
-    for (number, option) in (own.len() as u16..).zip(&options) {
-        events.push(uefi::boot_option(number, &option.encode()?));
-    }
-    // edk2-stable202505 896907b53b makes the shell an app (no autoboot fallback).
-    let shell_attributes = match q.boot_menu {
-        BootManagerMenu::UiApp => LOAD_OPTION_ACTIVE,
-        BootManagerMenu::BootManagerMenuApp => LOAD_OPTION_ACTIVE | LOAD_OPTION_CATEGORY_APP,
-    };
-    let shell =
-        ovmf::fv_application(ovmf::UEFI_SHELL, "EFI Internal Shell", shell_attributes).encode()?;
-    events.push(uefi::boot_option(shell_number, &shell));
-
-    // ReadyToBoot (no image is loaded before it on this path).
-    ready_to_boot(q, events);
+    disk_boot_variables(
+        &boot.disk_pci,
+        &boot.other_disks_pci,
+        &boot.nics,
+        q,
+        smbios,
+        events,
+    )?;
 
     // PCR5: the GPT of the disk the boot option names; PCR4: systemd-boot.
     events.push(gpt::gpt_event(boot.disk, boot.block_size)?);
@@ -651,6 +643,106 @@ fn uki_boot_events(
     ));
 
     // PCR5: ExitBootServices.
+    events.push(uefi::efi_action(EfiAction::ExitBootServicesInvocation));
+    events.push(uefi::efi_action(
+        EfiAction::ExitBootServicesReturnedWithSuccess,
+    ));
+    Ok(())
+}
+
+/// PCR1 of a disk boot: SMBIOS, BootOrder and the options OVMF has at ReadyToBoot (its own, each
+/// disk with the boot disk first, the NICs', the shell), then ReadyToBoot.
+fn disk_boot_variables(
+    disk_pci: &[(u8, u8)],
+    other_disks_pci: &[Vec<(u8, u8)>],
+    nics: &[Nic],
+    q: &Quirks,
+    smbios: Option<Event>,
+    events: &mut Vec<Event>,
+) -> Result<(), PredictError> {
+    events.extend(smbios);
+    let disks: Vec<&[(u8, u8)]> = std::iter::once(disk_pci)
+        .chain(other_disks_pci.iter().map(Vec::as_slice))
+        .collect();
+    let own = firmware_boot_options(q)?;
+    let mut options: Vec<crate::devpath::LoadOption> = disks
+        .iter()
+        .enumerate()
+        .map(|(i, pci)| ovmf::misc_device(pci, i + 1))
+        .collect();
+    for nic in nics {
+        options.extend(ovmf::network_boot_options(
+            &nic.pci,
+            nic.mac,
+            q.ovmf_network_boot_options,
+        ));
+    }
+    let shell_number = u16::try_from(own.len() + options.len())
+        .map_err(|_| PredictError::TooManyDisks(disks.len()))?;
+    events.push(uefi::boot_order(&(0..=shell_number).collect::<Vec<u16>>()));
+    for (number, option) in (0u16..).zip(&own) {
+        events.push(uefi::boot_option(number, option));
+    }
+    for (number, option) in (own.len() as u16..).zip(&options) {
+        events.push(uefi::boot_option(number, &option.encode()?));
+    }
+    // edk2-stable202505 896907b53b makes the shell an app (no autoboot fallback).
+    let shell_attributes = match q.boot_menu {
+        BootManagerMenu::UiApp => LOAD_OPTION_ACTIVE,
+        BootManagerMenu::BootManagerMenuApp => LOAD_OPTION_ACTIVE | LOAD_OPTION_CATEGORY_APP,
+    };
+    let shell =
+        ovmf::fv_application(ovmf::UEFI_SHELL, "EFI Internal Shell", shell_attributes).encode()?;
+    events.push(uefi::boot_option(shell_number, &shell));
+
+    // ReadyToBoot (no image is loaded before it on this path).
+    ready_to_boot(q, events);
+    Ok(())
+}
+
+/// OVMF → shim → GRUB → kernel from a disk.
+fn grub_boot_events(
+    boot: &GrubBoot,
+    q: &Quirks,
+    smbios: Option<Event>,
+    events: &mut Vec<Event>,
+) -> Result<(), PredictError> {
+    disk_boot_variables(
+        &boot.disk_pci,
+        &boot.other_disks_pci,
+        &boot.nics,
+        q,
+        smbios,
+        events,
+    )?;
+    // PCR5: the GPT; PCR4: shim; what shim logs (PCR14, PCR7); GRUB, which shim starts through
+    // the firmware's LoadImage (measured by it).
+    events.push(gpt::gpt_event(boot.disk, boot.block_size)?);
+    let mut shim =
+        pe::boot_services_application("shim", boot.shim, None).map_err(image_err("shim"))?;
+    shim.varies_with = vec![Input::Bootloader];
+    events.push(shim);
+    events.extend(crate::grub::shim_events(boot.shim)?);
+    let mut grub =
+        pe::boot_services_application("grub", boot.grub, None).map_err(image_err("GRUB"))?;
+    grub.varies_with = vec![Input::Bootloader];
+    events.push(grub);
+
+    // PCR8/9: GRUB's config, commands and files. GRUB loads the kernel itself: no PCR4 event.
+    let (grub_events, linux_cmdline) = crate::grub::grub_events(&boot.files, q.grub_config_reads)?;
+    events.extend(grub_events);
+    let linux_cmdline = linux_cmdline.ok_or(PredictError::GrubWithoutLinux)?;
+
+    // PCR9: what the Linux EFI stub measures: GRUB's LoadOptions (UTF-16 without a terminating
+    // NUL, as the capture shows), and the initrd GRUB serves it.
+    events.push(load_options_event(&uefi::utf16le(&linux_cmdline)));
+    events.push(tagged_event_of(
+        "linux:initrd",
+        LINUX_EFI_INITRD_TAG,
+        b"Linux initrd\0",
+        boot.files.initrd.clone(),
+        &[Input::Initrd],
+    ));
     events.push(uefi::efi_action(EfiAction::ExitBootServicesInvocation));
     events.push(uefi::efi_action(
         EfiAction::ExitBootServicesReturnedWithSuccess,

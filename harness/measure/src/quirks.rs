@@ -14,6 +14,8 @@ pub enum Component {
     SystemdStub,
     /// systemd-boot; resolved from the same systemd version as the stub (one package ships both).
     SystemdBoot,
+    /// Debian's signed GRUB (grub-efi-amd64-signed); applied by [`Quirks::with_grub`].
+    Grub,
 }
 
 /// A `major.minor` version as the packages name them (OVMF `2022.11`, QEMU `7.2`, systemd `257`).
@@ -125,6 +127,8 @@ pub struct Quirks {
     /// QEMU leaves the `-kernel` setup header unpatched for a confidential guest: in a TD the
     /// setup and kernel items are the file as given.
     pub qemu_coco_kernel_unpatched: bool,
+    /// How often GRUB's verifier measures grub.cfg into PCR9 (0: this GRUB is not predicted).
+    pub grub_config_reads: usize,
     /// The ids of the rows that made this value, in table order: reports list them so that a
     /// version bump shows which rules changed.
     pub rows: Vec<&'static str>,
@@ -188,6 +192,7 @@ impl Quirks {
             ovmf_prefers_unpatched_kernel: false,
             td_measures_fw_cfg_items: false,
             qemu_coco_kernel_unpatched: false,
+            grub_config_reads: 0,
             rows: Vec::new(),
         }
     }
@@ -226,6 +231,27 @@ impl Quirks {
         q
     }
 
+    /// These quirks with the rows of GRUB `grub` applied (a shim + GRUB boot).
+    pub fn with_grub(mut self, grub: Option<Version>) -> Quirks {
+        for row in Quirks::applied_grub(grub) {
+            (row.apply)(&mut self);
+            self.rows.push(row.id);
+        }
+        self
+    }
+
+    /// The GRUB rows matching `grub`, in table order.
+    pub fn applied_grub(grub: Option<Version>) -> Vec<&'static Row> {
+        ROWS.iter()
+            .filter(|row| row.component == Component::Grub)
+            .filter(|row| {
+                grub.is_some_and(|v| {
+                    row.since.is_none_or(|s| v >= s) && row.until.is_none_or(|u| v < u)
+                })
+            })
+            .collect()
+    }
+
     /// The rows matching the versions, in table order (what `resolve` applies; also for reports).
     pub fn applied(
         ovmf: Option<Version>,
@@ -238,6 +264,7 @@ impl Quirks {
                     Component::Ovmf => ovmf,
                     Component::Qemu => qemu,
                     Component::SystemdStub | Component::SystemdBoot => systemd,
+                    Component::Grub => None,
                 };
                 version.is_some_and(|v| {
                     row.since.is_none_or(|s| v >= s) && row.until.is_none_or(|u| v < u)
@@ -261,6 +288,22 @@ pub struct Row {
 }
 
 pub static ROWS: &[Row] = &[
+    Row {
+        id: "grub-config-measured-twice",
+        component: Component::Grub,
+        since: Some(Version(2, 12)),
+        until: None,
+        apply: |q| q.grub_config_reads = 2,
+        reason: "Debian's signed GRUB 2.12 (2.12-9+deb13u4) logs its grub.cfg into PCR9 twice, \
+                 the same path and digest back to back, before the first grub_cmd \
+                 (harness/fixtures/grub/grub-2.12-ovmf-2022.11.tcg2, events 29-30). Its TPM \
+                 verifier (grub-core/commands/tpm.c grub_tpm_verify_write) measures each \
+                 read-for-verification of a file; which two opens of normal/main.c's \
+                 read_config_file path cause it was not pinned down in the source, so the \
+                 count is a measured fact of this build. GRUB 2.06 is not predicted (resolve \
+                 refuses it: its boot gives Linux no TPMEventLog table, so no vtpm run could \
+                 check a prediction).",
+    },
     Row {
         id: "ovmf-pciexbar-0xe0000000",
         component: Component::Ovmf,

@@ -6,6 +6,7 @@ pub mod input;
 pub mod judge;
 pub mod predictors;
 pub mod prepare;
+pub mod prepare_grub;
 pub mod recorded;
 pub mod report;
 pub mod resolve;

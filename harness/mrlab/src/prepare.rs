@@ -267,8 +267,13 @@ pub fn predict_for(
                 cmdline_override,
             }))
         }
-        (qemu::vm::Boot::Disk, None) => {
-            Err("disk boot without a UKI the harness built is not predicted".into())
-        }
+        (qemu::vm::Boot::Disk, None) => match &resolved.grub {
+            Some(grub) => {
+                predict(crate::prepare_grub::read_inputs(grub, &resolved.scenario.predict)?.boot())
+            }
+            None => Err(
+                "disk boot without a UKI or GRUB disk the harness built is not predicted".into(),
+            ),
+        },
     }
 }

@@ -33,6 +33,10 @@ pub struct Scenario {
     /// when left out (one systemd version drives the quirks of both).
     #[serde(default)]
     pub bootloader: Option<String>,
+    /// shim + GRUB boot: the packages and extra grub.cfg lines.
+    /// Only with `boot = "grub"`; left out, [`GrubOptions::default`].
+    #[serde(default)]
+    pub grub: Option<GrubOptions>,
     /// QEMU: a managed id (`qemu-7.2`, the default; `qemu-10.0`), `system` (qemu-system-x86_64 on
     /// PATH) or a path.
     #[serde(default = "default_qemu")]
@@ -66,6 +70,33 @@ pub enum BootMode {
     #[default]
     Kernel,
     Uki,
+    /// OVMF → shim → GRUB → vmlinuz from an ESP the harness writes (`[grub]`).
+    Grub,
+}
+
+/// The `[grub]` table of a shim + GRUB boot.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GrubOptions {
+    /// grub-efi-amd64-signed package id (`grub-2.12`, `grub-2.06`).
+    #[serde(default = "default_grub")]
+    pub package: String,
+    /// shim-signed package id.
+    #[serde(default = "default_shim")]
+    pub shim: String,
+    /// Lines grub.cfg runs before it loads the kernel (`set timeout=0`, `insmod part_gpt`, …).
+    #[serde(default)]
+    pub lines: Vec<String>,
+}
+
+impl Default for GrubOptions {
+    fn default() -> Self {
+        GrubOptions {
+            package: default_grub(),
+            shim: default_shim(),
+            lines: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -78,6 +109,10 @@ pub struct MachineOptions {
     pub acpi_pci_hotplug: Option<bool>,
     /// The guest CPU's physical address width (QEMU `phys-bits`, 32–52).
     pub phys_bits: Option<u8>,
+    /// Guest RAM as NUMA node 0 from a file backend (dstack's `hugepages` memory, see
+    /// `qemu::vm::NumaMemory`): hugetlbfs on a TD host, a tmpfs folder on vtpm.
+    #[serde(default)]
+    pub hugepages: bool,
 }
 
 /// QEMU's accepted `phys-bits` (`target/i386/cpu.c`: 32 to `TARGET_PHYS_ADDR_SPACE_BITS`).
@@ -137,7 +172,8 @@ pub struct DstackPreset {
     pub gpus: u32,
     #[serde(default)]
     pub nvswitches: u32,
-    /// dstack's `hugepages`: refused as not predicted yet, see [`Scenario::parse`].
+    /// dstack's `hugepages`: RAM as NUMA node 0 from a file backend and the node's PCIe
+    /// expander (`qemu::vm::dstack_hugepages_expander`); memory must be whole GiB.
     #[serde(default)]
     pub hugepages: bool,
 }
@@ -179,6 +215,8 @@ pub enum DstackHostShare {
 #[serde(deny_unknown_fields)]
 pub struct PredictOverrides {
     pub cmdline: Option<String>,
+    /// shim + GRUB boot: predict grub.cfg as written with these `[grub]` lines.
+    pub grub_lines: Option<Vec<String>>,
 }
 
 fn default_cpus() -> u32 {
@@ -198,6 +236,12 @@ fn default_initrd() -> String {
 }
 fn default_cmdline() -> String {
     "console=ttyS0".into()
+}
+fn default_grub() -> String {
+    "grub-2.12".into()
+}
+fn default_shim() -> String {
+    "shim-16.1".into()
 }
 fn default_stub() -> String {
     "systemd-boot-257".into()
@@ -258,6 +302,7 @@ impl Scenario {
             message,
         };
         check_values(&scenario).map_err(invalid)?;
+        check_grub(&scenario).map_err(invalid)?;
         check_preset(&scenario).map_err(invalid)?;
         scenario.dir = path.parent().map(Path::to_owned).unwrap_or_default();
         Ok(scenario)
@@ -314,6 +359,37 @@ fn check_values(scenario: &Scenario) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
+/// `[grub]` and `[predict] grub_lines` belong to a shim + GRUB boot, one grub.cfg line each.
+fn check_grub(scenario: &Scenario) -> Result<(), (&'static str, String)> {
+    // One entry is one grub.cfg line: a line break would add lines unseen.
+    let one_line_each = |lines: &[String]| !lines.iter().any(|l| l.contains(['\n', '\r', '\0']));
+    let broken = "a line holds a line break or a NUL byte: give each line on its own";
+    let grub_boot = scenario.boot == BootMode::Grub;
+    if let Some(grub) = &scenario.grub {
+        if !grub_boot {
+            return Err((
+                "grub",
+                "only a `boot = \"grub\"` scenario has a [grub] table".into(),
+            ));
+        }
+        if !one_line_each(&grub.lines) {
+            return Err(("grub.lines", broken.into()));
+        }
+    }
+    if let Some(lines) = &scenario.predict.grub_lines {
+        if !grub_boot {
+            return Err((
+                "predict.grub_lines",
+                "only a `boot = \"grub\"` scenario has grub.cfg lines".into(),
+            ));
+        }
+        if !one_line_each(lines) {
+            return Err(("predict.grub_lines", broken.into()));
+        }
+    }
+    Ok(())
+}
+
 /// `preset` and `[dstack]` together, and what the preset cannot do (yet).
 fn check_preset(scenario: &Scenario) -> Result<(), (&'static str, String)> {
     match scenario.preset {
@@ -324,8 +400,11 @@ fn check_preset(scenario: &Scenario) -> Result<(), (&'static str, String)> {
                     "the `dstack` preset sets the devices; shape them under [dstack]".into(),
                 ));
             }
-            if scenario.boot == BootMode::Uki {
-                return Err(("preset", "dstack boots with -kernel, not a UKI".into()));
+            if scenario.boot != BootMode::Kernel {
+                return Err((
+                    "preset",
+                    "dstack boots with -kernel, not from a disk".into(),
+                ));
             }
             let preset = scenario.dstack.clone().unwrap_or_default();
             if preset.gpus > 0 || preset.nvswitches > 0 {
@@ -337,13 +416,11 @@ fn check_preset(scenario: &Scenario) -> Result<(), (&'static str, String)> {
                         .into(),
                 ));
             }
-            if preset.hugepages {
+            if preset.hugepages && !scenario.memory.is_multiple_of(1 << 30) {
                 return Err((
-                    "dstack",
-                    "hugepages is not predicted yet: dstack-vmm then backs RAM with a \
-                     memory-backend-file in NUMA node 0 (SRAT) and adds a pxb-pcie expander \
-                     bridge (pcie.node0, addr 0xa, bus_nr 5), which the fw_cfg oracle's PCI \
-                     model does not cover"
+                    "memory",
+                    "with `hugepages` dstack-vmm gives the VM whole GiB (it truncates the \
+                     memory to GiB, `configure_hugepage_memory`): set a whole number of GiB"
                         .into(),
                 ));
             }
@@ -516,6 +593,26 @@ mod tests {
     }
 
     #[test]
+    fn grub_table_defaults_and_its_refusals() {
+        let s = parse("name = \"g\"\nboot = \"grub\"").unwrap();
+        assert_eq!(s.boot, BootMode::Grub);
+        assert_eq!(s.grub, None);
+        let s =
+            parse("name = \"g\"\nboot = \"grub\"\n[grub]\nlines = [\"set timeout=0\"]").unwrap();
+        let grub = s.grub.unwrap();
+        assert_eq!(
+            (grub.package.as_str(), grub.shim.as_str()),
+            ("grub-2.12", "shim-16.1")
+        );
+        assert_eq!(grub.lines, ["set timeout=0"]);
+        let err = |text: &str| parse(text).unwrap_err().to_string();
+        assert!(err("name = \"g\"\n[grub]\nlines = []").contains("key `grub`"));
+        let two = err("name = \"g\"\nboot = \"grub\"\n[grub]\nlines = [\"set a=1\\nboot\"]");
+        assert!(two.contains("key `grub.lines`"), "{two}");
+        assert!(err("name = \"g\"\nboot = \"grub\"\n[grub]\nline = []").contains("unknown field"));
+    }
+
+    #[test]
     fn uki_keys_default_to_systemd_257_for_stub_and_loader() {
         let s = parse("name = \"u\"\nboot = \"uki\"").unwrap();
         assert_eq!(s.boot, BootMode::Uki);
@@ -597,11 +694,10 @@ mod tests {
     }
 
     #[test]
-    fn dstack_gpus_nvswitches_and_hugepages_are_refused_with_the_reason() {
+    fn dstack_gpus_and_nvswitches_are_refused_with_the_reason() {
         for (key, why) in [
             ("gpus = 1", "cannot be created here"),
             ("nvswitches = 2", "cannot be created here"),
-            ("hugepages = true", "hugepages is not predicted yet"),
         ] {
             let e = parse(&format!(
                 "name = \"a\"\npreset = \"dstack\"\n[dstack]\n{key}"
@@ -611,6 +707,19 @@ mod tests {
             assert!(e.contains("key `dstack`") && e.contains(why), "{key}: {e}");
         }
         assert!(parse("name = \"a\"\npreset = \"dstack\"\n[dstack]\nroot_ports = 2").is_ok());
+    }
+
+    #[test]
+    fn dstack_hugepages_need_whole_gib() {
+        let text = |memory: &str| {
+            format!("name = \"a\"\nmemory = \"{memory}\"\npreset = \"dstack\"\n[dstack]\nhugepages = true")
+        };
+        let e = parse(&text("2560M")).unwrap_err().to_string();
+        assert!(
+            e.contains("key `memory`") && e.contains("whole number of GiB"),
+            "{e}"
+        );
+        assert!(parse(&text("3G")).unwrap().dstack.unwrap().hugepages);
     }
 
     #[test]

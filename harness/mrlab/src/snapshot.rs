@@ -69,6 +69,15 @@ pub fn vm_shape(vm: &Vm) -> Result<Value, String> {
             Device::PcieRootPort { chassis } => {
                 json!({"kind": "pcie-root-port", "chassis": chassis})
             }
+            Device::PcieExpander {
+                id,
+                slot,
+                numa_node,
+                bus_nr,
+            } => json!({
+                "kind": "pxb-pcie", "id": id, "slot": slot, "numa_node": numa_node,
+                "bus_nr": bus_nr,
+            }),
         })
         .collect();
     Ok(json!({

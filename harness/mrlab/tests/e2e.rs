@@ -112,6 +112,14 @@ fn scenario_passes(#[files("../../scenarios/*.toml")] path: PathBuf) {
     let name = path.file_stem().unwrap().to_string_lossy().into_owned();
     let out = runtime().block_on(run::run_file(&path, &cache(), &options("scenarios")));
     let report = out.report;
+    // A NUMA node's memory file (`hugepages`) is unlinked by QEMU as soon as it is made.
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("qemu_back_mem"))
+        .collect();
+    assert!(left.is_empty(), "{name}: left in /dev/shm: {left:?}");
     if report.verdict == Verdict::Skip {
         eprintln!("SKIPPED {name}: {}", report.reason.as_deref().unwrap_or(""));
         return;
@@ -181,6 +189,7 @@ fn snapshot_key(path: &Path, name: &str, report: &ScenarioReport) -> Option<Stri
 #[rstest]
 #[case::kernel("wrong-cmdline.toml", "linux:cmdline")]
 #[case::uki("wrong-uki-cmdline.toml", "uki:.cmdline")]
+#[case::grub("wrong-grub-cmdline.toml", "grub:file:/EFI/debian/grub.cfg")]
 fn wrong_cmdline_prediction_fails_at_the_cmdline_event(#[case] file: &str, #[case] label: &str) {
     let _machine = shared();
     let path = common::data(file);
@@ -192,6 +201,36 @@ fn wrong_cmdline_prediction_fails_at_the_cmdline_event(#[case] file: &str, #[cas
     assert_eq!(first.label.as_deref(), Some(label));
     assert_eq!(first.outcome, Outcome::Mismatched);
     assert!(report.reason.unwrap().contains(label));
+}
+
+/// A grub.cfg line the prediction does not know fails the run: grub.cfg itself (PCR9, logged
+/// first) is named as the first divergence, and the line's own `grub_cmd` event (PCR8) is
+/// unexpected.
+#[test]
+fn an_extra_grub_cfg_line_is_caught() {
+    let _machine = shared();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/extra-grub-line.toml");
+    let report = runtime()
+        .block_on(run::run_file(&path, &cache(), &options("extra-grub-line")))
+        .report;
+    assert_eq!(report.verdict, Verdict::Fail, "{:?}", report.reason);
+    let first = report.first_divergence.expect("a first divergence");
+    assert_eq!(
+        first.label.as_deref(),
+        Some("grub:file:/EFI/debian/grub.cfg")
+    );
+    assert_eq!(first.outcome, Outcome::Mismatched);
+    let unexpected: Vec<(u32, Option<&str>)> = report
+        .event_rows
+        .iter()
+        .filter(|r| r.outcome == Outcome::Unexpected)
+        .map(|r| (r.pcr, r.label.as_deref()))
+        .collect();
+    assert_eq!(
+        unexpected,
+        [(8, Some("grub:cmd"))],
+        "the extra line's grub_cmd"
+    );
 }
 
 /// Two VMs that differ in one device get different ACPI tables from the oracle, and their
@@ -598,6 +637,34 @@ fn mutated_real_evidence_fails_with_its_own_reason(
         scenario["reason"].as_str(),
         Some(why.as_str()),
         "{mutation:?}"
+    );
+}
+
+/// A prediction for RAM in a NUMA node (`[machine] hugepages`) cannot pass a real boot without
+/// one: the oracle's tables then hold an SRAT (and the CPUs' `_PXM`) that the guest's do not.
+/// The same boot passes its own prediction (`corrupt_or_missing_evidence_is_an_error`).
+#[test]
+fn a_numa_prediction_fails_a_boot_without_a_numa_node() {
+    let real = kernel_smoke();
+    let _machine = shared();
+    let mut scenario = Scenario::load(&real.scenario).unwrap();
+    scenario.machine.hugepages = true;
+    let numa = runtime()
+        .block_on(prepare::prepare(&scenario, &cache(), platform()))
+        .unwrap();
+    let srat = |tables: &[u8]| find(tables, b"SRAT").is_some();
+    assert!(srat(&numa.oracle["etc/acpi/tables"]));
+    assert!(!srat(&real.prepared.oracle["etc/acpi/tables"]));
+    let dir = results("numa-mismatch");
+    let report = run::judge(&numa, "kernel-smoke", &real.serial, &dir).expect("judges");
+    assert_eq!(report.verdict, Verdict::Fail, "{:?}", report.reason);
+    // The SRAT grows the tables, moves the RSDT (so the RSDP) and adds loader commands.
+    assert_eq!(
+        report.reason.as_deref(),
+        Some(
+            "fw_cfg blobs differ between oracle and guest: etc/acpi/rsdp, etc/acpi/tables, \
+             etc/table-loader"
+        )
     );
 }
 

@@ -148,6 +148,14 @@ fn a_snapshot_that_does_not_fit_is_refused() {
     assert!(e.contains("does not fit scenario nic-2: vm.devices"), "{e}");
     let e = err(&nic1, Platform::Tdx);
     assert!(e.contains("vm.tpm: the snapshot has true"), "{e}");
+    // RAM in a NUMA node (hugepages: an SRAT) against a snapshot without one.
+    let mut numa = nic1.clone();
+    numa.machine.hugepages = true;
+    let e = err(&numa, Platform::Vtpm);
+    assert!(
+        e.contains("does not fit scenario nic-1: vm.machine.numa_node0_memory_file"),
+        "{e}"
+    );
     let qemu10 = Scenario::load(&dir.join("qemu10-kernel-smoke.toml")).unwrap();
     let e = err(&qemu10, Platform::Vtpm);
     assert!(

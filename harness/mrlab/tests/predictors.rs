@@ -309,4 +309,51 @@ fn dstack_mr_adapter_is_honest_about_what_it_cannot_model() {
             "dstack-mr models -kernel direct boot only, this VM boots a UKI".into()
         )
     );
+
+    let grub = Scenario::load(&scenario_path("grub-smoke")).unwrap();
+    let resolved = mrlab::resolve::resolve(&grub, &cache, false).unwrap();
+    let prediction = rt.block_on(predictors::exec::predict(
+        &stub(),
+        &resolved,
+        &BTreeMap::new(),
+        measure::tdvf::PageOrder::SinglePass,
+        &work("grub"),
+    ));
+    assert_eq!(
+        prediction,
+        Prediction::Unsupported(
+            "dstack-mr models -kernel direct boot only, this VM boots shim + GRUB from a disk"
+                .into()
+        )
+    );
+}
+
+/// A shim + GRUB boot's `inputs.json` names every file on its ESP and carries grub.cfg's text,
+/// which is what the disk holds.
+#[test]
+fn inputs_json_of_a_grub_boot_carries_the_esp() {
+    let grub = Scenario::load(&scenario_path("grub-lines")).unwrap();
+    let resolved = mrlab::resolve::resolve(&grub, &cache(), false).unwrap();
+    let inputs = predictors::contract::inputs_json(&resolved, measure::tdvf::PageOrder::SinglePass);
+    assert_eq!(inputs["boot"], "grub");
+    let esp = inputs["grub"]["esp"].as_object().unwrap();
+    let names: Vec<&str> = esp.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "EFI/BOOT/BOOTX64.EFI",
+            "EFI/BOOT/grubx64.efi",
+            "initrd.img",
+            "vmlinuz"
+        ]
+    );
+    for file in esp.values() {
+        assert!(Path::new(file.as_str().unwrap()).is_file(), "{file}");
+    }
+    assert_eq!(
+        inputs["grub"]["grub_cfg"],
+        "set timeout=0\ninsmod part_gpt\necho mrlab: grub.cfg from the scenario\n\
+         linux /vmlinuz console=ttyS0\ninitrd /initrd.img\nboot\n"
+    );
+    assert!(Path::new(inputs["grub"]["disk"].as_str().unwrap()).is_file());
 }

@@ -152,3 +152,27 @@ fn vtpm_vsock_falls_back_to_the_daemon_and_a_td_never_does() {
         .vsock_host;
     assert_eq!(td, qemu::VsockHost::Kernel);
 }
+
+/// GRUB 2.06 is pinned but refused for a shim + GRUB boot, saying why (no event log reaches
+/// Linux), before any disk is built or QEMU started; 2.12 resolves with its quirk row.
+#[test]
+fn grub_206_is_refused_with_the_reason_and_212_resolves() {
+    let cache = images::Cache::open(&images::workspace_root()).expect("lock");
+    let scenario = |package: &str| {
+        Scenario::parse(
+            &format!(
+                "name = \"g\"\nboot = \"grub\"\nkernel = \"kernel-6.12\"\n[grub]\npackage = \"{package}\"\n"
+            ),
+            Path::new("scenarios/g.toml"),
+        )
+        .expect("scenario")
+    };
+    let err = resolve::resolve(&scenario("grub-2.06"), &cache, true)
+        .expect_err("2.06 is refused")
+        .to_string();
+    assert!(err.contains("key `grub.package`"), "{err}");
+    assert!(err.contains("TPMEventLog"), "{err}");
+    let resolved = resolve::resolve(&scenario("grub-2.12"), &cache, true).expect("2.12");
+    assert_eq!(resolved.quirks.grub_config_reads, 2);
+    assert!(resolved.quirks.rows.contains(&"grub-config-measured-twice"));
+}

@@ -186,6 +186,9 @@ pub fn argv(vm: &Vm, backend: &Backend, run: &RunDir) -> Vec<String> {
 
     let mut machine = String::from("q35");
     let m = &vm.machine;
+    // A NUMA node names its own memory backend, which QEMU refuses beside
+    // `-machine memory-backend=` ("mutually exclusive"): it then stands for the others below.
+    let numa = m.numa.as_ref();
     if let Some(smm) = m.smm {
         machine += &format!(",smm={}", on_off(smm));
     }
@@ -205,12 +208,12 @@ pub fn argv(vm: &Vm, backend: &Backend, run: &RunDir) -> Vec<String> {
     }
     if let Backend::Tdx { flavour } = backend {
         machine += ",confidential-guest-support=tdx";
-        if *flavour == TdxFlavour::Canonical82 {
+        if *flavour == TdxFlavour::Canonical82 && numa.is_none() {
             machine += ",memory-backend=mem0";
         }
     }
     let vhost_user_vsock = vsock_daemon(vm, backend).is_some();
-    if *backend == Backend::Oracle || vhost_user_vsock {
+    if numa.is_none() && (*backend == Backend::Oracle || vhost_user_vsock) {
         // The oracle never runs the guest: map its RAM without reserving it, so a 64 GiB VM can
         // be asked about on a smaller host. A vhost-user daemon maps guest RAM itself, so it
         // must be a shared file. Neither changes fw_cfg content: without a NUMA node QEMU
@@ -218,7 +221,25 @@ pub fn argv(vm: &Vm, backend: &Backend, run: &RunDir) -> Vec<String> {
         machine += ",memory-backend=mem0";
     }
     push(&["-machine", &machine]);
-    if *backend == Backend::Oracle {
+    if let Some(numa) = numa {
+        // The oracle maps the node's RAM without reserving it, as below: the backend's kind
+        // is invisible to fw_cfg (SRAT gives the node's ranges, not how the host backs them).
+        let ram = if *backend == Backend::Oracle {
+            format!(
+                "memory-backend-ram,id=mem0,size={},reserve=off",
+                memory_arg(vm.memory)
+            )
+        } else {
+            format!(
+                "memory-backend-file,id=mem0,size={},mem-path={},share=on,prealloc=off",
+                memory_arg(vm.memory),
+                opt_path(&numa.mem_path)
+            )
+        };
+        let cpus = vm.cpus.max(1);
+        let node = format!("node,nodeid=0,cpus=0-{},memdev=mem0", cpus - 1);
+        push(&["-object", &ram, "-numa", &node]);
+    } else if *backend == Backend::Oracle {
         let ram = format!(
             "memory-backend-ram,id=mem0,size={},reserve=off",
             memory_arg(vm.memory)
@@ -233,7 +254,7 @@ pub fn argv(vm: &Vm, backend: &Backend, run: &RunDir) -> Vec<String> {
     }
     if let Backend::Tdx { flavour } = backend {
         push(&["-object", "tdx-guest,id=tdx"]);
-        if *flavour == TdxFlavour::Canonical82 {
+        if *flavour == TdxFlavour::Canonical82 && numa.is_none() {
             let backend = format!("memory-backend-ram,id=mem0,size={}", memory_arg(vm.memory));
             push(&["-object", &backend]);
         }
@@ -354,6 +375,19 @@ fn device_args(device: &Device, backend: &Backend, push: &mut impl FnMut(&[&str]
         Device::Cdrom { file } => push(&["-cdrom", &path_str(file)]),
         Device::PcieRootPort { chassis } => {
             let dev = format!("pcie-root-port,id=pci.{chassis},bus=pcie.0,chassis={chassis}");
+            push(&["-device", &dev]);
+        }
+        Device::PcieExpander {
+            id,
+            slot,
+            numa_node,
+            bus_nr,
+        } => {
+            // `addr=` is hex to QEMU; dstack-vmm writes it without `0x` (see
+            // `vm::dstack_hugepages_expander`).
+            let dev = format!(
+                "pxb-pcie,id={id},bus=pcie.0,addr={slot:x},numa_node={numa_node},bus_nr={bus_nr}"
+            );
             push(&["-device", &dev]);
         }
     }
@@ -735,6 +769,76 @@ mod tests {
             .any(|a| a.contains("vhost-user") || a.contains("memfd")));
         assert_eq!(vsock_daemon(&vm, &Backend::Oracle), None);
         assert!(!run_sh(&vm, &Backend::Oracle, &QemuBinary::system()).contains("vhost-device"));
+    }
+
+    /// dstack-vmm's hugepages layout for a VM without GPUs (`configure_hugepage_memory`):
+    /// `-numa node,nodeid=0,cpus=0-{n-1},memdev=mem0`, a `memory-backend-file` `mem0` in the
+    /// folder, and `pxb-pcie,id=pcie.node0,bus=pcie.0,addr=10,numa_node=0,bus_nr=5`.
+    #[test]
+    fn numa_memory_and_expander_follow_dstack_vmm_on_every_backend() {
+        let mut vm = kernel_vm();
+        vm.tpm = false;
+        vm.machine.numa = Some(crate::vm::NumaMemory {
+            mem_path: "/dev/shm".into(),
+        });
+        vm.devices = vec![
+            Device::Vsock { guest_cid: 3 },
+            crate::vm::dstack_hugepages_expander(),
+        ];
+        let run = RunDir::new("/r");
+        let shape = |backend: Backend| -> Vec<String> {
+            let args = argv(&vm, &backend, &run);
+            let at = args.iter().position(|a| a == "-machine").unwrap();
+            let end = args.iter().position(|a| a == "-bios").unwrap();
+            let devices = args.iter().position(|a| a == "vhost-vsock-pci,guest-cid=3");
+            let mut shape = args[at..end].to_vec();
+            shape.extend(args[devices.map_or(args.len() - 2, |d| d + 1)..].to_vec());
+            shape
+        };
+        let file = "memory-backend-file,id=mem0,size=2048M,mem-path=/dev/shm,share=on,prealloc=off";
+        let node = "node,nodeid=0,cpus=0-1,memdev=mem0";
+        let pxb = "pxb-pcie,id=pcie.node0,bus=pcie.0,addr=10,numa_node=0,bus_nr=5";
+        assert_eq!(
+            shape(Backend::Vtpm { accel: Accel::Tcg }),
+            strings(&[
+                "-machine", "q35", "-object", file, "-numa", node, "-smp", "2", "-m", "2048M",
+                "-device", pxb,
+            ])
+        );
+        // The oracle: the same node and expander, RAM mapped without reserving it, and no
+        // `-machine memory-backend=` beside the node's memdev (QEMU refuses both).
+        let oracle = argv(&vm, &Backend::Oracle, &run);
+        let ram = "memory-backend-ram,id=mem0,size=2048M,reserve=off";
+        assert!(oracle
+            .windows(6)
+            .any(|w| w == ["-machine", "q35", "-object", ram, "-numa", node]));
+        assert_eq!(oracle[oracle.len() - 2..], strings(&["-device", pxb]));
+        // A TD (both flavours) and a vhost-user vsock take the node's backend too.
+        for backend in [
+            Backend::Tdx {
+                flavour: TdxFlavour::Upstream,
+            },
+            Backend::Tdx {
+                flavour: TdxFlavour::Canonical82,
+            },
+        ] {
+            let args = argv(&vm, &backend, &run);
+            assert!(args
+                .windows(4)
+                .any(|w| w == ["-object", file, "-numa", node]));
+            assert!(args
+                .iter()
+                .all(|a| !a.contains("memory-backend=") && !a.starts_with("memory-backend-ram")));
+            assert_eq!(args[args.len() - 2..], strings(&["-device", pxb]));
+        }
+        vm.vsock_host = VsockHost::User {
+            daemon: "/t/vhost-device-vsock".into(),
+        };
+        let args = argv(&vm, &Backend::Vtpm { accel: Accel::Tcg }, &run);
+        assert!(args
+            .windows(6)
+            .any(|w| w == ["-machine", "q35", "-object", file, "-numa", node]));
+        assert!(!args.iter().any(|a| a.contains("memfd")));
     }
 
     #[test]

@@ -338,6 +338,15 @@ impl<'a> FwCfg<'a> {
                     )));
                 }
             }
+            RootBusFunction::PcieExpander => {
+                // `hw/pci-bridge/pci_expander_bridge.c`: Red Hat's PCI_DEVICE_ID_REDHAT_PXB_PCIE,
+                // class PCI_CLASS_BRIDGE_HOST.
+                const PXB_PCIE_ID: u32 = 0x000b_1b36;
+                const PCI_CLASS_BRIDGE_HOST: u32 = 0x0600;
+                if id != PXB_PCIE_ID || class != PCI_CLASS_BRIDGE_HOST {
+                    return Err(unexpected(format!("PCI ID {id:08x}, class {class:04x}")));
+                }
+            }
             RootBusFunction::PcieRootPort => {
                 let pref_base = self.pci_read32(slot, 0, PCI_PREF_MEMORY_BASE).await?;
                 if class != PCI_CLASS_BRIDGE_PCI || pref_base & 0xf != PCI_PREF_RANGE_TYPE_64 {

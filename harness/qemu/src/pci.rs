@@ -108,6 +108,11 @@ pub enum LayoutError {
     #[error("PCI layout: {count} PCI devices on the root bus, more than its 30 free slots")]
     TooManyDevices { count: usize },
     #[error(
+        "PCI layout: slot {slot:#x} of the root bus is taken by an earlier device or is not \
+         free for a device (0x01-0x1e)"
+    )]
+    SlotTaken { slot: u8 },
+    #[error(
         "PCI layout: with a {hole64_size:#x}-byte hole64 QEMU moves the {above:#x} bytes of RAM \
          above 4 GiB to 1 TiB, past its AMD HyperTransport range: OVMF's aperture over RAM above \
          1 TiB is not modelled (a VM with at most 2 GiB of RAM, all below 4 GiB, is)"
@@ -281,6 +286,8 @@ pub enum RootBusFunction {
     /// virtio-blk, -net, -9p, vhost-vsock (or the oracle's virtio-rng stand-in).
     Virtio,
     PcieRootPort,
+    /// A pxb-pcie expander: a host bridge function without BARs, so no 64-bit resource.
+    PcieExpander,
 }
 
 pub fn root_bus_function(device: &Device) -> Option<RootBusFunction> {
@@ -289,36 +296,63 @@ pub fn root_bus_function(device: &Device) -> Option<RootBusFunction> {
             Some(RootBusFunction::Virtio)
         }
         Device::PcieRootPort { .. } => Some(RootBusFunction::PcieRootPort),
+        Device::PcieExpander { .. } => Some(RootBusFunction::PcieExpander),
         Device::Cdrom { .. } => None,
     }
 }
 
-/// The first root-bus slot QEMU hands out: with `-nodefaults` only 00.0 (MCH) and 1f.x (ICH9)
-/// are taken.
-const FIRST_FREE_SLOT: u8 = 1;
+/// The last root-bus slot a device can take: 1f holds the ICH9 functions.
+const LAST_FREE_SLOT: u8 = 0x1e;
 
 /// Root-bus slots in device order: QEMU gives each device without `addr=` the lowest free
-/// slot (from [`FIRST_FREE_SLOT`]); a `-cdrom` sits on the ICH9 AHCI function 1f.2 and takes
-/// none.
+/// slot at the moment it creates it, in command-line order (`hw/pci/pci.c`
+/// `do_pci_register_device`), and with `-nodefaults` only 00.0 (MCH) and 1f.x (ICH9) are
+/// taken; a device with its own slot (an expander) takes that one, and QEMU refuses it if an
+/// earlier device already took it.
 pub fn root_bus_slots(vm: &Vm) -> Result<Vec<(u8, RootBusFunction)>, LayoutError> {
-    let functions: Vec<RootBusFunction> = vm.devices.iter().filter_map(root_bus_function).collect();
-    if functions.len() > 30 {
-        return Err(LayoutError::TooManyDevices {
-            count: functions.len(),
-        });
-    }
-    Ok((FIRST_FREE_SLOT..).zip(functions).collect())
+    Ok(slots_by_device(&vm.devices)?
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 /// The root-bus slot of `devices[index]` by the same rule as [`root_bus_slots`]; `None` for an
-/// index past the end or a device with no slot of its own (a `-cdrom`).
+/// index past the end, a device with no slot of its own (a `-cdrom`) or a layout QEMU refuses.
 pub fn root_bus_slot(devices: &[Device], index: usize) -> Option<u8> {
-    root_bus_function(devices.get(index)?)?;
-    let before = devices[..index]
-        .iter()
-        .filter_map(root_bus_function)
-        .count();
-    u8::try_from(before).ok()?.checked_add(FIRST_FREE_SLOT)
+    let (slot, _) = slots_by_device(devices).ok()?.into_iter().nth(index)??;
+    Some(slot)
+}
+
+/// [`root_bus_slots`]' rule, one entry per device (`None` for one off the root bus).
+fn slots_by_device(devices: &[Device]) -> Result<Vec<Option<(u8, RootBusFunction)>>, LayoutError> {
+    let mut taken = [false; LAST_FREE_SLOT as usize + 1];
+    taken[0] = true;
+    let mut slots = Vec::new();
+    for device in devices {
+        let Some(function) = root_bus_function(device) else {
+            slots.push(None);
+            continue;
+        };
+        let slot = match device {
+            Device::PcieExpander { slot, .. } => {
+                if taken.get(*slot as usize) != Some(&false) {
+                    return Err(LayoutError::SlotTaken { slot: *slot });
+                }
+                *slot
+            }
+            _ => match taken.iter().position(|t| !t) {
+                Some(free) => free as u8,
+                None => {
+                    return Err(LayoutError::TooManyDevices {
+                        count: devices.iter().filter_map(root_bus_function).count(),
+                    })
+                }
+            },
+        };
+        taken[slot as usize] = true;
+        slots.push(Some((slot, function)));
+    }
+    Ok(slots)
 }
 
 /// Every 64-bit resource OVMF assigns on the root bus of `vm`, in address order.
@@ -348,6 +382,7 @@ pub fn mem64_layout(
                 Some(size) => (Mem64Kind::PrefetchableWindow, size),
                 None => continue,
             },
+            RootBusFunction::PcieExpander => continue,
         };
         requests.push(Mem64Assignment {
             slot,
@@ -476,6 +511,52 @@ mod tests {
                 bar4(3, 0xc0_0000_8000)
             ]
         );
+    }
+
+    /// `info pci` on QEMU 7.2 with dstack's expander after three virtio functions: the
+    /// expander at device 16, the others at 1, 2, 3, and one added after it at 4.
+    #[test]
+    fn an_expander_keeps_its_own_slot_and_the_others_fill_from_the_lowest() {
+        let expander = crate::vm::dstack_hugepages_expander();
+        let mut vm = vm(
+            2 << 30,
+            vec![
+                net("net0"),
+                net("net1"),
+                net("net2"),
+                expander.clone(),
+                net("net3"),
+            ],
+        );
+        assert_eq!(
+            root_bus_slots(&vm).unwrap(),
+            [
+                (1, RootBusFunction::Virtio),
+                (2, RootBusFunction::Virtio),
+                (3, RootBusFunction::Virtio),
+                (0x10, RootBusFunction::PcieExpander),
+                (4, RootBusFunction::Virtio),
+            ]
+        );
+        // No 64-bit resource for the expander.
+        let layout = mem64_layout(
+            &vm,
+            GuestCpu::QEMU64_TCG,
+            PCD_MMIO64_SIZE,
+            Mmio64Rule::DynamicWindow,
+        )
+        .unwrap();
+        assert_eq!(
+            layout.iter().map(|a| a.slot).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        // Fifteen functions before it take slots 1..=0xf and 0x10: QEMU refuses the expander.
+        vm.devices = (0..16).map(|i| net(&format!("net{i}"))).collect();
+        vm.devices.push(expander);
+        assert!(matches!(
+            root_bus_slots(&vm),
+            Err(LayoutError::SlotTaken { slot: 0x10 })
+        ));
     }
 
     #[test]

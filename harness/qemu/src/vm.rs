@@ -26,6 +26,36 @@ pub struct Machine {
     /// The guest CPU's physical address width (`-cpu …,phys-bits=N`); `None` keeps the CPU
     /// model's (TCG's `qemu64`: 40). A TD ignores it: its width is the TD's GPAW.
     pub phys_bits: Option<u8>,
+    /// Guest RAM as NUMA node 0 from a file backend instead of anonymous memory: dstack's
+    /// `hugepages`. Declaring a node adds an SRAT and the CPUs' `_PXM` in the DSDT.
+    pub numa: Option<NumaMemory>,
+}
+
+/// One NUMA node (id 0) holding every vCPU and all guest RAM, the RAM a
+/// `memory-backend-file` QEMU creates in the folder `mem_path`, as dstack-vmm's
+/// `configure_hugepage_memory` builds it for a VM without GPUs (Dstack-TEE/dstack
+/// `dstack/vmm/src/app/qemu.rs`; `app.rs` `hugepage_numa_nodes` gives node 0 then).
+///
+/// `mem_path` is a folder, as dstack's `/dev/hugepages` is: QEMU makes its file there with
+/// `mkstemp` (`qemu_back_mem.<region>.XXXXXX`) and unlinks it at once (`file_ram_open` in
+/// `softmmu/physmem.c`, `system/physmem.c` from QEMU 8.2), so no file outlives the
+/// VM however it ends. The guest sees the node's size and CPUs, not the page size or the folder's
+/// file system, so a tmpfs folder stands in for hugetlbfs where a host has no hugepages. The
+/// host-side options dstack adds (`prealloc=yes`, `host-nodes=0,policy=bind`) decide where the
+/// host's pages come from, not what the guest sees, and are left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NumaMemory {
+    pub mem_path: PathBuf,
+}
+
+impl NumaMemory {
+    /// dstack-vmm's hugetlbfs mount on a TD host; tmpfs `/dev/shm` for a vTPM VM, which needs
+    /// no hugepages reserved on the host.
+    pub fn for_host(vtpm: bool) -> NumaMemory {
+        NumaMemory {
+            mem_path: if vtpm { "/dev/shm" } else { "/dev/hugepages" }.into(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +147,17 @@ pub enum Device {
     /// pcie-root-port `pci.<chassis>` on pcie.0.
     PcieRootPort {
         chassis: u8,
+    },
+    /// A PCIe expander bridge (`pxb-pcie`) on pcie.0 at a fixed `slot`, opening root bus
+    /// `bus_nr` in NUMA node `numa_node`: dstack-vmm adds one per NUMA node with `hugepages`,
+    /// GPUs or not. On the root bus it is a host bridge function (1b36:000b) without BARs; with
+    /// nothing behind it OVMF finds no device on its bus, and QEMU's DSDT describes it as
+    /// `PC<bus_nr>` with `_PXM`.
+    PcieExpander {
+        id: String,
+        slot: u8,
+        numa_node: u32,
+        bus_nr: u8,
     },
 }
 
@@ -240,6 +281,12 @@ impl Vm {
     }
 
     fn unsupported_reason_on(&self, vhost_vsock: &Path) -> Option<String> {
+        if let Some(numa) = self.machine.numa.as_ref().filter(|n| !n.mem_path.is_dir()) {
+            return Some(format!(
+                "the NUMA node's memory file needs the folder {}, absent on this host",
+                numa.mem_path.display()
+            ));
+        }
         if !self.has_vsock() {
             return None;
         }
@@ -254,6 +301,19 @@ impl Vm {
             )),
             _ => None,
         }
+    }
+}
+
+/// dstack-vmm's first (and, without GPUs, only) hugepages expander: `pcie.node0` at
+/// `addr=10` and `bus_nr=5`. dstack-vmm writes the address `0xa + index` in decimal, and QEMU
+/// reads `addr=` as hex (`hw/core/qdev-properties-system.c` `set_pci_devfn`: `strtoul(…, 16)`),
+/// so the expander sits in slot 0x10, as `info pci` shows (device 16).
+pub fn dstack_hugepages_expander() -> Device {
+    Device::PcieExpander {
+        id: "pcie.node0".into(),
+        slot: 0x10,
+        numa_node: 0,
+        bus_nr: 5,
     }
 }
 
@@ -287,13 +347,16 @@ pub struct DstackLayout {
     pub host_share: DstackHostShare,
     /// GPUs and NVSwitches each sit behind their own pcie-root-port; here only the ports.
     pub root_ports: u8,
+    /// dstack's `hugepages`: the PCIe expander of NUMA node 0 (RAM itself: [`Machine::numa`]).
+    pub hugepages: bool,
 }
 
 impl DstackLayout {
     /// dstack-vmm's device order, from `QemuCommandBuilder::build` in
     /// Dstack-TEE/dstack `dstack/vmm/src/app/qemu.rs`: rootfs (hd0 verity disk or cdrom),
     /// data disk hd1, verity volumes vol<N>, NICs net<N>, (TPM,) vsock, host share (9p
-    /// virtfs0 or disk hd2), then root ports for passthrough devices.
+    /// virtfs0 or disk hd2), the hugepages expander (`configure_hugepage_memory`), then root
+    /// ports for passthrough devices.
     ///
     /// dstack-mr's ACPI model (`dstack/dstack-mr/src/acpi.rs`) emits hd0/cdrom last instead;
     /// all these disks are identical virtio-blk functions and a cdrom takes no PCI slot, so
@@ -332,6 +395,9 @@ impl DstackLayout {
                 security_model: "mapped".into(),
             })),
             DstackHostShare::Disk { file } => devices.push(Device::readonly_raw_disk("hd2", file)),
+        }
+        if self.hugepages {
+            devices.push(dstack_hugepages_expander());
         }
         for chassis in 1..=self.root_ports {
             devices.push(Device::PcieRootPort { chassis });
@@ -429,6 +495,7 @@ mod tests {
                 readonly: true,
             },
             root_ports: 1,
+            hugepages: true,
         };
         let kinds: Vec<String> = layout
             .devices()
@@ -440,11 +507,22 @@ mod tests {
                 Device::Share(share) => share.id.clone(),
                 Device::Cdrom { .. } => "cdrom".into(),
                 Device::PcieRootPort { chassis } => format!("pci.{chassis}"),
+                Device::PcieExpander { id, .. } => id.clone(),
             })
             .collect();
         assert_eq!(
             kinds,
-            ["hd0", "hd1", "vol0", "net0", "net1", "vsock7", "virtfs0", "pci.1"]
+            [
+                "hd0",
+                "hd1",
+                "vol0",
+                "net0",
+                "net1",
+                "vsock7",
+                "virtfs0",
+                "pcie.node0",
+                "pci.1"
+            ]
         );
     }
 }

@@ -241,7 +241,10 @@ pub fn divergence_reason(
         .map(|i| &predicted[i]);
     let event = match (p.or(misplaced), a) {
         (Some(p), _) => format!("`{}`", p.label),
-        (None, Some(a)) => format!("{} (not predicted)", a.event_type.name()),
+        (None, Some(a)) => match measure::grub::logged_label(a) {
+            Some(label) => format!("`{label}` (not predicted)"),
+            None => format!("{} (not predicted)", a.event_type.name()),
+        },
         (None, None) => "(no event)".to_string(),
     };
     let mut reason = format!("first divergence: {:?} {event} in {place}", entry.outcome);
@@ -282,7 +285,9 @@ pub fn divergence(entry: &align::Entry, predicted: &[Event], actual: &[Event]) -
     let any = p.or(a).expect("an entry has at least one side");
     Divergence {
         outcome: entry.outcome,
-        label: p.map(|e| e.label.clone()),
+        label: p
+            .map(|e| e.label.clone())
+            .or_else(|| a.and_then(measure::grub::logged_label)),
         pcr: entry.pcr,
         register: any.register().map(|r| r.to_string()),
         event_type: any.event_type.name().to_string(),

@@ -311,7 +311,9 @@ fn event_rows(alignment: &Alignment, prediction: &Prediction, actual: &[Event]) 
                 pcr: entry.pcr,
                 register: e.register().map(|r| r.to_string()),
                 event_type: e.event_type.name().to_string(),
-                label: p.map(|e| e.label.clone()),
+                label: p
+                    .map(|e| e.label.clone())
+                    .or_else(|| a.and_then(measure::grub::logged_label)),
                 sha384: a.or(p).and_then(|e| e.digests.sha384_hex()),
                 varies_with_agent: p
                     .is_some_and(|e| e.varies_with.contains(&measure::Input::Initrd)),

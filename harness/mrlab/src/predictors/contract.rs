@@ -14,7 +14,7 @@
 //!   (Dstack-TEE/dstack `dstack/dstack-mr/cli`). It writes the image folder dstack-mr reads
 //!   (`metadata.json` naming `ovmf.fd`, `bzImage`, `initramfs.cpio`, symlinks to the VM's files)
 //!   and maps the VM onto its flags. dstack-mr models one VM shape only, so:
-//!   - a VM it cannot express at all (UKI boot, no initrd) makes the whole result
+//!   - a VM it cannot express at all (UKI or shim + GRUB boot, no initrd) makes the whole result
 //!     `unsupported: <reason>`;
 //!   - a VM whose ACPI it cannot express (device list other than dstack's, HPET on, QEMU older
 //!     than 8.0, no serial port) keeps MRTD/RTMR1/RTMR2 and marks RTMR0 `unsupported`.
@@ -22,15 +22,19 @@
 //!   dstack-mr itself runs `dstack-acpi-tables` (dstack's QEMU build) from `PATH` for RTMR0; a
 //!   host without it gets dstack-mr's own error.
 //!
-//! `inputs.json` (`"contract": 1`): `scenario`; `boot` (`kernel` or `uki`); absolute paths
+//! `inputs.json` (`"contract": 1`): `scenario`; `boot` (`kernel`, `uki` or `grub`); absolute paths
 //! `firmware`, `kernel`, `initrd` (null when absent), `uki` (`{disk, bootloader, uki}` for a UKI
-//! boot, else null); `cmdline`, the `-append` value QEMU hands the firmware (OVMF's loader appends
+//! boot, else null), `grub` (for a shim + GRUB boot `{disk, esp, grub_cfg}`: the ESP's files by
+//! their path on it, each the absolute path of its source, and grub.cfg's text; else null);
+//! `cmdline`, the `-append` value QEMU hands the firmware (OVMF's loader appends
 //! ` initrd=initrd` when there is an initrd, as both the builtin prediction and dstack-mr model);
 //! `cpus`; `memory` in bytes; `machine` (`smm`, `hpet`, `pic`, `kernel_irqchip`,
-//! `pci_hole64_size`, `acpi_pci_hotplug_with_bridge_support`, `phys_bits`; null = QEMU's default); `serial`;
+//! `pci_hole64_size`, `acpi_pci_hotplug_with_bridge_support`, `phys_bits`; null = QEMU's default;
+//! `numa_node0_memory_file`: all RAM and vCPUs in NUMA node 0, from a memory-backend-file); `serial`;
 //! `devices` in command-line order, which decides PCI slots and so ACPI (`{kind: virtio-blk, id,
 //! file, format, readonly}`, `{kind: virtio-net, id}`, `{kind: vhost-vsock, guest_cid}`, `{kind:
-//! virtfs, id, mount_tag}`, `{kind: cdrom, file}`, `{kind: pcie-root-port, chassis}`); `qemu`
+//! virtfs, id, mount_tag}`, `{kind: cdrom, file}`, `{kind: pcie-root-port, chassis}`, `{kind:
+//! pxb-pcie, id, slot, numa_node, bus_nr}`); `qemu`
 //! (`binary`, `version`, `data_dirs`, `env`); `ovmf_version`; `mrtd_page_order` (`single-pass` or `two-pass`, the
 //! reference's order).
 
@@ -145,7 +149,7 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
             Value::Null,
         ),
         (Boot::Disk, uki) => (
-            "uki",
+            if resolved.grub.is_some() { "grub" } else { "uki" },
             None,
             None,
             cmdline_override,
@@ -162,6 +166,7 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
         "kernel": kernel,
         "initrd": initrd,
         "uki": uki,
+        "grub": grub_json(resolved),
         "cmdline": cmdline,
         "cpus": vm.cpus,
         "memory": vm.memory,
@@ -171,6 +176,23 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
         "qemu": qemu_json(resolved),
         "ovmf_version": resolved.ovmf_version.map(|v| v.to_string()),
         "mrtd_page_order": order.name(),
+    })
+}
+
+/// A shim + GRUB boot's ESP: its files by their path on it, and grub.cfg's text.
+fn grub_json(resolved: &Resolved) -> Value {
+    let path = |p: &Path| absolute(p).display().to_string();
+    resolved.grub.as_ref().map_or(Value::Null, |g| {
+        json!({
+            "disk": path(&g.disk),
+            "esp": {
+                "EFI/BOOT/BOOTX64.EFI": path(&g.shim),
+                "EFI/BOOT/grubx64.efi": path(&g.grub),
+                "vmlinuz": path(&g.kernel),
+                "initrd.img": path(&g.initrd),
+            },
+            "grub_cfg": g.grub_cfg,
+        })
     })
 }
 
@@ -194,6 +216,15 @@ fn devices_json(vm: &qemu::vm::Vm) -> Vec<Value> {
             Device::PcieRootPort { chassis } => {
                 json!({"kind": "pcie-root-port", "chassis": chassis})
             }
+            Device::PcieExpander {
+                id,
+                slot,
+                numa_node,
+                bus_nr,
+            } => json!({
+                "kind": "pxb-pcie", "id": id, "slot": slot, "numa_node": numa_node,
+                "bus_nr": bus_nr,
+            }),
         })
         .collect()
 }

@@ -114,7 +114,13 @@ pub fn dstack_mr_plan(
         cmdline,
     } = &vm.boot
     else {
-        return Err("dstack-mr models -kernel direct boot only, this VM boots a UKI".into());
+        return Err(match resolved.grub {
+            Some(_) => {
+                "dstack-mr models -kernel direct boot only, this VM boots shim + GRUB from a disk"
+            }
+            None => "dstack-mr models -kernel direct boot only, this VM boots a UKI",
+        }
+        .into());
     };
     let initrd = initrd
         .as_ref()
@@ -226,6 +232,10 @@ fn argv(
     if let Some(size) = m.pci_hole64_size {
         argv.extend(["--pci-hole64-size".into(), size.to_string()]);
     }
+    // A flag (clap `bool`): NUMA node 0 from a memory-backend-file, as `qemu::vm::NumaMemory`.
+    if m.numa.is_some() {
+        argv.push("--hugepages".into());
+    }
     if let Some(v) = qemu_version {
         argv.extend(["--qemu-version".into(), v]);
     }
@@ -274,6 +284,8 @@ pub fn dstack_shape(vm: &qemu::vm::Vm) -> Result<DstackShape, String> {
             Device::Vsock { .. } => Some('v'),
             Device::Share(_) => Some('s'),
             Device::PcieRootPort { .. } => Some('r'),
+            // dstack-mr adds its expander only with GPUs (`acpi.rs` `create_tables`).
+            Device::PcieExpander { .. } => Some('x'),
             Device::Cdrom { .. } => None,
         })
         .collect();
@@ -291,6 +303,7 @@ pub fn dstack_shape(vm: &qemu::vm::Vm) -> Result<DstackShape, String> {
                         'n' => "net",
                         'v' => "vsock",
                         's' => "9p",
+                        'x' => "pxb-pcie",
                         _ => "root-port",
                     })
                     .collect::<Vec<_>>()
@@ -430,5 +443,19 @@ mod tests {
             blk("hd2"),
         ]);
         assert!(dstack_shape(&hd2).is_err());
+        // dstack-vmm's hugepages expander without GPUs: dstack-mr adds one only with GPUs.
+        let hugepages = vm(vec![
+            blk("hd0"),
+            blk("hd1"),
+            net(0),
+            Device::Vsock { guest_cid: 3 },
+            share(),
+            qemu::vm::dstack_hugepages_expander(),
+        ]);
+        let why = dstack_shape(&hugepages).unwrap_err();
+        assert!(
+            why.contains("[blk, blk, net, vsock, 9p, pxb-pcie]"),
+            "{why}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use super::esp::{self, UkiParts};
 use super::files::Kernel;
+use super::grub::{self, GrubParts};
 use super::ResolveError;
 use crate::scenario::{BootMode, Scenario};
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ pub(super) fn boot(
     cache: &images::Cache,
     kernel: Kernel,
     initrd: Option<PathBuf>,
-) -> Result<(qemu::vm::Boot, Option<UkiParts>), ResolveError> {
+) -> Result<(qemu::vm::Boot, Option<UkiParts>, Option<GrubParts>), ResolveError> {
     match scenario.boot {
         BootMode::Kernel => Ok((
             qemu::vm::Boot::Kernel {
@@ -21,7 +22,19 @@ pub(super) fn boot(
                 cmdline: scenario.cmdline.clone(),
             },
             None,
+            None,
         )),
+        BootMode::Grub => {
+            let initrd = initrd.ok_or_else(|| {
+                ResolveError::key(
+                    scenario,
+                    "initrd",
+                    "GRUB boot needs an initrd (`agent` or a file)",
+                )
+            })?;
+            let parts = grub::grub_parts(scenario, cache, kernel.vmlinuz, initrd)?;
+            Ok((qemu::vm::Boot::Disk, None, Some(parts)))
+        }
         BootMode::Uki => {
             let kernel_id = kernel.id.ok_or_else(|| {
                 ResolveError::key(
@@ -38,7 +51,7 @@ pub(super) fn boot(
                 )
             })?;
             let parts = esp::uki_parts(scenario, cache, kernel_id, initrd)?;
-            Ok((qemu::vm::Boot::Disk, Some(parts)))
+            Ok((qemu::vm::Boot::Disk, Some(parts), None))
         }
     }
 }

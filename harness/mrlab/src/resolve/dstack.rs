@@ -58,5 +58,6 @@ fn layout(preset: &DstackPreset, cache: &images::Cache) -> Result<qemu::vm::Dsta
             DstackHostShare::Disk => qemu::vm::DstackHostShare::Disk { file: blank()? },
         },
         root_ports: preset.root_ports,
+        hugepages: preset.hugepages,
     })
 }

@@ -5,7 +5,7 @@ use super::files::package_version;
 use super::{Problem, ResolveError};
 use crate::scenario::Scenario;
 use measure::quirks::Version;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What a UKI boot is made of: the ESP disk (first in `vm.devices`) and the files on it.
 #[derive(Clone, Debug)]
@@ -86,11 +86,26 @@ pub(super) fn uki_parts(
 /// Put the ESP first on the root bus, so OVMF enumerates it first ("UEFI Misc Device",
 /// Boot0001), and record the PCI paths of it, the other disks and the NICs.
 pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut UkiParts) -> Result<(), Problem> {
+    let place = attach_disk(vm, &parts.disk)?;
+    (parts.disk_pci, parts.other_disks_pci, parts.nics) =
+        (place.disk_pci, place.other_disks_pci, place.nics);
+    Ok(())
+}
+
+/// Where a boot disk and the other boot candidates sit, as OVMF's boot options name them.
+pub(super) struct DiskPlace {
+    pub disk_pci: Vec<(u8, u8)>,
+    pub other_disks_pci: Vec<Vec<(u8, u8)>>,
+    pub nics: Vec<measure::predict::Nic>,
+}
+
+/// [`attach`] for any ESP image (a UKI's or a shim + GRUB one).
+pub(super) fn attach_disk(vm: &mut qemu::vm::Vm, disk: &Path) -> Result<DiskPlace, Problem> {
     vm.devices.insert(
         0,
         qemu::vm::Device::Disk(qemu::vm::Disk {
             id: ESP_DRIVE_ID.into(),
-            file: parts.disk.clone(),
+            file: disk.to_owned(),
             format: qemu::vm::DiskFormat::Raw,
             // The cached image stays pristine; nothing in the boot writes to the ESP.
             readonly: true,
@@ -100,8 +115,8 @@ pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut UkiParts) -> Result<(), 
     // Disks and NICs always have a root-bus slot of their own.
     let root_bus_slot =
         |devices: &[qemu::vm::Device], i| qemu::pci::root_bus_slot(devices, i).unwrap_or(u8::MAX);
-    parts.disk_pci = vec![(root_bus_slot(&vm.devices, 0), 0)];
-    parts.other_disks_pci = vm
+    let disk_pci = vec![(root_bus_slot(&vm.devices, 0), 0)];
+    let other_disks_pci = vm
         .devices
         .iter()
         .enumerate()
@@ -110,7 +125,7 @@ pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut UkiParts) -> Result<(), 
         .map(|(i, _)| vec![(root_bus_slot(&vm.devices, i), 0)])
         .collect();
     let macs = vm.nic_macs()?;
-    parts.nics = vm
+    let nics = vm
         .devices
         .iter()
         .enumerate()
@@ -119,5 +134,9 @@ pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut UkiParts) -> Result<(), 
         .zip(macs)
         .map(|(pci, mac)| measure::predict::Nic { pci, mac })
         .collect();
-    Ok(())
+    Ok(DiskPlace {
+        disk_pci,
+        other_disks_pci,
+        nics,
+    })
 }

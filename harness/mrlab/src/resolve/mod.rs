@@ -10,10 +10,12 @@ mod dstack;
 mod emulator;
 mod esp;
 mod files;
+mod grub;
 mod machine;
 
 pub use devices::vsock_daemon;
 pub use esp::UkiParts;
+pub use grub::GrubParts;
 pub use machine::machine_json;
 
 use crate::scenario::Scenario;
@@ -34,6 +36,8 @@ pub struct Resolved {
     pub quirks: Quirks,
     /// UKI boot: the files on the boot disk, for the prediction.
     pub uki: Option<UkiParts>,
+    /// shim + GRUB boot: the files on the boot disk, for the prediction.
+    pub grub: Option<GrubParts>,
     /// The PCI option ROM file of each device that has one (label, path), in device order.
     pub option_roms: Vec<(String, PathBuf)>,
 }
@@ -158,18 +162,22 @@ pub fn resolve_without_qemu(
     let (firmware, ovmf_version) = files::firmware(scenario, cache, tpm)?;
     let kernel = files::kernel(scenario, cache)?;
     let initrd = files::initrd(scenario, cache, kernel.id.as_deref())?;
-    let (boot, mut uki) = boot::boot(scenario, cache, kernel, initrd)?;
+    let (boot, mut uki, mut grub) = boot::boot(scenario, cache, kernel, initrd)?;
     let mut vm = qemu::vm::Vm::new(firmware, scenario.cpus, scenario.memory, boot);
     vm.tpm = tpm;
     devices::vsock_host(&mut vm, cache);
     dstack::apply(&mut vm, scenario, cache)?;
-    machine::apply(&mut vm.machine, scenario)?;
+    machine::apply(&mut vm.machine, scenario, tpm)?;
     devices::add(&mut vm, scenario, cache)?;
     if let Some(parts) = &mut uki {
         esp::attach(&mut vm, parts).map_err(|m| ResolveError::key(scenario, "devices", m))?;
     }
+    if let Some(parts) = &mut grub {
+        grub::attach(&mut vm, parts).map_err(|m| ResolveError::key(scenario, "devices", m))?;
+    }
     let systemd_version = uki.as_ref().and_then(|u| u.systemd_version);
-    let quirks = Quirks::resolve(ovmf_version, qemu_version, systemd_version);
+    let quirks = Quirks::resolve(ovmf_version, qemu_version, systemd_version)
+        .with_grub(grub.as_ref().and_then(|g| g.grub_version));
     let firmware_strings = match (quirks.needs_firmware_strings(), ovmf_version) {
         (true, Some(_)) => Some(
             cache
@@ -187,6 +195,7 @@ pub fn resolve_without_qemu(
         firmware_strings,
         quirks,
         uki,
+        grub,
         option_roms: Vec::new(),
     })
 }

@@ -232,7 +232,7 @@ pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, St
     match &vm.boot {
         qemu::vm::Boot::Kernel {
             initrd: Some(path), ..
-        } => read(path, DISK).map(|b| Some(measure::Digests::of(&b))),
+        } => Ok(Some(measure::Digests::of(&read(path, DISK)?))),
         _ => Ok(None),
     }
 }

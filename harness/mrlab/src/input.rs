@@ -3,7 +3,7 @@
 //! named as such.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What a file is read as, and the most bytes such a file may have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,26 +45,61 @@ pub const QUOTE: Kind = Kind {
     max: MIB,
 };
 
-/// Reads `path` as `kind`: at most `kind.max` bytes, or an error naming the file.
-pub fn read(path: &Path, kind: Kind) -> Result<Vec<u8>, String> {
-    let name = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("{name}: {e}"))?;
-    if meta.is_dir() {
-        return Err(format!("{name}: is a directory, not a {}", kind.what));
+/// Why an input file was not read: the file is named, the cause (if any) is `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: is a directory, not a {what}", .path.display())]
+    Directory { path: PathBuf, what: &'static str },
+    #[error("{}: larger than {} MiB, the most a {what} may be", .path.display(), .max / MIB)]
+    TooLarge {
+        path: PathBuf,
+        what: &'static str,
+        max: u64,
+    },
+}
+
+/// The stages whose errors are still text take an input error as its one line.
+impl From<InputError> for String {
+    fn from(e: InputError) -> String {
+        crate::error::chain(&e)
     }
-    let file = std::fs::File::open(path).map_err(|e| format!("{name}: {e}"))?;
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InputError + '_ {
+    move |source| InputError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Reads `path` as `kind`: at most `kind.max` bytes, or an error naming the file.
+pub fn read(path: &Path, kind: Kind) -> Result<Vec<u8>, InputError> {
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    if meta.is_dir() {
+        return Err(InputError::Directory {
+            path: path.to_owned(),
+            what: kind.what,
+        });
+    }
+    let file = std::fs::File::open(path).map_err(io(path))?;
     // Sized up front: `Take` gives `read_to_end` no size hint, and growing by doubling made a
     // 4 MiB firmware an 8 MiB allocation (one more byte to see the end).
     let mut bytes = Vec::with_capacity(meta.len().min(kind.max) as usize + 1);
     file.take(kind.max + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("{name}: {e}"))?;
+        .map_err(io(path))?;
     if bytes.len() as u64 > kind.max {
-        return Err(format!(
-            "{name}: larger than {} MiB, the most a {} may be",
-            kind.max / MIB,
-            kind.what
-        ));
+        return Err(InputError::TooLarge {
+            path: path.to_owned(),
+            what: kind.what,
+            max: kind.max,
+        });
     }
     Ok(bytes)
 }
@@ -72,19 +107,18 @@ pub fn read(path: &Path, kind: Kind) -> Result<Vec<u8>, String> {
 /// The part of the disk image at `path` that its primary GPT spans (what a UEFI boot from it
 /// measures), not the whole image: an ESP image is 130 MiB, its GPT 17 KiB. A disk whose first
 /// two blocks hold no GPT header is read whole, so the GPT check names what is wrong with it.
-pub fn read_gpt_span(path: &Path, block_size: u32) -> Result<Vec<u8>, String> {
-    let name = path.display();
+pub fn read_gpt_span(path: &Path, block_size: u32) -> Result<Vec<u8>, InputError> {
     let head_len = 2 * u64::from(block_size);
     let mut head = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(head_len).read_to_end(&mut head))
-        .map_err(|e| format!("{name}: {e}"))?;
+        .map_err(io(path))?;
     match measure::gpt::primary_gpt_len(&head, block_size) {
         Some(len) if len <= DISK.max => {
             let mut span = Vec::new();
             std::fs::File::open(path)
                 .and_then(|f| f.take(len).read_to_end(&mut span))
-                .map_err(|e| format!("{name}: {e}"))?;
+                .map_err(io(path))?;
             Ok(span)
         }
         _ => read(path, DISK),
@@ -97,15 +131,24 @@ mod tests {
 
     #[test]
     fn endless_devices_directories_and_missing_files_are_named_errors() {
-        let e = read(Path::new("/dev/zero"), QUOTE).unwrap_err();
+        let e = read(Path::new("/dev/zero"), QUOTE).unwrap_err().to_string();
         assert_eq!(
             e,
             "/dev/zero: larger than 1 MiB, the most a quote or TDREPORT may be"
         );
-        let e = read(Path::new("/"), FIRMWARE).unwrap_err();
+        let e = read(Path::new("/"), FIRMWARE).unwrap_err().to_string();
         assert_eq!(e, "/: is a directory, not a firmware image");
         let e = read(Path::new("/no/such/file"), EVENT_LOG).unwrap_err();
+        assert!(
+            matches!(&e, InputError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+        );
+        // The file, then its cause, once.
+        let e = crate::error::chain(&e);
         assert!(e.starts_with("/no/such/file: No such file"), "{e}");
-        assert_eq!(read(Path::new("/dev/null"), EVENT_LOG), Ok(Vec::new()));
+        assert_eq!(e.matches("No such file").count(), 1, "{e}");
+        assert_eq!(
+            read(Path::new("/dev/null"), EVENT_LOG).unwrap(),
+            Vec::<u8>::new()
+        );
     }
 }

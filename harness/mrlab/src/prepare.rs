@@ -143,6 +143,37 @@ pub async fn prepare(
     prepare_resolved(resolved, platform).await
 }
 
+/// [`prepare`] for a TD and, beside it, for the same scenario's vTPM VM, whose events
+/// `mrlab predict --platform tdx` compares the TD's with. Both oracles run at once and the
+/// initrd is hashed once for all four predictions (before, the vTPM VM's whole preparation
+/// followed the TD's). The vTPM side may fail alone; the caller decides what that means.
+pub async fn prepare_td_with_vtpm(
+    scenario: &Scenario,
+    cache: &images::Cache,
+) -> Result<(Box<Prepared>, Result<Box<Prepared>, String>), String> {
+    let td = resolve::resolve(scenario, cache, false).map_err(|e| e.to_string())?;
+    let vtpm = resolve::resolve(scenario, cache, true).map_err(|e| e.to_string());
+    let td_oracle = qemu::fwcfg::dump_fw_cfg(&td.vm, &td.qemu_binary, firmware_pci(&td));
+    let vtpm_oracle = async {
+        let vtpm = vtpm.as_ref().map_err(Clone::clone)?;
+        qemu::fwcfg::dump_fw_cfg(&vtpm.vm, &vtpm.qemu_binary, firmware_pci(vtpm))
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let (td_oracle, vtpm_oracle, initrd) =
+        tokio::join!(td_oracle, vtpm_oracle, initrd_digests(&td));
+    let initrd = initrd?;
+    let td_prepared = prepared_from(
+        td,
+        td_oracle.map_err(|e| e.to_string())?,
+        initrd.clone(),
+        Platform::Tdx,
+    )?;
+    let vtpm_prepared =
+        vtpm.and_then(|vtpm| prepared_from(vtpm, vtpm_oracle?, initrd, Platform::Vtpm));
+    Ok((td_prepared, vtpm_prepared))
+}
+
 /// [`prepare`] of a scenario already resolved: the oracle and the prediction, which a boot of
 /// the same VM does not need, so `mrlab run` boots it meanwhile.
 pub async fn prepare_resolved(
@@ -201,7 +232,7 @@ pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, St
     match &vm.boot {
         qemu::vm::Boot::Kernel {
             initrd: Some(path), ..
-        } => read(path, DISK).map(|b| Some(measure::Digests::of(&b))),
+        } => Ok(Some(measure::Digests::of(&read(path, DISK)?))),
         _ => Ok(None),
     }
 }

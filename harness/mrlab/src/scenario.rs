@@ -302,8 +302,8 @@ impl Scenario {
             message,
         };
         check_values(&scenario).map_err(invalid)?;
-        check_preset(&scenario).map_err(invalid)?;
         check_grub(&scenario).map_err(invalid)?;
+        check_preset(&scenario).map_err(invalid)?;
         scenario.dir = path.parent().map(Path::to_owned).unwrap_or_default();
         Ok(scenario)
     }
@@ -359,38 +359,38 @@ fn check_values(scenario: &Scenario) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
-/// `preset` and `[dstack]` together, and what the preset cannot do (yet).
 /// `[grub]` and `[predict] grub_lines` belong to a shim + GRUB boot, one grub.cfg line each.
 fn check_grub(scenario: &Scenario) -> Result<(), (&'static str, String)> {
-    let is_grub = scenario.boot == BootMode::Grub;
     // One entry is one grub.cfg line: a line break would add lines unseen.
     let one_line_each = |lines: &[String]| !lines.iter().any(|l| l.contains(['\n', '\r', '\0']));
-    const ONE_LINE: &str = "a line holds a line break or a NUL byte: give each line on its own";
+    let broken = "a line holds a line break or a NUL byte: give each line on its own";
+    let grub_boot = scenario.boot == BootMode::Grub;
     if let Some(grub) = &scenario.grub {
-        if !is_grub {
+        if !grub_boot {
             return Err((
                 "grub",
                 "only a `boot = \"grub\"` scenario has a [grub] table".into(),
             ));
         }
         if !one_line_each(&grub.lines) {
-            return Err(("grub.lines", ONE_LINE.into()));
+            return Err(("grub.lines", broken.into()));
         }
     }
     if let Some(lines) = &scenario.predict.grub_lines {
-        if !is_grub {
+        if !grub_boot {
             return Err((
                 "predict.grub_lines",
                 "only a `boot = \"grub\"` scenario has grub.cfg lines".into(),
             ));
         }
         if !one_line_each(lines) {
-            return Err(("predict.grub_lines", ONE_LINE.into()));
+            return Err(("predict.grub_lines", broken.into()));
         }
     }
     Ok(())
 }
 
+/// `preset` and `[dstack]` together, and what the preset cannot do (yet).
 fn check_preset(scenario: &Scenario) -> Result<(), (&'static str, String)> {
     match scenario.preset {
         Some(Preset::Dstack) => {

@@ -167,9 +167,9 @@ fn grub_206_is_refused_with_the_reason_and_212_resolves() {
         )
         .expect("scenario")
     };
-    let err = mrlab::error::chain(
-        &resolve::resolve(&scenario("grub-2.06"), &cache, true).expect_err("2.06 is refused"),
-    );
+    let err = resolve::resolve(&scenario("grub-2.06"), &cache, true).expect_err("2.06 is refused");
+    // The reason is the error's source (a ResolveError names scenario and key).
+    let err = mrlab::error::chain(&err);
     assert!(err.contains("key `grub.package`"), "{err}");
     assert!(err.contains("TPMEventLog"), "{err}");
     let resolved = resolve::resolve(&scenario("grub-2.12"), &cache, true).expect("2.12");

@@ -206,8 +206,7 @@ fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
     let log_path = args.event_log.as_ref().ok_or_else(|| {
         anyhow::anyhow!("give --evidence DIR, or --event-log F with --quote Q or --tdreport T")
     })?;
-    let bytes =
-        mrlab::input::read(log_path, mrlab::input::EVENT_LOG).map_err(anyhow::Error::msg)?;
+    let bytes = mrlab::input::read(log_path, mrlab::input::EVENT_LOG)?;
     let (log, quote_bytes) = if bytes.first() == Some(&b'{') {
         let doc = evidence::dstack::parse_document(&bytes)
             .map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
@@ -223,10 +222,7 @@ fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
     let read = |path: &PathBuf| mrlab::input::read(path, mrlab::input::QUOTE);
     let quote_file = args.quote.as_ref().map(read).transpose();
     let tdreport_file = args.tdreport.as_ref().map(read).transpose();
-    let (quote_file, tdreport_file) = (
-        quote_file.map_err(anyhow::Error::msg)?,
-        tdreport_file.map_err(anyhow::Error::msg)?,
-    );
+    let (quote_file, tdreport_file) = (quote_file?, tdreport_file?);
     let tdreport = tdreport_file
         .as_deref()
         .zip(args.tdreport.as_ref())

@@ -52,8 +52,7 @@ fn sha384_hex(event: &measure::Event) -> String {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let path = args.file.display();
-    let image =
-        mrlab::input::read(&args.file, mrlab::input::FIRMWARE).map_err(anyhow::Error::msg)?;
+    let image = mrlab::input::read(&args.file, mrlab::input::FIRMWARE)?;
     let f = facts(&image, args.memory).with_context(|| path.to_string())?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&facts_json(&args, &f))?);

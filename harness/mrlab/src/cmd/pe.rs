@@ -71,7 +71,7 @@ fn machine_name(machine: u16) -> String {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let path = args.file.display().to_string();
-    let bytes = mrlab::input::read(&args.file, mrlab::input::IMAGE).map_err(anyhow::Error::msg)?;
+    let bytes = mrlab::input::read(&args.file, mrlab::input::IMAGE)?;
     let image = PeImage::parse(&bytes).with_context(|| format!("{path}: not a PE image"))?;
     let digests = image
         .authenticode()

@@ -41,14 +41,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let scenario = Scenario::load(&args.scenario)?;
     let cache = images::Cache::open(&images::workspace_root())?;
-    let prepared = match &args.fwcfg {
-        Some(dir) => mrlab::snapshot::prepare(&scenario, &cache, platform, dir),
-        None => {
-            tokio::runtime::Runtime::new()?.block_on(prepare::prepare(&scenario, &cache, platform))
+    let runtime = tokio::runtime::Runtime::new()?;
+    // A TD's events are compared with the vTPM VM's (`verification`); from QEMU both are
+    // prepared at once.
+    let (prepared, vtpm) = match (&args.fwcfg, platform) {
+        (Some(dir), _) => (
+            mrlab::snapshot::prepare(&scenario, &cache, platform, dir),
+            None,
+        ),
+        (None, Platform::Tdx) => {
+            match runtime.block_on(prepare::prepare_td_with_vtpm(&scenario, &cache)) {
+                Ok((td, vtpm)) => (Ok(td), Some(vtpm)),
+                Err(e) => (Err(e), None),
+            }
         }
-    }
-    .map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
-    let statuses = verification(&scenario, &cache, &prepared)?;
+        (None, Platform::Vtpm) => (
+            runtime.block_on(prepare::prepare(&scenario, &cache, platform)),
+            None,
+        ),
+    };
+    let prepared = prepared.map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
+    let vtpm = match vtpm {
+        Some(vtpm) => vtpm,
+        None if prepared.prediction.platform == Platform::Tdx => {
+            runtime.block_on(prepare::prepare(&scenario, &cache, Platform::Vtpm))
+        }
+        None => Err("a vTPM prediction has no vTPM events to compare with".into()),
+    };
+    let statuses = verification(&prepared, vtpm);
     let registers = registers(&prepared)?;
     let prediction = &prepared.prediction;
     if let Some(path) = &args.export_log {
@@ -63,27 +83,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Per TD event: how far it has been checked against real firmware (a vTPM prediction's
-/// events are the checks themselves: `-`).
+/// Per TD event: how far it has been checked against real firmware, from the vTPM VM's
+/// prediction of the same scenario (none when it failed: every event unchecked). A vTPM
+/// prediction's events are the checks themselves: `-`.
 fn verification(
-    scenario: &Scenario,
-    cache: &images::Cache,
     prepared: &prepare::Prepared,
-) -> anyhow::Result<Vec<&'static str>> {
+    vtpm: Result<Box<prepare::Prepared>, String>,
+) -> Vec<&'static str> {
     let prediction = &prepared.prediction;
-    Ok(match prediction.platform {
+    match prediction.platform {
         Platform::Tdx => {
-            let vtpm = tokio::runtime::Runtime::new()?
-                .block_on(mrlab::prepare::prepare(scenario, cache, Platform::Vtpm))
-                .map(|p| p.prediction.events)
-                .unwrap_or_default();
+            let vtpm = vtpm.map(|p| p.prediction.events).unwrap_or_default();
             mrlab::verification::before_boot(&prediction.events, &vtpm)
                 .into_iter()
                 .map(|v| v.as_str())
                 .collect()
         }
         Platform::Vtpm => vec!["-"; prediction.events.len()],
-    })
+    }
 }
 
 /// The predicted registers by name: a TD's MRTD and RTMRs, a vTPM guest's PCRs (null where

@@ -17,7 +17,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let path = args.file.display();
-    let bytes = mrlab::input::read(&args.file, mrlab::input::QUOTE).map_err(anyhow::Error::msg)?;
+    let bytes = mrlab::input::read(&args.file, mrlab::input::QUOTE)?;
     let mut fields = if bytes.len() == evidence::tdreport::SIZE {
         let report =
             evidence::tdreport::parse(&bytes).with_context(|| format!("{path}: TDREPORT"))?;

@@ -22,8 +22,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let bytes =
-        mrlab::input::read(&args.file, mrlab::input::EVENT_LOG).map_err(anyhow::Error::msg)?;
+    let bytes = mrlab::input::read(&args.file, mrlab::input::EVENT_LOG)?;
     let log = evidence::log::parse(&bytes, args.format).with_context(|| {
         format!(
             "{}: parsing as {} event log",

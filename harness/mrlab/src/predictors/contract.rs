@@ -133,18 +133,6 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
     let vm = &resolved.vm;
     let path = |p: &Path| absolute(p).display().to_string();
     let cmdline_override = resolved.scenario.predict.cmdline.clone();
-    let grub = resolved.grub.as_ref().map_or(Value::Null, |g| {
-        json!({
-            "disk": path(&g.disk),
-            "esp": {
-                "EFI/BOOT/BOOTX64.EFI": path(&g.shim),
-                "EFI/BOOT/grubx64.efi": path(&g.grub),
-                "vmlinuz": path(&g.kernel),
-                "initrd.img": path(&g.initrd),
-            },
-            "grub_cfg": g.grub_cfg,
-        })
-    });
     let (boot, kernel, initrd, cmdline, uki) = match (&vm.boot, &resolved.uki) {
         (
             Boot::Kernel {
@@ -178,7 +166,7 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
         "kernel": kernel,
         "initrd": initrd,
         "uki": uki,
-        "grub": grub,
+        "grub": grub_json(resolved),
         "cmdline": cmdline,
         "cpus": vm.cpus,
         "memory": vm.memory,
@@ -188,6 +176,23 @@ pub fn inputs_json(resolved: &Resolved, order: PageOrder) -> Value {
         "qemu": qemu_json(resolved),
         "ovmf_version": resolved.ovmf_version.map(|v| v.to_string()),
         "mrtd_page_order": order.name(),
+    })
+}
+
+/// A shim + GRUB boot's ESP: its files by their path on it, and grub.cfg's text.
+fn grub_json(resolved: &Resolved) -> Value {
+    let path = |p: &Path| absolute(p).display().to_string();
+    resolved.grub.as_ref().map_or(Value::Null, |g| {
+        json!({
+            "disk": path(&g.disk),
+            "esp": {
+                "EFI/BOOT/BOOTX64.EFI": path(&g.shim),
+                "EFI/BOOT/grubx64.efi": path(&g.grub),
+                "vmlinuz": path(&g.kernel),
+                "initrd.img": path(&g.initrd),
+            },
+            "grub_cfg": g.grub_cfg,
+        })
     })
 }
 

@@ -28,12 +28,10 @@ pub(super) fn firmware(
             .map_err(|e| ResolveError::images(scenario, e))?;
         (path, package_version(cache, &scenario.firmware))
     };
-    crate::input::read(&firmware, crate::input::FIRMWARE)
-        .and_then(|image| {
-            measure::firmware::check_uefi_image(&image)
-                .map_err(|e| format!("{}: {e}", firmware.display()))
-        })
-        .map_err(|m| key_err(m.into()))?;
+    let image = crate::input::read(&firmware, crate::input::FIRMWARE)
+        .map_err(|e| key_err(Problem::Input(e)))?;
+    measure::firmware::check_uefi_image(&image)
+        .map_err(|e| key_err(format!("{}: {e}", firmware.display()).into()))?;
     Ok((firmware, version))
 }
 

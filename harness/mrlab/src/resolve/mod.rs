@@ -89,6 +89,8 @@ pub enum Problem {
         status: std::process::ExitStatus,
         stderr: String,
     },
+    #[error(transparent)]
+    Input(crate::input::InputError),
     /// A rule of the scenario format or of a lower stage, in words.
     #[error("{0}")]
     Rule(String),

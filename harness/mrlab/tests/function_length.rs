@@ -3,21 +3,11 @@
 //! (docs/ARCHITECTURE.md). Tables are `const`/`static` items, not functions, and are not
 //! measured. Everything from a file's first `#[cfg(test)]` on is its tests.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 const MAX_LINES: usize = 80;
-
-/// Every `.rs` file below `dir`.
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// Whether `line` starts a function item (`fn`, after visibility and qualifiers).
 fn starts_fn(line: &str) -> bool {
@@ -112,7 +102,7 @@ fn functions(source: &str) -> Vec<(usize, String, usize)> {
 fn no_function_of_mrlab_is_longer_than_the_limit() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    common::rust_files(&src, &mut files);
     let mut measured = 0;
     let mut too_long = Vec::new();
     for file in files {

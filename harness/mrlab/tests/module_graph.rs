@@ -4,22 +4,12 @@
 //! `main.rs` and `cmd/` sit on top and reach the library as `mrlab::`, so they are not part of
 //! the graph.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
-
-/// Every `.rs` file below `dir`.
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// The stage a file belongs to: its first path component, without `.rs`.
 fn stage_of(relative: &Path) -> String {
@@ -94,7 +84,7 @@ fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
 /// The stage graph of the library under `src`.
 fn stage_graph(src: &Path) -> Graph {
     let mut files = Vec::new();
-    rust_files(src, &mut files);
+    common::rust_files(src, &mut files);
     let mut graph = Graph::new();
     for file in files {
         let relative = file.strip_prefix(src).expect("below src");

@@ -44,3 +44,15 @@ pub fn data(name: &str) -> PathBuf {
 pub fn deb_file(id: &str, path: &str) -> PathBuf {
     repo().join(".cache/debs").join(id).join(path)
 }
+
+/// Every `.rs` file below `dir`.
+pub fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}

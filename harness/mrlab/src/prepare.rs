@@ -289,9 +289,9 @@ pub fn predict_for(
             predict(Boot::Uki(UkiBoot {
                 disk: &disk,
                 block_size,
-                disk_pci: uki.disk_pci.clone(),
-                other_disks_pci: uki.other_disks_pci.clone(),
-                nics: uki.nics.clone(),
+                disk_pci: uki.place.disk_pci.clone(),
+                other_disks_pci: uki.place.other_disks_pci.clone(),
+                nics: uki.place.nics.clone(),
                 bootloader: &bootloader,
                 loader_conf: uki.loader_conf.as_deref().map(str::as_bytes),
                 uki: &image,

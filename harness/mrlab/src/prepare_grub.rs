@@ -46,9 +46,9 @@ impl GrubInputs<'_> {
         Boot::Grub(GrubBoot {
             disk: &self.disk,
             block_size: BLOCK_SIZE,
-            disk_pci: self.parts.disk_pci.clone(),
-            other_disks_pci: self.parts.other_disks_pci.clone(),
-            nics: self.parts.nics.clone(),
+            disk_pci: self.parts.place.disk_pci.clone(),
+            other_disks_pci: self.parts.place.other_disks_pci.clone(),
+            nics: self.parts.place.nics.clone(),
             shim: &self.shim,
             grub: &self.grub,
             files: measure::grub::GrubFiles {

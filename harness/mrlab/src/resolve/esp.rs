@@ -11,12 +11,8 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 pub struct UkiParts {
     pub disk: PathBuf,
-    /// The disk's PCI path from the root bus, (device, function) per hop.
-    pub disk_pci: Vec<(u8, u8)>,
-    /// The other disks' PCI paths, in root-bus order (OVMF's boot options for them).
-    pub other_disks_pci: Vec<Vec<(u8, u8)>>,
-    /// The NICs' PCI paths and MACs, in root-bus order (OVMF's network boot options).
-    pub nics: Vec<measure::predict::Nic>,
+    /// Where the ESP and the other boot candidates sit (set when it is attached).
+    pub place: DiskPlace,
     /// systemd-boot as copied to `\EFI\BOOT\BOOTX64.EFI`.
     pub bootloader: PathBuf,
     pub uki: PathBuf,
@@ -73,9 +69,7 @@ pub(super) fn uki_parts(
         .map_err(images_err)?;
     Ok(UkiParts {
         disk,
-        disk_pci: Vec::new(),
-        other_disks_pci: Vec::new(),
-        nics: Vec::new(),
+        place: DiskPlace::default(),
         bootloader: cache.systemd_boot(bootloader_id).map_err(images_err)?,
         uki,
         loader_conf: Some(LOADER_CONF.into()),
@@ -86,16 +80,18 @@ pub(super) fn uki_parts(
 /// Put the ESP first on the root bus, so OVMF enumerates it first ("UEFI Misc Device",
 /// Boot0001), and record the PCI paths of it, the other disks and the NICs.
 pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut UkiParts) -> Result<(), Problem> {
-    let place = attach_disk(vm, &parts.disk)?;
-    (parts.disk_pci, parts.other_disks_pci, parts.nics) =
-        (place.disk_pci, place.other_disks_pci, place.nics);
+    parts.place = attach_disk(vm, &parts.disk)?;
     Ok(())
 }
 
 /// Where a boot disk and the other boot candidates sit, as OVMF's boot options name them.
-pub(super) struct DiskPlace {
+#[derive(Clone, Debug, Default)]
+pub struct DiskPlace {
+    /// The disk's PCI path from the root bus, (device, function) per hop.
     pub disk_pci: Vec<(u8, u8)>,
+    /// The other disks' PCI paths, in root-bus order (OVMF's boot options for them).
     pub other_disks_pci: Vec<Vec<(u8, u8)>>,
+    /// The NICs' PCI paths and MACs, in root-bus order (OVMF's network boot options).
     pub nics: Vec<measure::predict::Nic>,
 }
 

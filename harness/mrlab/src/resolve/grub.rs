@@ -12,12 +12,8 @@ use std::path::PathBuf;
 #[derive(Clone, Debug)]
 pub struct GrubParts {
     pub disk: PathBuf,
-    /// The disk's PCI path from the root bus, (device, function) per hop.
-    pub disk_pci: Vec<(u8, u8)>,
-    /// The other disks' PCI paths, in root-bus order (OVMF's boot options for them).
-    pub other_disks_pci: Vec<Vec<(u8, u8)>>,
-    /// The NICs' PCI paths and MACs, in root-bus order (OVMF's network boot options).
-    pub nics: Vec<measure::predict::Nic>,
+    /// Where the ESP and the other boot candidates sit (set when it is attached).
+    pub place: esp::DiskPlace,
     /// The packages' files copied to `\EFI\BOOT\BOOTX64.EFI` and `\EFI\BOOT\grubx64.efi`.
     pub shim: PathBuf,
     pub grub: PathBuf,
@@ -73,9 +69,7 @@ pub(super) fn grub_parts(
     };
     Ok(GrubParts {
         disk: cache.grub_disk(&spec).map_err(images_err)?,
-        disk_pci: Vec::new(),
-        other_disks_pci: Vec::new(),
-        nics: Vec::new(),
+        place: esp::DiskPlace::default(),
         shim: cache.shim(&options.shim).map_err(images_err)?,
         grub: cache.grub(&options.package).map_err(images_err)?,
         grub_cfg,
@@ -89,8 +83,6 @@ pub(super) fn grub_parts(
 
 /// Put the ESP first on the root bus and record the PCI paths its boot options name.
 pub(super) fn attach(vm: &mut qemu::vm::Vm, parts: &mut GrubParts) -> Result<(), Problem> {
-    let place = esp::attach_disk(vm, &parts.disk)?;
-    (parts.disk_pci, parts.other_disks_pci, parts.nics) =
-        (place.disk_pci, place.other_disks_pci, place.nics);
+    parts.place = esp::attach_disk(vm, &parts.disk)?;
     Ok(())
 }

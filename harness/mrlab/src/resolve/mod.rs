@@ -14,7 +14,7 @@ mod grub;
 mod machine;
 
 pub use devices::vsock_daemon;
-pub use esp::UkiParts;
+pub use esp::{DiskPlace, UkiParts};
 pub use grub::GrubParts;
 pub use machine::machine_json;
 

@@ -102,11 +102,16 @@ pub(super) fn existing(base: &Path, path: &str) -> Result<PathBuf, Problem> {
 
 /// The version of a managed package, from the lock.
 pub(super) fn package_version(cache: &images::Cache, id: &str) -> Option<Version> {
+    locked_version(cache, id).and_then(Version::parse)
+}
+
+/// The Debian version string the lock pins for package `id`.
+pub(super) fn locked_version<'c>(cache: &'c images::Cache, id: &str) -> Option<&'c str> {
     cache
         .packages()
         .iter()
         .find(|p| p.id == id)
-        .and_then(|p| Version::parse(&p.version))
+        .map(|p| p.version.as_str())
 }
 
 /// A sparse all-zero raw disk of `size` bytes in the image cache, made once.

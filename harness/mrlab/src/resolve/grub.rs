@@ -3,6 +3,7 @@
 //! and attached first on the root bus like a UKI boot's.
 
 use super::esp;
+use super::files::locked_version;
 use super::{Problem, ResolveError};
 use crate::scenario::Scenario;
 use measure::quirks::Version;
@@ -40,11 +41,8 @@ pub(super) fn grub_parts(
     let images_err = |source| ResolveError::images(scenario, source);
     let options = scenario.grub.clone().unwrap_or_default();
     // Debian's signed package versions are `<template>+<GRUB version>`: 1+2.12+9+deb13u4.
-    let grub_version = cache
-        .packages()
-        .iter()
-        .find(|p| p.id == options.package)
-        .and_then(|p| p.version.split_once('+'))
+    let grub_version = locked_version(cache, &options.package)
+        .and_then(|version| version.split_once('+'))
         .and_then(|(_, upstream)| Version::parse(upstream));
     if grub_version.is_some_and(|v| v < Version(2, 12)) {
         return Err(ResolveError::key(

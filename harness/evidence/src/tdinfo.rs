@@ -35,6 +35,11 @@ impl TdInfo {
         })
     }
 
+    /// MRTD and RTMR0–3, the registers a prediction is compared with.
+    pub fn registers(&self) -> measure::Registers {
+        measure::Registers::td(self.mrtd, self.rtmrs)
+    }
+
     /// The fields as lower-case hex into `out` in their order, each RTMR as `rtmr0`…`rtmr3`.
     pub(crate) fn write_json(&self, out: &mut Map<String, Value>) {
         let hex_fields: [(&str, &[u8]); 10] = [

@@ -257,6 +257,16 @@ fn check_quote(c: &mut Check, expected: &Value, bytes: &[u8]) {
             for (k, v) in expected.as_object().unwrap() {
                 c.eq(&format!("quote.{k}"), v, &actual[k]);
             }
+            // The register set a prediction is compared with holds the body's MRTD and RTMRs.
+            let registers = q.body.td.registers();
+            for r in measure::Register::ALL {
+                let key = format!("quote.registers().{r}");
+                c.eq(
+                    &key,
+                    &expected[r.name()],
+                    &json!(hex::encode(registers.get(r))),
+                );
+            }
         }
     }
 }

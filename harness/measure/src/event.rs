@@ -352,21 +352,36 @@ impl Event {
     }
 }
 
-/// TD register values folded from events: `R = SHA384(R ‖ digest)` from 48 zero bytes.
+/// A TD's register set: MRTD and RTMR0–3, indexed by [`Register`]. Folding events starts each
+/// register at 48 zero bytes (`R = SHA384(R ‖ digest)`); a quote, a TDREPORT or a prediction
+/// gives all five. A register can also be unknown: the predictor contract lets a predictor
+/// leave RTMR3 out (`predictors/contract.rs` in mrlab), and an unknown register is compared with
+/// nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Registers {
-    pub values: [[u8; 48]; 5],
+    values: [[u8; 48]; 5],
+    known: [bool; 5],
 }
 
 impl Default for Registers {
     fn default() -> Registers {
         Registers {
             values: [[0; 48]; 5],
+            known: [true; 5],
         }
     }
 }
 
 impl Registers {
+    /// A TD's registers as a quote's or a TDREPORT's TDINFO lays them out: MRTD, then RTMR0–3.
+    pub fn td(mrtd: [u8; 48], rtmrs: [[u8; 48]; 4]) -> Registers {
+        let [rtmr0, rtmr1, rtmr2, rtmr3] = rtmrs;
+        Registers {
+            values: [mrtd, rtmr0, rtmr1, rtmr2, rtmr3],
+            known: [true; 5],
+        }
+    }
+
     /// Fold the SHA-384 digests of the events into RTMRs. Events with no SHA-384 digest or no TD
     /// register are skipped; MRTD is never extended from a log.
     pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Registers {
@@ -388,8 +403,27 @@ impl Registers {
         *slot = extend_sha384(slot, digest);
     }
 
+    /// Sets a register to a value measured apart from the log (MRTD, from the firmware).
+    pub fn set(&mut self, register: Register, value: [u8; 48]) {
+        self.values[register as usize] = value;
+        self.known[register as usize] = true;
+    }
+
+    /// The same set with `register` unknown.
+    pub fn without(mut self, register: Register) -> Registers {
+        self.values[register as usize] = [0; 48];
+        self.known[register as usize] = false;
+        self
+    }
+
+    /// A register's value; an unknown one reads as zeros (see [`Registers::known`]).
     pub fn get(&self, register: Register) -> [u8; 48] {
         self.values[register as usize]
+    }
+
+    /// A register's value, `None` when it is unknown.
+    pub fn known(&self, register: Register) -> Option<[u8; 48]> {
+        self.known[register as usize].then_some(self.values[register as usize])
     }
 }
 
@@ -457,6 +491,20 @@ mod tests {
         let expected = extend_sha384(&[0; 48], &Sha384::digest([0u8; 4]).into());
         assert_eq!(regs.get(Register::Rtmr0), expected);
         assert_eq!(regs.get(Register::Rtmr1), [0; 48]);
+    }
+
+    #[test]
+    fn a_td_set_is_in_tdinfo_order_and_a_register_can_be_unknown() {
+        let regs = Registers::td([1; 48], [[2; 48], [3; 48], [4; 48], [5; 48]]);
+        let values: Vec<u8> = Register::ALL.iter().map(|&r| regs.get(r)[0]).collect();
+        assert_eq!(values, [1, 2, 3, 4, 5]);
+        let partial = regs.clone().without(Register::Rtmr3);
+        assert_eq!(partial.known(Register::Rtmr3), None);
+        assert_eq!(partial.known(Register::Rtmr2), Some([4; 48]));
+        assert_ne!(partial, regs);
+        let mut set = Registers::default().without(Register::Mrtd);
+        set.set(Register::Mrtd, [9; 48]);
+        assert_eq!(set.known(Register::Mrtd), Some([9; 48]));
     }
 
     #[test]

@@ -74,31 +74,16 @@ fn kernel_as_measured<'a>(
     }
 }
 
-/// TD registers: MRTD, RTMR0–2 and, when known, RTMR3.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TdRegisters {
-    pub mrtd: [u8; 48],
-    pub rtmr: [[u8; 48]; 3],
-    pub rtmr3: Option<[u8; 48]>,
-}
-
 /// The builtin TD registers of a TD preparation: MRTD from the firmware in `order`, RTMRs
 /// folded from the predicted events.
-pub fn builtin_registers(prepared: &Prepared, order: PageOrder) -> Result<TdRegisters, String> {
+pub fn builtin_registers(prepared: &Prepared, order: PageOrder) -> Result<Registers, String> {
     let path = &prepared.resolved.vm.firmware;
     let firmware = crate::input::read(path, crate::input::FIRMWARE)?;
     let parsed = tdvf::Tdvf::parse(&firmware).map_err(|e| format!("{}: {e}", path.display()))?;
     let mrtd = tdvf::mrtd(&parsed, &firmware, order).map_err(|e| e.to_string())?;
-    let regs = Registers::fold(&prepared.prediction.events);
-    Ok(TdRegisters {
-        mrtd,
-        rtmr: [
-            regs.get(Register::Rtmr0),
-            regs.get(Register::Rtmr1),
-            regs.get(Register::Rtmr2),
-        ],
-        rtmr3: Some(regs.get(Register::Rtmr3)),
-    })
+    let mut regs = Registers::fold(&prepared.prediction.events);
+    regs.set(Register::Mrtd, mrtd);
+    Ok(regs)
 }
 
 /// A vTPM PCR folded from the predicted events that land in it, in one bank (`sha256` or

@@ -1,6 +1,7 @@
 //! Recorded evidence: the agent's record as a results folder holds it (`evidence/`), written
 //! after a boot and read back for an offline diagnosis, and a TD's evidence taken from a record.
 
+use measure::Registers;
 use std::path::Path;
 
 /// Read a results folder's `evidence/` back into a record.
@@ -47,8 +48,8 @@ pub fn record_from_dir(dir: &Path) -> Result<agent::record::Record, String> {
 /// A TD's recorded evidence: its event log and the registers it reported.
 pub struct TdEvidence {
     pub log: evidence::log::EventLog,
-    pub mrtd: [u8; 48],
-    pub rtmrs: [[u8; 48]; 4],
+    /// MRTD and RTMR0–3 of the quote or TDREPORT.
+    pub registers: Registers,
     /// Where the registers came from, for messages.
     pub source: String,
 }
@@ -60,26 +61,24 @@ pub struct Named<'a> {
     pub source: String,
 }
 
-/// MRTD, RTMR0–3 and where they came from.
-pub type TdRegistersSeen = ([u8; 48], [[u8; 48]; 4], String);
-
 /// The one place that picks a TD's registers: the quote when there is one, else the TDREPORT;
-/// `None` when there is neither. A quote or TDREPORT that does not parse is an error naming it.
+/// `None` when there is neither. Gives the registers and where they came from. A quote or
+/// TDREPORT that does not parse is an error naming it.
 pub fn quote_else_tdreport(
     quote: Option<Named>,
     tdreport: Option<Named>,
-) -> Option<Result<TdRegistersSeen, String>> {
+) -> Option<Result<(Registers, String), String>> {
     if let Some(q) = quote {
         return Some(
             evidence::quote::parse(q.bytes)
-                .map(|quote| (quote.body.td.mrtd, quote.body.td.rtmrs, q.source))
+                .map(|quote| (quote.body.td.registers(), q.source))
                 .map_err(|e| format!("{}: {e}", q.name)),
         );
     }
     let t = tdreport?;
     Some(
         evidence::tdreport::parse(t.bytes)
-            .map(|report| (report.td.mrtd, report.td.rtmrs, t.source))
+            .map(|report| (report.td.registers(), t.source))
             .map_err(|e| format!("{}: {e}", t.name)),
     )
 }
@@ -112,7 +111,7 @@ impl TdEvidence {
         };
         let quote = named(agent::record::QUOTE_ENTRY, "quote");
         let tdreport = named(agent::record::TDREPORT_ENTRY, "TDREPORT");
-        let (mrtd, rtmrs, source) = quote_else_tdreport(quote, tdreport).unwrap_or_else(|| {
+        let (registers, source) = quote_else_tdreport(quote, tdreport).unwrap_or_else(|| {
             Err(format!(
                 "neither tdx/quote nor tdx/tdreport: no TD registers{}",
                 agent_said()
@@ -120,8 +119,7 @@ impl TdEvidence {
         })?;
         Ok(TdEvidence {
             log,
-            mrtd,
-            rtmrs,
+            registers,
             source,
         })
     }
@@ -194,7 +192,7 @@ mod tests {
         let td = TdEvidence::from_record(&record).unwrap();
         assert_eq!(td.source, "quote");
         let rtmr0 = "3fa2f61f395b7f5feefb4ec2df61297f109ad8abcd6410c1b7df60f21f37b19297fc35e544039c7e1edece752afd17f6";
-        assert_eq!(hex::encode(td.rtmrs[0]), rtmr0);
+        assert_eq!(hex::encode(td.registers.get(Register::Rtmr0)), rtmr0);
         assert_eq!(
             hex::encode(td.log.replay_rtmrs().get(Register::Rtmr0)),
             rtmr0

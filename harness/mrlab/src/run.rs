@@ -237,17 +237,12 @@ async fn judge_td(
     let record =
         agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
     let td = crate::recorded::TdEvidence::from_record(&record)?;
-    let actual = crate::prepare::TdRegisters {
-        mrtd: td.mrtd,
-        rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
-        rtmr3: Some(td.rtmrs[3]),
-    };
     let label = format!("actual ({})", td.source);
     let rows = crate::predictors::check_all(
         predictors,
         prepared,
         prepared.resolved.quirks.mrtd_page_order,
-        &actual,
+        &td.registers,
         &label,
         &dir.join("predictors"),
     )

@@ -5,6 +5,7 @@
 
 mod common;
 
+use measure::Register;
 use mrlab::predictors::{self, Prediction, Predictor};
 use mrlab::report::predictors::Status;
 use mrlab::report::Verdict;
@@ -232,7 +233,10 @@ fn dstack_mr_adapter_maps_the_vm() {
         panic!("{prediction:?}")
     };
     assert_eq!(
-        (registers.mrtd, registers.rtmr[2]),
+        (
+            registers.get(Register::Mrtd),
+            registers.get(Register::Rtmr2)
+        ),
         ([0x11; 48], [0x44; 48])
     );
     if old_qemu {

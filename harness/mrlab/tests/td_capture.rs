@@ -140,8 +140,7 @@ fn diagnose_names_the_first_divergence_of_the_td_capture() {
     let quote = evidence::quote::parse(&doc.quote).unwrap();
     let td = TdEvidence {
         log: doc.event_log,
-        mrtd: quote.body.td.mrtd,
-        rtmrs: quote.body.td.rtmrs,
+        registers: quote.body.td.registers(),
         source: "quote".into(),
     };
     let report = diagnose_td(&prepared, "dstack-td.toml", &td, PageOrder::TwoPass).unwrap();

@@ -150,16 +150,11 @@ fn judge_td(ctx: &Context, args: &Args, td: &TdEvidence) -> anyhow::Result<Scena
         judge::td_judgement(&prepared, &ctx.file, td, order).map_err(anyhow::Error::msg)?;
     let mut rows = Vec::new();
     if !args.predictors.is_empty() {
-        let actual = prepare::TdRegisters {
-            mrtd: td.mrtd,
-            rtmr: [td.rtmrs[0], td.rtmrs[1], td.rtmrs[2]],
-            rtmr3: Some(td.rtmrs[3]),
-        };
         rows = ctx.rt.block_on(predictors::check_all(
             &args.predictors,
             &prepared,
             order,
-            &actual,
+            &td.registers,
             &label,
             ctx.work.path(),
         ));
@@ -237,15 +232,14 @@ fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
             source: source.clone(),
         }),
     };
-    let (mrtd, rtmrs, source) = quote_else_tdreport(quote, tdreport)
+    let (registers, source) = quote_else_tdreport(quote, tdreport)
         .unwrap_or_else(|| {
             Err("--event-log needs --quote or --tdreport (the TD's registers)".into())
         })
         .map_err(anyhow::Error::msg)?;
     Ok(TdEvidence {
         log,
-        mrtd,
-        rtmrs,
+        registers,
         source,
     })
 }

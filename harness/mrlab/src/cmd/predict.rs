@@ -1,6 +1,6 @@
 //! `mrlab predict`: the predicted event log of a scenario, without booting it.
 
-use measure::Platform;
+use measure::{Platform, Register};
 use mrlab::prepare;
 use mrlab::scenario::Scenario;
 use serde_json::{json, Value};
@@ -113,13 +113,11 @@ fn registers(prepared: &prepare::Prepared) -> anyhow::Result<Value> {
             let order = prepared.resolved.quirks.mrtd_page_order;
             let regs =
                 mrlab::prepare::builtin_registers(prepared, order).map_err(anyhow::Error::msg)?;
-            json!({
-                "mrtd": hex::encode(regs.mrtd),
-                "rtmr0": hex::encode(regs.rtmr[0]),
-                "rtmr1": hex::encode(regs.rtmr[1]),
-                "rtmr2": hex::encode(regs.rtmr[2]),
-                "rtmr3": regs.rtmr3.map(hex::encode),
-            })
+            let mut map = serde_json::Map::new();
+            for r in Register::ALL {
+                map.insert(r.name().into(), json!(regs.known(r).map(hex::encode)));
+            }
+            Value::Object(map)
         }
         Platform::Vtpm => {
             let mut map = serde_json::Map::new();

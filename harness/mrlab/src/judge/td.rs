@@ -93,21 +93,18 @@ pub fn td_judgement(
 fn replay_problems(evidence: &TdEvidence) -> Vec<String> {
     let replayed = evidence.log.replay_rtmrs();
     let mut problems = Vec::new();
-    for (i, reg) in [
+    for reg in [
         Register::Rtmr0,
         Register::Rtmr1,
         Register::Rtmr2,
         Register::Rtmr3,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        if replayed.get(reg) != evidence.rtmrs[i] {
+    ] {
+        if replayed.get(reg) != evidence.registers.get(reg) {
             problems.push(format!(
                 "the event log does not replay to {reg} of the {}: log {} vs {}",
                 evidence.source,
                 hex::encode(replayed.get(reg)),
-                hex::encode(evidence.rtmrs[i])
+                hex::encode(evidence.registers.get(reg))
             ));
         }
     }
@@ -122,14 +119,14 @@ fn register_rows(
     page_order: PageOrder,
 ) -> Result<Vec<RegisterRow>, String> {
     let builtin = crate::prepare::builtin_registers(prepared, page_order)?;
-    let mut registers = vec![row("mrtd", &builtin.mrtd, &evidence.mrtd)];
-    for (i, reg) in [Register::Rtmr0, Register::Rtmr1, Register::Rtmr2]
-        .into_iter()
-        .enumerate()
-    {
-        registers.push(row(reg.name(), &builtin.rtmr[i], &evidence.rtmrs[i]));
-    }
-    Ok(registers)
+    let rows = [
+        Register::Mrtd,
+        Register::Rtmr0,
+        Register::Rtmr1,
+        Register::Rtmr2,
+    ]
+    .map(|reg| row(reg.name(), &builtin.get(reg), &evidence.registers.get(reg)));
+    Ok(rows.to_vec())
 }
 
 fn row(name: &str, predicted: &[u8; 48], actual: &[u8; 48]) -> RegisterRow {

@@ -40,58 +40,39 @@
 
 use super::exec::run_capture;
 use super::{absolute, Prediction};
-use crate::prepare::TdRegisters;
 use crate::resolve::Resolved;
 use measure::tdvf::PageOrder;
+use measure::{Register, Registers};
 use serde_json::{json, Value};
 use std::path::Path;
 
-/// The register names of the contract, in report order.
-pub const REGISTERS: [&str; 5] = ["mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3"];
-
-/// The contract's side of the TD registers: by register name, and read from stdout.
-impl TdRegisters {
-    pub(super) fn get(&self, name: &str) -> Option<[u8; 48]> {
-        match name {
-            "mrtd" => Some(self.mrtd),
-            "rtmr0" => Some(self.rtmr[0]),
-            "rtmr1" => Some(self.rtmr[1]),
-            "rtmr2" => Some(self.rtmr[2]),
-            "rtmr3" => self.rtmr3,
-            _ => None,
-        }
-    }
-
-    /// Parse the contract's stdout document.
-    pub fn from_json(stdout: &[u8]) -> Result<TdRegisters, String> {
-        let doc: serde_json::Map<String, Value> = serde_json::from_slice(stdout)
-            .map_err(|e| format!("stdout is not a JSON object: {e}"))?;
-        let field = |name: &str| -> Result<Option<[u8; 48]>, String> {
-            let Some(value) = doc.get(name) else {
-                return Ok(None);
-            };
-            let text = value
-                .as_str()
-                .ok_or_else(|| format!("`{name}` is {value}, expected a hex string"))?;
-            let bytes = hex::decode(text).map_err(|e| format!("`{name}`: not hex: {e}"))?;
-            let len = bytes.len();
-            <[u8; 48]>::try_from(bytes)
-                .map(Some)
-                .map_err(|_| format!("`{name}`: {len} bytes, expected 48 (SHA-384)"))
+/// Parse the contract's stdout document: each register by its name (`mrtd`, `rtmr0`…), RTMR3
+/// optional (unknown when absent).
+pub fn registers_from_json(stdout: &[u8]) -> Result<Registers, String> {
+    let doc: serde_json::Map<String, Value> =
+        serde_json::from_slice(stdout).map_err(|e| format!("stdout is not a JSON object: {e}"))?;
+    let mut registers = Registers::default();
+    for register in Register::ALL {
+        let name = register.name();
+        let Some(value) = doc.get(name) else {
+            if register == Register::Rtmr3 {
+                registers = registers.without(register);
+                continue;
+            }
+            return Err(format!(
+                "stdout has no `{name}` (expected {{\"mrtd\",\"rtmr0\",\"rtmr1\",\"rtmr2\"}})"
+            ));
         };
-        let required = |name: &str| {
-            field(name)?.ok_or_else(|| {
-                format!(
-                    "stdout has no `{name}` (expected {{\"mrtd\",\"rtmr0\",\"rtmr1\",\"rtmr2\"}})"
-                )
-            })
-        };
-        Ok(TdRegisters {
-            mrtd: required("mrtd")?,
-            rtmr: [required("rtmr0")?, required("rtmr1")?, required("rtmr2")?],
-            rtmr3: field("rtmr3")?,
-        })
+        let text = value
+            .as_str()
+            .ok_or_else(|| format!("`{name}` is {value}, expected a hex string"))?;
+        let bytes = hex::decode(text).map_err(|e| format!("`{name}`: not hex: {e}"))?;
+        let len = bytes.len();
+        let value = <[u8; 48]>::try_from(bytes)
+            .map_err(|_| format!("`{name}`: {len} bytes, expected 48 (SHA-384)"))?;
+        registers.set(register, value);
     }
+    Ok(registers)
 }
 
 /// Run a command predictor: `inputs.json` in `dir`, then `sh -c "COMMAND \"$@\"" NAME
@@ -116,7 +97,7 @@ pub(super) async fn predict(
         absolute(&inputs).display().to_string(),
     ];
     match run_capture(Path::new("sh"), &argv, &[], dir).await {
-        Ok(stdout) => match TdRegisters::from_json(&stdout) {
+        Ok(stdout) => match registers_from_json(&stdout) {
             Ok(registers) => Prediction::Registers {
                 registers: Box::new(registers),
                 unsupported: Vec::new(),
@@ -262,16 +243,23 @@ mod tests {
             h(3),
             h(4)
         );
-        let regs = TdRegisters::from_json(ok.as_bytes()).unwrap();
-        assert_eq!((regs.mrtd[0], regs.rtmr[2][47], regs.rtmr3), (1, 4, None));
+        let regs = registers_from_json(ok.as_bytes()).unwrap();
+        assert_eq!(
+            (
+                regs.get(Register::Mrtd)[0],
+                regs.get(Register::Rtmr2)[47],
+                regs.known(Register::Rtmr3)
+            ),
+            (1, 4, None)
+        );
         let short = ok.replace(&h(3), "abcd");
-        assert!(TdRegisters::from_json(short.as_bytes())
+        assert!(registers_from_json(short.as_bytes())
             .unwrap_err()
             .contains("rtmr1"));
         let missing = format!(r#"{{"mrtd":"{}"}}"#, h(1));
-        assert!(TdRegisters::from_json(missing.as_bytes())
+        assert!(registers_from_json(missing.as_bytes())
             .unwrap_err()
             .contains("rtmr0"));
-        assert!(TdRegisters::from_json(b"MRTD: 00").is_err());
+        assert!(registers_from_json(b"MRTD: 00").is_err());
     }
 }

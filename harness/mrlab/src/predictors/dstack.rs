@@ -2,9 +2,9 @@
 //! of `dstack-mr measure --json` (Dstack-TEE/dstack `dstack/dstack-mr/cli`), and which
 //! registers dstack-mr cannot model for it.
 
+use super::contract::registers_from_json;
 use super::exec::run_capture;
 use super::{absolute, Prediction};
-use crate::prepare::TdRegisters;
 use crate::resolve::Resolved;
 use measure::tdvf::PageOrder;
 use serde_json::{json, Value};
@@ -68,7 +68,7 @@ pub(super) async fn predict(
     }
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     match run_capture(path, &plan.argv, &env, dir).await {
-        Ok(stdout) => match TdRegisters::from_json(&stdout) {
+        Ok(stdout) => match registers_from_json(&stdout) {
             Ok(registers) => Prediction::Registers {
                 registers: Box::new(registers),
                 unsupported: plan.unsupported,

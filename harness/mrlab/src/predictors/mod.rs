@@ -16,14 +16,14 @@ pub mod contract;
 pub mod dstack;
 pub mod exec;
 
-use crate::prepare::{builtin_registers, Prepared, TdRegisters};
+use crate::prepare::{builtin_registers, Prepared};
 use crate::report::predictors::{PredictorReport, RegisterRow, Status};
 use crate::resolve::Resolved;
-use contract::REGISTERS;
 use exec::predict;
 use std::collections::BTreeMap;
 
 use measure::tdvf::PageOrder;
+use measure::{Register, Registers};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -144,7 +144,7 @@ pub fn check_unique(predictors: &[Predictor]) -> Result<(), String> {
 pub enum Prediction {
     /// Registers; `unsupported` lists registers the predictor cannot model for this VM, why.
     Registers {
-        registers: Box<TdRegisters>,
+        registers: Box<Registers>,
         unsupported: Vec<(&'static str, String)>,
     },
     /// The predictor cannot express this VM at all.
@@ -156,7 +156,7 @@ pub enum Prediction {
 pub fn compare(
     predictor: &Predictor,
     prediction: Prediction,
-    reference: &TdRegisters,
+    reference: &Registers,
     reference_label: &str,
 ) -> PredictorReport {
     let mut report = errored(predictor, String::new(), reference_label);
@@ -173,11 +173,12 @@ pub fn compare(
             unsupported,
         } => (registers, unsupported),
     };
-    for name in REGISTERS {
-        let predicted = registers.get(name);
-        let expected = reference.get(name);
+    for register in Register::ALL {
+        let name = register.name();
+        let predicted = registers.known(register);
+        let expected = reference.known(register);
         // RTMR3 is optional in the contract: no row when the predictor does not give it.
-        if name == "rtmr3" && predicted.is_none() {
+        if register == Register::Rtmr3 && predicted.is_none() {
             continue;
         }
         let why = unsupported
@@ -259,7 +260,7 @@ pub async fn check_all(
     predictors: &[Predictor],
     td: &Prepared,
     order: PageOrder,
-    reference: &TdRegisters,
+    reference: &Registers,
     reference_label: &str,
     work: &Path,
 ) -> Vec<PredictorReport> {
@@ -326,12 +327,8 @@ mod tests {
         assert!(check_unique(&twice).unwrap_err().contains("a"));
     }
 
-    fn regs(b: u8) -> TdRegisters {
-        TdRegisters {
-            mrtd: [b; 48],
-            rtmr: [[b; 48]; 3],
-            rtmr3: None,
-        }
+    fn regs(b: u8) -> Registers {
+        Registers::td([b; 48], [[b; 48]; 4]).without(Register::Rtmr3)
     }
 
     #[test]
@@ -339,7 +336,7 @@ mod tests {
         let p: Predictor = "p=x".parse().unwrap();
         let reference = regs(7);
         let mut one_off = regs(7);
-        one_off.rtmr[1] = [8; 48];
+        one_off.set(Register::Rtmr1, [8; 48]);
         let partial = compare(
             &p,
             Prediction::Registers {

@@ -3,7 +3,9 @@
 use super::{count, ScenarioReport, Verdict};
 use std::fmt::Write as _;
 
-/// JUnit XML: one testcase per scenario.
+/// JUnit XML: one testcase per scenario. Each lists the quirk rows its VM's versions applied
+/// as `quirk` properties (the testcase `<properties>` that Jenkins, GitLab and pytest's
+/// `record_property` use), so a version bump shows in a CI dashboard as it does in report.json.
 pub fn junit(reports: &[ScenarioReport]) -> String {
     let failures = count(reports, Verdict::Fail);
     let errors = count(reports, Verdict::Error);
@@ -21,28 +23,41 @@ pub fn junit(reports: &[ScenarioReport]) -> String {
             xml(&r.name),
             r.duration_s
         );
-        let reason = xml(r.reason.as_deref().unwrap_or(""));
-        match r.verdict {
-            Verdict::Pass => out.push_str("/>\n"),
-            Verdict::Fail => {
-                let _ = write!(
-                    out,
-                    ">\n    <failure message=\"{reason}\"/>\n  </testcase>\n"
-                );
-            }
-            Verdict::Error => {
-                let _ = write!(out, ">\n    <error message=\"{reason}\"/>\n  </testcase>\n");
-            }
-            Verdict::Skip => {
-                let _ = write!(
-                    out,
-                    ">\n    <skipped message=\"{reason}\"/>\n  </testcase>\n"
-                );
-            }
+        let body = testcase_body(r);
+        if body.is_empty() {
+            out.push_str("/>\n");
+        } else {
+            let _ = write!(out, ">\n{body}  </testcase>\n");
         }
     }
     out.push_str("</testsuite>\n");
     out
+}
+
+/// What a testcase holds: its quirk properties, then its failure, error or skip (none when it
+/// passed).
+fn testcase_body(r: &ScenarioReport) -> String {
+    let mut body = String::new();
+    if !r.quirks.is_empty() {
+        body.push_str("    <properties>\n");
+        for id in &r.quirks {
+            let _ = writeln!(
+                body,
+                "      <property name=\"quirk\" value=\"{}\"/>",
+                xml(id)
+            );
+        }
+        body.push_str("    </properties>\n");
+    }
+    let reason = xml(r.reason.as_deref().unwrap_or(""));
+    let element = match r.verdict {
+        Verdict::Pass => return body,
+        Verdict::Fail => "failure",
+        Verdict::Error => "error",
+        Verdict::Skip => "skipped",
+    };
+    let _ = writeln!(body, "    <{element} message=\"{reason}\"/>");
+    body
 }
 
 /// Escapes `text` for an XML attribute or text node. Control characters other than tab and
@@ -78,6 +93,36 @@ mod tests {
         assert!(x.contains("errors=\"1\""), "{x}");
         assert!(x.contains("name=\"a&lt;b\""), "{x}");
         assert!(x.contains("qemu said &quot;no&quot; &amp; died"), "{x}");
+    }
+
+    #[test]
+    fn junit_lists_the_quirk_rows_of_each_testcase() {
+        let mut old = ScenarioReport::error("old", "old.toml", "vtpm", String::new(), 1.0);
+        old.verdict = Verdict::Pass;
+        let mut new = ScenarioReport::error("new", "new.toml", "vtpm", "diverged".into(), 2.0);
+        new.verdict = Verdict::Fail;
+        new.quirks = vec![
+            "ovmf-secureboot-absent".into(),
+            "ovmf-smbios-measured".into(),
+        ];
+        let x = junit(&[old, new]);
+        assert!(
+            x.contains("<testcase classname=\"mrlab.vtpm\" name=\"old\" time=\"1.000\"/>\n"),
+            "{x}"
+        );
+        assert!(
+            x.contains(
+                "<testcase classname=\"mrlab.vtpm\" name=\"new\" time=\"2.000\">\n    \
+                 <properties>\n      \
+                 <property name=\"quirk\" value=\"ovmf-secureboot-absent\"/>\n      \
+                 <property name=\"quirk\" value=\"ovmf-smbios-measured\"/>\n    \
+                 </properties>\n    \
+                 <failure message=\"diverged\"/>\n  \
+                 </testcase>\n"
+            ),
+            "{x}"
+        );
+        assert_eq!(x.matches("<properties>").count(), 1, "{x}");
     }
 
     #[test]

@@ -236,7 +236,11 @@ pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, St
     match &vm.boot {
         qemu::vm::Boot::Kernel {
             initrd: Some(path), ..
-        } => Ok(Some(measure::Digests::of(&read(path, DISK)?))),
+        } => {
+            let mut hasher = measure::Digests::hasher();
+            crate::input::read_in_pieces(path, DISK, |piece| hasher.update(piece))?;
+            Ok(Some(hasher.finish()))
+        }
         _ => Ok(None),
     }
 }

@@ -63,9 +63,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let prepared = prepared.map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
     let vtpm = match vtpm {
         Some(vtpm) => vtpm,
-        None if prepared.prediction.platform == Platform::Tdx => {
-            runtime.block_on(prepare::prepare(&scenario, &cache, Platform::Vtpm))
-        }
+        None if prepared.prediction.platform == Platform::Tdx => runtime
+            .block_on(prepare::prepare(&scenario, &cache, Platform::Vtpm))
+            .map(|p| p.prediction.events),
         None => Err("a vTPM prediction has no vTPM events to compare with".into()),
     };
     let statuses = verification(&prepared, vtpm);
@@ -88,12 +88,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// prediction's events are the checks themselves: `-`.
 fn verification(
     prepared: &prepare::Prepared,
-    vtpm: Result<Box<prepare::Prepared>, String>,
+    vtpm: Result<Vec<measure::Event>, String>,
 ) -> Vec<&'static str> {
     let prediction = &prepared.prediction;
     match prediction.platform {
         Platform::Tdx => {
-            let vtpm = vtpm.map(|p| p.prediction.events).unwrap_or_default();
+            let vtpm = vtpm.unwrap_or_default();
             mrlab::verification::before_boot(&prediction.events, &vtpm)
                 .into_iter()
                 .map(|v| v.as_str())

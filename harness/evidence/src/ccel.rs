@@ -4,7 +4,7 @@
 //! [`crate::log::Format::Ccel`].
 
 use crate::error::{Error, Result};
-use crate::reader::Reader;
+use measure::reader::Reader;
 use serde_json::{json, Value};
 
 /// `cc_type` of Intel TDX.

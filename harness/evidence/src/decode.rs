@@ -7,8 +7,8 @@
 //! TCG_PCClientTaggedEvent, StartupLocality, SP800-155), UEFI spec (EFI_LOAD_OPTION, device
 //! paths, GPT), Linux `drivers/firmware/efi/libstub/efistub.h` (tagged event ids).
 
-use crate::reader::Reader;
 use crate::tcg::{SPEC_ID_EVENT03, STARTUP_LOCALITY};
+use measure::reader::Reader;
 use measure::{Event, EventType};
 use std::fmt::Write;
 

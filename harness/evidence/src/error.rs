@@ -54,4 +54,16 @@ pub enum Error {
     },
 }
 
+/// A short read of the shared reader ([`measure::reader`]) is this error's `Truncated`.
+impl From<measure::reader::Truncated> for Error {
+    fn from(e: measure::reader::Truncated) -> Error {
+        Error::Truncated {
+            field: e.field,
+            offset: e.offset,
+            needed: e.needed,
+            available: e.available,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;

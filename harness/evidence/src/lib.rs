@@ -16,7 +16,6 @@ pub mod dstack;
 pub mod error;
 pub mod log;
 pub mod quote;
-mod reader;
 pub mod tcg;
 pub mod tdinfo;
 pub mod tdreport;

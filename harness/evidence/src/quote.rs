@@ -13,8 +13,8 @@
 //! data, then nested certification data type 5 (PCK certificate chain, PEM, leaf first).
 
 use crate::error::{Error, Result};
-use crate::reader::Reader;
 use crate::tdinfo::{fields, TdInfo};
+use measure::reader::Reader;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use serde_json::{json, Value};

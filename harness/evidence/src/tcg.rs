@@ -9,7 +9,7 @@
 use crate::alg::HashAlg;
 use crate::error::{Error, Result};
 use crate::log::{EventLog, Padding};
-use crate::reader::Reader;
+use measure::reader::Reader;
 use measure::{Event, EventType};
 use serde_json::{json, Value};
 
@@ -142,7 +142,7 @@ fn parse_spec_id(data: &[u8], base: usize) -> Result<SpecId> {
     let at = |r: &Reader| base + r.pos();
     let signature = r
         .bytes(16, "Spec ID signature")
-        .map_err(|e| rebase(e, base))?;
+        .map_err(|e| rebase(e.into(), base))?;
     if signature != SPEC_ID_EVENT03 {
         return Err(Error::Invalid {
             field: "Spec ID signature",

@@ -3,7 +3,7 @@
 //! JSON shape for both.
 
 use crate::error::Result;
-use crate::reader::Reader;
+use measure::reader::Reader;
 use serde_json::{Map, Value};
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,8 +10,8 @@
 //! TEE_TCB_INFO_HASH = SHA-384(TEE_TCB_INFO) and TEE_INFO_HASH = SHA-384(TDINFO).
 
 use crate::error::{Error, Result};
-use crate::reader::Reader;
 use crate::tdinfo::{fields, TdInfo};
+use measure::reader::Reader;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha384};
 

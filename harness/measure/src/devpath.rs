@@ -16,7 +16,8 @@
 //!   path = the disk handle's full path `PciRoot(0x0)/Pci(d,f)…`, and optional data = the
 //!   16-byte `mBmAutoCreateBootOptionGuid` that marks auto-created options.
 
-use crate::uefi::{decode_utf16, utf16le, Guid, Reader, UefiError};
+use crate::reader::Reader;
+use crate::uefi::{decode_utf16, utf16le, Guid, UefiError};
 use std::fmt;
 
 const HARDWARE: u8 = 0x01;
@@ -331,7 +332,7 @@ impl DevicePath {
                     reason: format!("{length} is below the 4-byte header"),
                 });
             }
-            let body = r.take(length - 4, "device path node data")?;
+            let body = r.bytes(length - 4, "device path node data")?;
             if node_type == END && sub_type == END_ENTIRE {
                 if length != 4 {
                     return Err(UefiError::Invalid {
@@ -435,7 +436,7 @@ impl LoadOption {
             reason: "invalid UTF-16".to_string(),
         })?;
         let list_at = r.pos();
-        let list = r.take(paths_len, "FilePathList")?;
+        let list = r.bytes(paths_len, "FilePathList")?;
         let mut file_paths = Vec::new();
         let mut used = 0;
         while used < list.len() {

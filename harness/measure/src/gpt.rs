@@ -13,7 +13,8 @@
 //! header; this module reports the primary's defect instead.
 
 use crate::event::{Event, EventType, Input};
-use crate::uefi::{Guid, Reader, UefiError};
+use crate::reader::{Reader, Truncated};
+use crate::uefi::{Guid, UefiError};
 use thiserror::Error;
 
 pub const HEADER_SIZE: usize = 92;
@@ -46,6 +47,13 @@ pub enum GptError {
     EntriesCrc { stored: u32, computed: u32 },
     #[error("UEFI_GPT_DATA: {0}")]
     Data(#[from] UefiError),
+}
+
+/// A short UEFI_GPT_DATA reads as UefiError's truncation.
+impl From<Truncated> for GptError {
+    fn from(e: Truncated) -> GptError {
+        GptError::Data(e.into())
+    }
 }
 
 /// The GPT header fields (the 92 bytes every header has).
@@ -250,7 +258,7 @@ impl GptData {
     pub fn decode(bytes: &[u8]) -> Result<GptData, GptError> {
         let header = GptHeader::decode(bytes)?;
         let mut r = Reader::new(bytes);
-        r.take(HEADER_SIZE, "GPT header")?;
+        r.bytes(HEADER_SIZE, "GPT header")?;
         let count = r.u64("NumberOfPartitions")?;
         let size = header.size_of_partition_entry as usize;
         if size < MIN_ENTRY_SIZE as usize {
@@ -269,7 +277,7 @@ impl GptData {
                 have: r.remaining(),
             })?;
         let partitions = r
-            .take(need, "partition entries")?
+            .bytes(need, "partition entries")?
             .chunks_exact(size)
             .map(|e| PartitionEntry { raw: e.to_vec() })
             .collect();

@@ -16,6 +16,7 @@ pub mod optionrom;
 pub mod pe;
 pub mod predict;
 pub mod quirks;
+pub mod reader;
 pub mod smbios;
 pub mod systemd;
 pub mod tdvf;

@@ -564,13 +564,13 @@ impl ImageLoadEvent {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<ImageLoadEvent, crate::uefi::UefiError> {
-        let mut r = crate::uefi::Reader::new(bytes);
+        let mut r = crate::reader::Reader::new(bytes);
         let image_location_in_memory = r.u64("ImageLocationInMemory")?;
         let image_length_in_memory = r.u64("ImageLengthInMemory")?;
         let image_link_time_address = r.u64("ImageLinkTimeAddress")?;
         let path_len = r.u64("LengthOfDevicePath")?;
         let path_len = usize::try_from(path_len).unwrap_or(usize::MAX);
-        let device_path = r.take(path_len, "DevicePath")?.to_vec();
+        let device_path = r.bytes(path_len, "DevicePath")?.to_vec();
         if r.remaining() != 0 {
             return Err(crate::uefi::UefiError::Invalid {
                 what: "UEFI_IMAGE_LOAD_EVENT",

@@ -17,6 +17,7 @@
 //! covers the variable's data only, while the logged event data is the full UEFI_VARIABLE_DATA.
 
 use crate::event::{Event, EventType, Input, Platforms};
+use crate::reader::{Reader, Truncated};
 use std::fmt;
 use thiserror::Error;
 
@@ -132,74 +133,15 @@ pub enum UefiError {
     },
 }
 
-/// A bounds-checked little-endian reader over untrusted bytes.
-#[derive(Clone, Debug)]
-pub(crate) struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Reader<'a> {
-        Reader { bytes, pos: 0 }
-    }
-
-    pub(crate) fn pos(&self) -> usize {
-        self.pos
-    }
-
-    pub(crate) fn remaining(&self) -> usize {
-        self.bytes.len() - self.pos
-    }
-
-    pub(crate) fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], UefiError> {
-        let have = self.remaining();
-        if len > have {
-            return Err(UefiError::Truncated {
-                what,
-                offset: self.pos,
-                need: len,
-                have,
-            });
+/// A short read keeps UefiError's own wording.
+impl From<Truncated> for UefiError {
+    fn from(e: Truncated) -> UefiError {
+        UefiError::Truncated {
+            what: e.field,
+            offset: e.offset,
+            need: e.needed,
+            have: e.available,
         }
-        let out = &self.bytes[self.pos..self.pos + len];
-        self.pos += len;
-        Ok(out)
-    }
-
-    pub(crate) fn array<const N: usize>(
-        &mut self,
-        what: &'static str,
-    ) -> Result<[u8; N], UefiError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N, what)?);
-        Ok(out)
-    }
-
-    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, UefiError> {
-        Ok(self.array::<1>(what)?[0])
-    }
-
-    pub(crate) fn u16(&mut self, what: &'static str) -> Result<u16, UefiError> {
-        Ok(u16::from_le_bytes(self.array(what)?))
-    }
-
-    pub(crate) fn u32(&mut self, what: &'static str) -> Result<u32, UefiError> {
-        Ok(u32::from_le_bytes(self.array(what)?))
-    }
-
-    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, UefiError> {
-        Ok(u64::from_le_bytes(self.array(what)?))
-    }
-
-    pub(crate) fn guid(&mut self, what: &'static str) -> Result<Guid, UefiError> {
-        Ok(Guid(self.array(what)?))
-    }
-
-    pub(crate) fn rest(&mut self) -> &'a [u8] {
-        let out = &self.bytes[self.pos..];
-        self.pos = self.bytes.len();
-        out
     }
 }
 
@@ -273,13 +215,13 @@ impl VariableData {
                 offset: 16,
                 reason: format!("{name_chars} characters is too long"),
             })?;
-        let name = decode_utf16(r.take(name_bytes, "UnicodeName")?, "UnicodeName", name_at)?;
+        let name = decode_utf16(r.bytes(name_bytes, "UnicodeName")?, "UnicodeName", name_at)?;
         let data_len = usize::try_from(data_len).map_err(|_| UefiError::Invalid {
             what: "VariableDataLength",
             offset: 24,
             reason: format!("{data_len} bytes is too long"),
         })?;
-        let data = r.take(data_len, "VariableData")?.to_vec();
+        let data = r.bytes(data_len, "VariableData")?.to_vec();
         if r.remaining() != 0 {
             return Err(UefiError::Invalid {
                 what: "UEFI_VARIABLE_DATA",

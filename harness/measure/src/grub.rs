@@ -19,6 +19,7 @@
 //! was opened with. All events are NUL-terminated ASCII EV_IPL.
 
 use crate::event::{Digests, Event, EventType, Input, Platforms};
+use crate::reader::{Reader, Truncated};
 use crate::uefi::{Guid, VariableData};
 use thiserror::Error;
 
@@ -239,16 +240,12 @@ pub fn grub_events(
 /// table after the symbol table, which is how shim's `.vendor_cert` and `.sbatlevel` are named.
 fn long_named_section<'a>(image: &'a [u8], wanted: &str) -> Result<&'a [u8], GrubError> {
     let err = |what: &str| GrubError::Shim(format!("{what} (looking for section {wanted})"));
-    let u32_at = |at: usize| -> Result<u32, GrubError> {
-        image
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .ok_or_else(|| err("truncated header"))
-    };
+    let truncated = |e: Truncated| err(&e.to_string());
+    let u32_at = |at: usize, field| Reader::at(image, at).u32(field).map_err(truncated);
     let pe = crate::pe::PeImage::parse(image).map_err(|e| GrubError::Shim(e.to_string()))?;
-    let coff = u32_at(0x3c)? as usize + 4;
-    let symbols = u32_at(coff + 8)? as usize;
-    let strings = symbols + 18 * u32_at(coff + 12)? as usize;
+    let coff = u32_at(0x3c, "e_lfanew")? as usize + 4;
+    let symbols = u32_at(coff + 8, "PointerToSymbolTable")? as usize;
+    let strings = symbols + 18 * u32_at(coff + 12, "NumberOfSymbols")? as usize;
     for section in &pe.sections {
         let name = match section.name.strip_prefix('/') {
             Some(offset) => {
@@ -267,9 +264,9 @@ fn long_named_section<'a>(image: &'a [u8], wanted: &str) -> Result<&'a [u8], Gru
                 0 => section.size_of_raw_data,
                 v => v.min(section.size_of_raw_data),
             } as usize;
-            return image
-                .get(start..start + len)
-                .ok_or_else(|| err("section out of file"));
+            return Reader::at(image, start)
+                .bytes(len, "section data")
+                .map_err(truncated);
         }
     }
     Err(err("no such section"))
@@ -278,23 +275,25 @@ fn long_named_section<'a>(image: &'a [u8], wanted: &str) -> Result<&'a [u8], Gru
 /// shim's built-in certificates: (`vendor_authorized`, `vendor_deauthorized`) from its
 /// `.vendor_cert` section (shim.h `cert_table`: four u32 sizes and offsets, then the data).
 fn vendor_certs(shim: &[u8]) -> Result<(&[u8], &[u8]), GrubError> {
-    let table = long_named_section(shim, ".vendor_cert")?;
-    let field = |i: usize| -> Result<usize, GrubError> {
-        table
-            .get(4 * i..4 * i + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-            .ok_or_else(|| GrubError::Shim(".vendor_cert: truncated table".into()))
-    };
-    let (auth_size, deauth_size, auth_offset, deauth_offset) =
-        (field(0)?, field(1)?, field(2)?, field(3)?);
-    let part = |offset: usize, size: usize| {
-        table
-            .get(offset..offset + size)
-            .ok_or_else(|| GrubError::Shim(".vendor_cert: a certificate out of the section".into()))
+    cert_table(long_named_section(shim, ".vendor_cert")?)
+}
+
+/// The two certificates a `.vendor_cert` section's `cert_table` points at.
+fn cert_table(table: &[u8]) -> Result<(&[u8], &[u8]), GrubError> {
+    let truncated = |e: Truncated| GrubError::Shim(format!(".vendor_cert: {e}"));
+    let mut r = Reader::new(table);
+    let auth_size = r.u32("vendor_authorized_size").map_err(truncated)?;
+    let deauth_size = r.u32("vendor_deauthorized_size").map_err(truncated)?;
+    let auth_offset = r.u32("vendor_authorized_offset").map_err(truncated)?;
+    let deauth_offset = r.u32("vendor_deauthorized_offset").map_err(truncated)?;
+    let part = |offset: u32, size: u32, field| {
+        Reader::at(table, offset as usize)
+            .bytes(size as usize, field)
+            .map_err(truncated)
     };
     Ok((
-        part(auth_offset, auth_size)?,
-        part(deauth_offset, deauth_size)?,
+        part(auth_offset, auth_size, "vendor_authorized")?,
+        part(deauth_offset, deauth_size, "vendor_deauthorized")?,
     ))
 }
 
@@ -364,6 +363,27 @@ mod tests {
         assert!(commands("echo \"x\"").is_err());
         // Blank lines and comments run nothing; runs of blanks collapse.
         assert_eq!(commands("\n# c\n  set   a=1  \n").unwrap(), ["set a=1"]);
+    }
+
+    #[test]
+    fn a_short_cert_table_names_the_field_and_offset() {
+        // cert_table: sizes 2 and 1, offsets 16 and 18, then the three bytes.
+        let mut table = Vec::new();
+        for n in [2u32, 1, 16, 18] {
+            table.extend_from_slice(&n.to_le_bytes());
+        }
+        table.extend_from_slice(&[0xa, 0xb, 0xc]);
+        assert_eq!(cert_table(&table).unwrap(), (&[0xa, 0xb][..], &[0xc][..]));
+        let err = cert_table(&table[..10]).unwrap_err().to_string();
+        assert!(
+            err.contains("offset 8: vendor_authorized_offset needs 4 bytes, 2 left"),
+            "{err}"
+        );
+        let err = cert_table(&table[..18]).unwrap_err().to_string();
+        assert!(
+            err.contains("offset 18: vendor_deauthorized needs 1 bytes, 0 left"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! store holds the Microsoft KEK/db/dbx and a PK) measures those variables' bytes, so the
 //! prediction reads them from here instead of assuming an empty store.
 
+use crate::reader::{Reader, Truncated};
 use crate::uefi::Guid;
 use std::collections::BTreeMap;
 
@@ -45,8 +46,8 @@ pub enum VarStoreError {
     NotAVolume,
     #[error("the CFV holds no variable store (unknown store GUID or truncated header)")]
     NoStore,
-    #[error("variable at CFV offset {0:#x} runs past the store")]
-    Truncated(usize),
+    #[error("variable at CFV offset {at:#x} runs past the store: {read}")]
+    Truncated { at: usize, read: Truncated },
 }
 
 /// The live variables of the store in `cfv`: (vendor GUID, name) → data.
@@ -54,14 +55,17 @@ pub fn variables(cfv: &[u8]) -> Result<BTreeMap<(Guid, String), Vec<u8>>, VarSto
     if cfv.get(FV_SIGNATURE_AT..FV_SIGNATURE_AT + 4) != Some(FV_SIGNATURE.as_slice()) {
         return Err(VarStoreError::NotAVolume);
     }
-    let fv_len = cfv
-        .get(FV_HEADER_LENGTH_AT..FV_HEADER_LENGTH_AT + 2)
-        .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
-        .ok_or(VarStoreError::NotAVolume)?;
-    let header = cfv
-        .get(fv_len..fv_len + STORE_HEADER_LEN)
-        .ok_or(VarStoreError::NoStore)?;
-    let guid = Guid(header[..16].try_into().expect("16 bytes"));
+    let fv_len = Reader::at(cfv, FV_HEADER_LENGTH_AT)
+        .u16("HeaderLength")
+        .map_err(|_| VarStoreError::NotAVolume)? as usize;
+    let no_store = |_| VarStoreError::NoStore;
+    let mut header = Reader::new(
+        Reader::at(cfv, fv_len)
+            .bytes(STORE_HEADER_LEN, "VARIABLE_STORE_HEADER")
+            .map_err(no_store)?,
+    );
+    let guid = header.guid("Signature").map_err(no_store)?;
+    let size = header.u32("Size").map_err(no_store)? as usize;
     let header_len = if guid == AUTHENTICATED_VARIABLE_STORE {
         AUTH_HEADER_LEN
     } else if guid == VARIABLE_STORE {
@@ -69,49 +73,33 @@ pub fn variables(cfv: &[u8]) -> Result<BTreeMap<(Guid, String), Vec<u8>>, VarSto
     } else {
         return Err(VarStoreError::NoStore);
     };
-    let size = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes")) as usize;
-    let end = fv_len.saturating_add(size).min(cfv.len());
-    let u32_at = |at: usize| -> Option<usize> {
-        cfv.get(at..at + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-    };
+    let store = &cfv[..fv_len.saturating_add(size).min(cfv.len())];
 
     let mut out = BTreeMap::new();
     let mut at = align4(fv_len + STORE_HEADER_LEN);
-    while at + header_len <= end {
-        if u16::from_le_bytes([cfv[at], cfv[at + 1]]) != START_ID {
+    while at + header_len <= store.len() {
+        let truncated = |read| VarStoreError::Truncated { at, read };
+        let mut r = Reader::at(store, at);
+        if r.u16("StartId").map_err(truncated)? != START_ID {
             break;
         }
-        let state = cfv[at + 2];
-        let (name_size, data_size) = (
-            u32_at(at + header_len - 24).ok_or(VarStoreError::Truncated(at))?,
-            u32_at(at + header_len - 20).ok_or(VarStoreError::Truncated(at))?,
-        );
-        let vendor = Guid(
-            cfv[at + header_len - 16..at + header_len]
-                .try_into()
-                .expect("16 bytes"),
-        );
-        let name_at = at + header_len;
-        let data_at = name_at
-            .checked_add(name_size)
-            .ok_or(VarStoreError::Truncated(at))?;
-        let next = data_at
-            .checked_add(data_size)
-            .filter(|n| *n <= end)
-            .ok_or(VarStoreError::Truncated(at))?;
+        let state = r.u8("State").map_err(truncated)?;
+        // NameSize, DataSize and VendorGuid end both header kinds.
+        let mut r = Reader::at(store, at + header_len - 24);
+        let name_size = r.u32("NameSize").map_err(truncated)? as usize;
+        let data_size = r.u32("DataSize").map_err(truncated)? as usize;
+        let vendor = r.guid("VendorGuid").map_err(truncated)?;
+        let name = r.bytes(name_size, "Name").map_err(truncated)?;
+        let data = r.bytes(data_size, "Data").map_err(truncated)?;
         if state == VAR_ADDED {
-            let name: Vec<u16> = cfv[name_at..data_at]
+            let name: Vec<u16> = name
                 .chunks_exact(2)
                 .map(|c| u16::from_le_bytes([c[0], c[1]]))
                 .take_while(|u| *u != 0)
                 .collect();
-            out.insert(
-                (vendor, String::from_utf16_lossy(&name)),
-                cfv[data_at..next].to_vec(),
-            );
+            out.insert((vendor, String::from_utf16_lossy(&name)), data.to_vec());
         }
-        at = align4(next);
+        at = align4(r.pos());
     }
     Ok(out)
 }
@@ -172,9 +160,14 @@ mod tests {
         let mut image = cfv("PK", b"key", VAR_ADDED);
         let size_at = 72 + STORE_HEADER_LEN + AUTH_HEADER_LEN - 20;
         image[size_at..size_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(
-            variables(&image),
-            Err(VarStoreError::Truncated(72 + STORE_HEADER_LEN))
+        let err = variables(&image).unwrap_err();
+        assert!(
+            matches!(err, VarStoreError::Truncated { at, .. } if at == 72 + STORE_HEADER_LEN),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains(": Data needs 4294967295 bytes"),
+            "{err}"
         );
     }
 }

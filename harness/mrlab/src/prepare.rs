@@ -129,38 +129,52 @@ pub async fn prepare(
 }
 
 /// [`prepare`] for a TD and, beside it, the predicted events of the same scenario's vTPM VM,
-/// which `mrlab predict --platform tdx` checks the TD's against. Both oracles run at once, the
-/// initrd is hashed once meanwhile, and the two predictions run on two threads (before, the
-/// vTPM VM's whole preparation followed the TD's). The vTPM side may fail alone; the caller
-/// decides what that means.
+/// which `mrlab predict --platform tdx` checks the TD's against. Both oracles run at once and
+/// the initrd is hashed once meanwhile; each side predicts on a blocking thread as soon as its
+/// own oracle is done (the vTPM VM's waits for swtpm, so the TD's prediction overlaps it). The
+/// vTPM side may fail alone; the caller decides what that means.
 pub async fn prepare_td_with_vtpm(
     scenario: &Scenario,
     cache: &images::Cache,
 ) -> Result<(Box<Prepared>, Result<Vec<Event>, String>), String> {
     let td = resolve::resolve(scenario, cache, false).map_err(|e| e.to_string())?;
     let vtpm = resolve::resolve(scenario, cache, true).map_err(|e| e.to_string());
-    let td_oracle = qemu::fwcfg::dump_fw_cfg(&td.vm, &td.qemu_binary, firmware_pci(&td));
-    let vtpm_oracle = async {
-        let vtpm = vtpm.as_ref().map_err(Clone::clone)?;
-        qemu::fwcfg::dump_fw_cfg(&vtpm.vm, &vtpm.qemu_binary, firmware_pci(vtpm))
-            .await
-            .map_err(|e| e.to_string())
+    // The TD side hashes the initrd and hands the digests over; a TD side that fails first
+    // drops the sender, and its error is the one returned.
+    let (initrd_tx, initrd_rx) = tokio::sync::oneshot::channel();
+    let td_side = async {
+        let oracle = qemu::fwcfg::dump_fw_cfg(&td.vm, &td.qemu_binary, firmware_pci(&td));
+        let (oracle, initrd) = tokio::join!(oracle, initrd_digests(&td));
+        let initrd = initrd?;
+        let _ = initrd_tx.send(initrd.clone());
+        let oracle = oracle.map_err(|e| e.to_string())?;
+        blocking(move || prepared_from(td, oracle, initrd, Platform::Tdx)).await
     };
-    let (td_oracle, vtpm_oracle, initrd) =
-        tokio::join!(td_oracle, vtpm_oracle, initrd_digests(&td));
-    let initrd = initrd?;
-    let td_oracle = td_oracle.map_err(|e| e.to_string())?;
-    std::thread::scope(|threads| {
-        let vtpm_events = threads.spawn(|| {
-            let vtpm = vtpm?;
-            predict_for(&vtpm, &vtpm_oracle?, initrd.as_ref(), Platform::Vtpm).map(|p| p.events)
-        });
-        let td_prepared = prepared_from(td, td_oracle, initrd.clone(), Platform::Tdx);
-        let vtpm_events = vtpm_events
-            .join()
-            .unwrap_or_else(|_| Err("the vTPM prediction panicked".into()));
-        Ok((td_prepared?, vtpm_events))
-    })
+    let vtpm_side = async {
+        let vtpm = vtpm?;
+        let oracle = qemu::fwcfg::dump_fw_cfg(&vtpm.vm, &vtpm.qemu_binary, firmware_pci(&vtpm))
+            .await
+            .map_err(|e| e.to_string())?;
+        let initrd = initrd_rx
+            .await
+            .map_err(|_| "the initrd was not hashed".to_string())?;
+        blocking(move || {
+            predict_for(&vtpm, &oracle, initrd.as_ref(), Platform::Vtpm).map(|p| p.events)
+        })
+        .await
+    };
+    let (td, vtpm_events) = tokio::join!(td_side, vtpm_side);
+    Ok((td?, vtpm_events))
+}
+
+/// Runs CPU-bound `work` (a prediction) on tokio's blocking pool, off the thread that drives
+/// the oracles' sockets.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("a prediction thread failed: {e}"))?
 }
 
 /// [`prepare`] of a scenario already resolved: the oracle and the prediction, which a boot of

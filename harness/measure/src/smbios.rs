@@ -20,6 +20,7 @@
 //! byte-identical to the one read from guest memory, and its filtered digest is the logged one.
 
 use crate::event::{Event, EventType, Input, Platforms};
+use crate::reader::Reader;
 
 /// OVMF's own type 0 strings: the firmware build's PcdFirmwareVendor, PcdFirmwareVersionString
 /// and PcdFirmwareReleaseDateString.
@@ -32,8 +33,10 @@ pub struct FirmwareStrings {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SmbiosError {
-    #[error("etc/smbios/smbios-tables: structure at offset {0} runs past the end")]
-    Truncated(usize),
+    #[error(
+        "etc/smbios/smbios-tables: the {field} of the structure at offset {at} runs past the end"
+    )]
+    Truncated { at: usize, field: &'static str },
     #[error("etc/smbios/smbios-tables: no end-of-table structure (type 127)")]
     NoEnd,
     #[error("etc/smbios/smbios-tables: structure at offset {0} has length {1} (less than its 4-byte header)")]
@@ -63,21 +66,24 @@ fn split(table: &[u8]) -> Result<Vec<&[u8]>, SmbiosError> {
     let mut out = Vec::new();
     let mut at = 0;
     loop {
-        let header = table
-            .get(at..at + HEADER)
-            .ok_or(SmbiosError::Truncated(at))?;
-        let length = usize::from(header[1]);
-        if length < HEADER {
-            return Err(SmbiosError::BadLength(at, header[1]));
-        }
-        let strings = table.get(at + length..).ok_or(SmbiosError::Truncated(at))?;
-        let end = strings
+        let truncated = |field| SmbiosError::Truncated { at, field };
+        let mut r = Reader::at(table, at);
+        let kind = r.u8("Type").map_err(|e| truncated(e.field))?;
+        let length = r.u8("Length").map_err(|e| truncated(e.field))?;
+        r.u16("Handle").map_err(|e| truncated(e.field))?;
+        let formatted = usize::from(length)
+            .checked_sub(HEADER)
+            .ok_or(SmbiosError::BadLength(at, length))?;
+        r.bytes(formatted, "formatted area")
+            .map_err(|e| truncated(e.field))?;
+        let end = r
+            .rest()
             .windows(2)
             .position(|w| w == [0, 0])
-            .ok_or(SmbiosError::Truncated(at))?;
-        let next = at + length + end + 2;
+            .ok_or(truncated("string set"))?;
+        let next = r.pos() + end + 2;
         out.push(&table[at..next]);
-        if header[0] == END_OF_TABLE {
+        if kind == END_OF_TABLE {
             return Ok(out);
         }
         at = next;
@@ -307,9 +313,27 @@ mod tests {
         let tables = qemu_7_2_tables();
         let cut = &tables[..tables.len() - 6];
         assert_eq!(ovmf_table(cut, &debian_2026_08()), Err(SmbiosError::NoEnd));
-        assert!(matches!(
+        assert_eq!(
             ovmf_table(&tables[..10], &debian_2026_08()),
-            Err(SmbiosError::Truncated(_))
-        ));
+            Err(SmbiosError::Truncated {
+                at: 0,
+                field: "formatted area"
+            })
+        );
+        let into_strings = usize::from(tables[1]) + 1;
+        assert_eq!(
+            ovmf_table(&tables[..into_strings], &debian_2026_08()),
+            Err(SmbiosError::Truncated {
+                at: 0,
+                field: "string set"
+            })
+        );
+        assert_eq!(
+            ovmf_table(&tables[..2], &debian_2026_08()),
+            Err(SmbiosError::Truncated {
+                at: 0,
+                field: "Handle"
+            })
+        );
     }
 }

@@ -19,6 +19,7 @@
 //!   logged event data is built in `TdxMeasurementHob.c`.
 
 use crate::event::{Event, EventType, Input, Platforms};
+use crate::reader::{Reader, Truncated};
 use sha2::{Digest, Sha384};
 use std::fmt;
 
@@ -326,21 +327,8 @@ pub enum TdvfError {
     },
     #[error("TD HOB list needs {needed:#x} bytes but the TD_HOB section holds {capacity:#x}")]
     HobOverrun { needed: u64, capacity: u64 },
-}
-
-fn read_u16(bytes: &[u8], offset: usize) -> Option<u16> {
-    let b = bytes.get(offset..offset.checked_add(2)?)?;
-    Some(u16::from_le_bytes(b.try_into().ok()?))
-}
-
-fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
-    let b = bytes.get(offset..offset.checked_add(4)?)?;
-    Some(u32::from_le_bytes(b.try_into().ok()?))
-}
-
-fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
-    let b = bytes.get(offset..offset.checked_add(8)?)?;
-    Some(u64::from_le_bytes(b.try_into().ok()?))
+    #[error("TDVF metadata: {0}")]
+    Truncated(#[from] Truncated),
 }
 
 /// Find the data of the TDX metadata offset entry in the OVMF GUIDed table. Returns the file
@@ -356,7 +344,9 @@ fn find_metadata_offset_entry(image: &[u8]) -> Result<(usize, &[u8]), TdvfError>
     }
     // The footer is itself an entry whose length covers the whole table.
     let length_at = footer_at - 2;
-    let table_len = read_u16(image, length_at).ok_or(TdvfError::TooSmall { len })?;
+    let table_len = Reader::at(image, length_at)
+        .u16("OVMF GUIDed table length")
+        .map_err(|_| TdvfError::TooSmall { len })?;
     let entries_len = usize::from(table_len)
         .checked_sub(ENTRY_TRAILER)
         .filter(|n| *n <= length_at)
@@ -372,7 +362,9 @@ fn find_metadata_offset_entry(image: &[u8]) -> Result<(usize, &[u8]), TdvfError>
     while remaining >= ENTRY_TRAILER {
         let guid_at = end - 16;
         let entry_len_at = end - ENTRY_TRAILER;
-        let entry_len = read_u16(image, entry_len_at).ok_or(TdvfError::TooSmall { len })?;
+        let entry_len = Reader::at(image, entry_len_at)
+            .u16("OVMF GUIDed table entry length")
+            .map_err(|_| TdvfError::TooSmall { len })?;
         let entry_len_usize = usize::from(entry_len);
         if entry_len_usize < ENTRY_TRAILER || entry_len_usize > remaining {
             return Err(TdvfError::BadEntryLength {
@@ -401,9 +393,11 @@ impl Tdvf {
         let image_len = image.len();
         let (entry_at, data) = find_metadata_offset_entry(image)?;
         // QEMU reads the first 4 bytes of the entry; OVMF stores exactly 4.
-        let value = read_u32(data, 0).ok_or(TdvfError::ShortMetadataOffsetEntry {
-            offset: entry_at,
-            len: data.len(),
+        let value = Reader::new(data).u32("TDX metadata offset").map_err(|_| {
+            TdvfError::ShortMetadataOffsetEntry {
+                offset: entry_at,
+                len: data.len(),
+            }
         })?;
         let offset = usize::try_from(value)
             .ok()
@@ -418,17 +412,19 @@ impl Tdvf {
                 image_len,
             })?;
 
-        let mut signature = [0u8; 4];
-        signature.copy_from_slice(&descriptor[..4]);
+        // TDX_METADATA_DESCRIPTOR (TDVF design guide): Signature, Length, Version,
+        // NumberOfSectionEntry.
+        let mut r = Reader::at(image, offset);
+        let signature: [u8; 4] = r.array("Signature")?;
+        let length = r.u32("Length")?;
+        let version = r.u32("Version")?;
+        let count = r.u32("NumberOfSectionEntry")?;
         if signature != TDVF_SIGNATURE {
             return Err(TdvfError::BadSignature {
                 offset,
                 found: signature,
             });
         }
-        let length = read_u32(descriptor, 4).unwrap_or(0);
-        let version = read_u32(descriptor, 8).unwrap_or(0);
-        let count = read_u32(descriptor, 12).unwrap_or(0);
         if version != TDVF_VERSION {
             return Err(TdvfError::UnsupportedVersion {
                 offset,
@@ -504,13 +500,14 @@ impl Tdvf {
 }
 
 fn parse_section(index: usize, raw: &[u8], image_len: usize) -> Result<Section, TdvfError> {
-    // `raw` is exactly SECTION_LEN bytes (chunks_exact), so these reads succeed.
-    let data_offset = read_u32(raw, 0).unwrap_or(0);
-    let raw_data_size = read_u32(raw, 4).unwrap_or(0);
-    let memory_address = read_u64(raw, 8).unwrap_or(0);
-    let memory_data_size = read_u64(raw, 16).unwrap_or(0);
-    let type_code = read_u32(raw, 24).unwrap_or(0);
-    let attributes = Attributes(read_u32(raw, 28).unwrap_or(0));
+    // TDX_METADATA_SECTION; `raw` is exactly SECTION_LEN bytes (chunks_exact).
+    let mut r = Reader::new(raw);
+    let data_offset = r.u32("DataOffset")?;
+    let raw_data_size = r.u32("RawDataSize")?;
+    let memory_address = r.u64("MemoryAddress")?;
+    let memory_data_size = r.u64("MemoryDataSize")?;
+    let type_code = r.u32("Type")?;
+    let attributes = Attributes(r.u32("Attributes")?);
 
     let section_type = SectionType::from_code(type_code).ok_or(TdvfError::UnknownSectionType {
         index,
@@ -899,7 +896,11 @@ const FV_EXT_HEADER_OFFSET_AT: usize = 52;
 /// The FV name OVMF prints into the CFV event (`GetFvName`): the extended header's GUID when
 /// the header points at one inside the volume.
 fn fv_name(volume: &[u8]) -> Option<[u8; 16]> {
-    let ext = usize::from(read_u16(volume, FV_EXT_HEADER_OFFSET_AT)?);
+    let ext = usize::from(
+        Reader::at(volume, FV_EXT_HEADER_OFFSET_AT)
+            .u16("ExtHeaderOffset")
+            .ok()?,
+    );
     if volume.len() < FV_HEADER_LEN || ext < FV_HEADER_LEN || ext + FV_EXT_HEADER_LEN > volume.len()
     {
         return None;

@@ -33,6 +33,7 @@ pub mod decompress;
 
 use crate::event::{Event, EventType, Input, Platforms};
 use crate::pe::{self, PeError, PeImage};
+use crate::reader::{Reader, Truncated};
 use decompress::DecompressError;
 use std::borrow::Cow;
 use thiserror::Error;
@@ -62,12 +63,12 @@ const SUBSYSTEM_AFTER_CHECKSUM: u64 = 4;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum OptionRomError {
-    #[error("{what} at ROM offset {offset:#x}: need {need} bytes, ROM has {len}")]
+    #[error("{what} at ROM offset {offset:#x}: need {need} bytes, {available} left")]
     Truncated {
         what: &'static str,
         offset: usize,
         need: usize,
-        len: usize,
+        available: usize,
     },
     #[error("{what} at ROM offset {offset:#x}: {reason}")]
     Invalid {
@@ -92,31 +93,16 @@ fn invalid(what: &'static str, offset: usize, reason: impl Into<String>) -> Opti
     }
 }
 
-fn bytes_at<'a>(
-    rom: &'a [u8],
-    offset: usize,
-    len: usize,
-    what: &'static str,
-) -> Result<&'a [u8], OptionRomError> {
-    offset
-        .checked_add(len)
-        .and_then(|end| rom.get(offset..end))
-        .ok_or(OptionRomError::Truncated {
-            what,
-            offset,
-            need: len,
-            len: rom.len(),
-        })
-}
-
-fn u16_at(rom: &[u8], offset: usize, what: &'static str) -> Result<u16, OptionRomError> {
-    let b = bytes_at(rom, offset, 2, what)?;
-    Ok(u16::from_le_bytes([b[0], b[1]]))
-}
-
-fn u32_at(rom: &[u8], offset: usize, what: &'static str) -> Result<u32, OptionRomError> {
-    let b = bytes_at(rom, offset, 4, what)?;
-    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+/// A short read names the field and its ROM offset.
+impl From<Truncated> for OptionRomError {
+    fn from(e: Truncated) -> OptionRomError {
+        OptionRomError::Truncated {
+            what: e.field,
+            offset: e.offset,
+            need: e.needed,
+            available: e.available,
+        }
+    }
 }
 
 /// One image of the chain, with its PCIR fields.
@@ -177,7 +163,7 @@ pub fn images(rom: &[u8]) -> Result<Vec<RomImage<'_>>, OptionRomError> {
     let mut found = Vec::new();
     let mut offset = 0usize;
     while offset < rom.len() {
-        let signature = u16_at(rom, offset, "ROM header signature")?;
+        let signature = Reader::at(rom, offset).u16("ROM header signature")?;
         if signature != ROM_SIGNATURE {
             if found.is_empty() {
                 return Err(invalid(
@@ -201,7 +187,7 @@ pub fn images(rom: &[u8]) -> Result<Vec<RomImage<'_>>, OptionRomError> {
 }
 
 fn image_at(rom: &[u8], offset: usize) -> Result<RomImage<'_>, OptionRomError> {
-    let pcir_pointer = usize::from(u16_at(rom, offset + PCIR_POINTER, "PCIR pointer")?);
+    let pcir_pointer = usize::from(Reader::at(rom, offset + PCIR_POINTER).u16("PCIR pointer")?);
     if pcir_pointer == 0 || pcir_pointer % 4 != 0 {
         return Err(invalid(
             "PCIR pointer",
@@ -210,16 +196,23 @@ fn image_at(rom: &[u8], offset: usize) -> Result<RomImage<'_>, OptionRomError> {
         ));
     }
     let pcir_offset = offset + pcir_pointer;
-    let pcir = bytes_at(rom, pcir_offset, PCIR_SIZE, "PCI data structure")?;
-    if &pcir[..4] != PCIR_SIGNATURE {
+    // PCI Firmware Specification's PCI data structure: Signature, VendorId, DeviceId,
+    // DeviceListOffset, Length, Revision, ClassCode, ImageLength, CodeRevision, CodeType,
+    // Indicator, MaxRuntimeImageLength.
+    let mut pcir = Reader::at(rom, pcir_offset);
+    pcir.clone().bytes(PCIR_SIZE, "PCI data structure")?;
+    let signature: [u8; 4] = pcir.array("PCI data structure signature")?;
+    if &signature != PCIR_SIGNATURE {
         return Err(invalid(
             "PCI data structure signature",
             pcir_offset,
-            format!("found {} (want \"PCIR\")", hex::encode(&pcir[..4])),
+            format!("found {} (want \"PCIR\")", hex::encode(signature)),
         ));
     }
-    let field = |at: usize| u16::from_le_bytes([pcir[at], pcir[at + 1]]);
-    let length = usize::from(field(0x10)) * BLOCK;
+    let vendor_id = pcir.u16("PCIR VendorId")?;
+    let device_id = pcir.u16("PCIR DeviceId")?;
+    pcir.bytes(8, "PCIR DeviceListOffset to ClassCode")?;
+    let length = usize::from(pcir.u16("PCIR ImageLength")?) * BLOCK;
     if length == 0 {
         return Err(invalid(
             "PCIR ImageLength",
@@ -227,27 +220,37 @@ fn image_at(rom: &[u8], offset: usize) -> Result<RomImage<'_>, OptionRomError> {
             "zero (firmware would loop on this image)",
         ));
     }
-    let bytes = bytes_at(rom, offset, length, "ROM image (PCIR ImageLength)")?;
-    let code_type = pcir[0x14];
+    let bytes = Reader::at(rom, offset).bytes(length, "ROM image (PCIR ImageLength)")?;
+    pcir.u16("PCIR CodeRevision")?;
+    let code_type = pcir.u8("PCIR CodeType")?;
+    let indicator = pcir.u8("PCIR Indicator")?;
     let efi = if code_type == CODE_TYPE_EFI {
+        // EFI_PCI_EXPANSION_ROM_HEADER after its 0xAA55 signature.
+        let mut r = Reader::at(rom, offset + 2);
+        let initialization_size = usize::from(r.u16("InitializationSize")?) * BLOCK;
+        let efi_signature = r.u32("EfiSignature")?;
+        let subsystem = r.u16("EfiSubsystem")?;
+        let machine = r.u16("EfiMachineType")?;
+        let compression = r.u16("CompressionType")?;
+        r.bytes(8, "Reserved")?;
+        let image_offset = usize::from(r.u16("EfiImageHeaderOffset")?);
         Some(EfiRomHeader {
-            initialization_size: usize::from(u16_at(rom, offset + 2, "InitializationSize")?)
-                * BLOCK,
-            efi_signature: u32_at(rom, offset + 4, "EfiSignature")?,
-            subsystem: u16_at(rom, offset + 8, "EfiSubsystem")?,
-            machine: u16_at(rom, offset + 0xa, "EfiMachineType")?,
-            compression: u16_at(rom, offset + 0xc, "CompressionType")?,
-            image_offset: usize::from(u16_at(rom, offset + 0x16, "EfiImageHeaderOffset")?),
+            initialization_size,
+            efi_signature,
+            subsystem,
+            machine,
+            compression,
+            image_offset,
         })
     } else {
         None
     };
     Ok(RomImage {
         offset,
-        vendor_id: field(4),
-        device_id: field(6),
+        vendor_id,
+        device_id,
         code_type,
-        last: pcir[0x15] & 0x80 != 0,
+        last: indicator & 0x80 != 0,
         bytes,
         efi,
     })
@@ -302,8 +305,7 @@ fn loaded_file<'a>(image: &RomImage<'a>) -> Result<Option<EfiDriver<'a>>, Option
     let subsystem_at = pe.checksum_offset + SUBSYSTEM_AFTER_CHECKSUM;
     let pe_subsystem = usize::try_from(subsystem_at)
         .ok()
-        .and_then(|at| file.get(at..at.checked_add(2)?))
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .and_then(|at| Reader::at(&file, at).u16("optional header Subsystem").ok())
         .ok_or_else(|| {
             pe_error(PeError::Truncated {
                 what: "optional header Subsystem",

@@ -211,7 +211,7 @@ fn structural_errors_name_the_field() {
             what: "ROM header signature",
             offset: 0,
             need: 2,
-            len: 1
+            available: 1
         })
     );
     assert!(matches!(

@@ -151,21 +151,21 @@ pub async fn prepare_td_with_vtpm(
     scenario: &Scenario,
     cache: &images::Cache,
 ) -> Result<(Box<Prepared>, Result<Box<Prepared>, String>), String> {
-    let td = resolve::resolve(scenario, cache, false).map_err(|e| e.to_string())?;
-    let vtpm = resolve::resolve(scenario, cache, true).map_err(|e| e.to_string());
+    let td = resolve::resolve(scenario, cache, false).map_err(|e| crate::error::chain(&e))?;
+    let vtpm = resolve::resolve(scenario, cache, true).map_err(|e| crate::error::chain(&e));
     let td_oracle = qemu::fwcfg::dump_fw_cfg(&td.vm, &td.qemu_binary, firmware_pci(&td));
     let vtpm_oracle = async {
         let vtpm = vtpm.as_ref().map_err(Clone::clone)?;
         qemu::fwcfg::dump_fw_cfg(&vtpm.vm, &vtpm.qemu_binary, firmware_pci(vtpm))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| crate::error::chain(&e))
     };
     let (td_oracle, vtpm_oracle, initrd) =
         tokio::join!(td_oracle, vtpm_oracle, initrd_digests(&td));
     let initrd = initrd?;
     let td_prepared = prepared_from(
         td,
-        td_oracle.map_err(|e| e.to_string())?,
+        td_oracle.map_err(|e| crate::error::chain(&e))?,
         initrd.clone(),
         Platform::Tdx,
     )?;
@@ -185,7 +185,7 @@ pub async fn prepare_resolved(
     let oracle =
         qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved));
     let (oracle, initrd) = tokio::join!(oracle, initrd_digests(&resolved));
-    let oracle = oracle.map_err(|e| e.to_string())?;
+    let oracle = oracle.map_err(|e| crate::error::chain(&e))?;
     prepared_from(resolved, oracle, initrd?, platform)
 }
 

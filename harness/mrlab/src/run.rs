@@ -154,13 +154,16 @@ async fn run_inner(
     let boot = async {
         match qemu::boot::boot(&vm, &backend, &options).await {
             Err(e) if is_infrastructure(&e) => {
-                retried = Some(format!("retried once after an infrastructure failure: {e}"));
+                retried = Some(format!(
+                    "retried once after an infrastructure failure: {}",
+                    crate::error::chain(&e)
+                ));
                 qemu::boot::boot(&vm, &backend, &options).await
             }
             other => other,
         }
         .map(|boot| boot.serial)
-        .map_err(|e| format!("boot: {e}"))
+        .map_err(|e| format!("boot: {}", crate::error::chain(&e)))
     };
     // The guest boots while the oracle runs and the prediction is made: neither needs the
     // other until the judging. A failed prediction stops the boot (dropping it kills QEMU).

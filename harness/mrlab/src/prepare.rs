@@ -270,7 +270,7 @@ pub fn predict_for(
             fw_cfg_boot_menu: oracle.get(qemu::fwcfg::BOOT_MENU_ITEM).map(Vec::as_slice),
             boot,
         };
-        predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
+        predict::predict(&inputs).map_err(|e| format!("prediction: {}", crate::error::chain(&e)))
     };
     match (&resolved.vm.boot, &resolved.uki) {
         (qemu::vm::Boot::Kernel { cmdline, .. }, _) => {

@@ -62,10 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // A results folder of a vTPM run is judged as the live run judged it; a TD's (a CCEL and no
     // TPM log, from `mrlab run --backend tdx`) goes the TD way, like --event-log.
     let evidence = match &args.evidence {
-        Some(dir) => Some((
-            dir,
-            recorded::record_from_dir(dir).map_err(anyhow::Error::msg)?,
-        )),
+        Some(dir) => Some((dir, recorded::record_from_dir(dir)?)),
         None => None,
     };
     let from_td = |record: &agent::record::Record| {
@@ -237,11 +234,9 @@ fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
             source: source.clone(),
         }),
     };
-    let (mrtd, rtmrs, source) = quote_else_tdreport(quote, tdreport)
-        .unwrap_or_else(|| {
-            Err("--event-log needs --quote or --tdreport (the TD's registers)".into())
-        })
-        .map_err(anyhow::Error::msg)?;
+    let (mrtd, rtmrs, source) = quote_else_tdreport(quote, tdreport).ok_or_else(|| {
+        anyhow::anyhow!("--event-log needs --quote or --tdreport (the TD's registers)")
+    })??;
     Ok(TdEvidence {
         log,
         mrtd,

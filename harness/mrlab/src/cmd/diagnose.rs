@@ -110,11 +110,9 @@ fn judge_vtpm(
     args: &Args,
     record: &agent::record::Record,
 ) -> anyhow::Result<ScenarioReport> {
-    let prepared = ready(ctx.rt.block_on(prepare::prepare(
-        &ctx.scenario,
-        &ctx.cache,
-        Platform::Vtpm,
-    )))?;
+    let prepared = ctx
+        .rt
+        .block_on(prepare::prepare(&ctx.scenario, &ctx.cache, Platform::Vtpm))?;
     let judgement = judge::judgement(&prepared, &ctx.file, record).map_err(anyhow::Error::msg)?;
     let rows = if args.predictors.is_empty() {
         Vec::new()
@@ -132,11 +130,9 @@ fn judge_vtpm(
 /// A TD's evidence against the TD prediction in the page order asked for; predictors against
 /// the TD's registers.
 fn judge_td(ctx: &Context, args: &Args, td: &TdEvidence) -> anyhow::Result<ScenarioReport> {
-    let prepared = ready(ctx.rt.block_on(prepare::prepare(
-        &ctx.scenario,
-        &ctx.cache,
-        Platform::Tdx,
-    )))?;
+    let prepared = ctx
+        .rt
+        .block_on(prepare::prepare(&ctx.scenario, &ctx.cache, Platform::Tdx))?;
     let order = match args.mrtd_order.as_str() {
         "two-pass" => PageOrder::TwoPass,
         "single-pass" => PageOrder::SinglePass,
@@ -252,8 +248,4 @@ fn named<'a>(bytes: &'a [u8], path: &Path, what: &str) -> Named<'a> {
         name: path.display().to_string(),
         source: format!("{what} {}", path.display()),
     }
-}
-
-fn ready(p: Result<Box<prepare::Prepared>, String>) -> anyhow::Result<Box<prepare::Prepared>> {
-    p.map_err(anyhow::Error::msg)
 }

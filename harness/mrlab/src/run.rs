@@ -46,7 +46,7 @@ pub async fn run_file(path: &Path, cache: &images::Cache, opts: &Options) -> Out
                     &name,
                     &file,
                     backend_name(opts),
-                    e.to_string(),
+                    crate::error::chain(&e),
                     started.elapsed().as_secs_f64(),
                 ),
                 prediction: None,

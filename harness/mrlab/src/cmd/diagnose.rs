@@ -58,7 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Predictors work (inputs.json, dstack-mr's image folder) in a folder dropped at exit.
         work: tempfile::tempdir()?,
     };
-    predictors::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
+    predictors::check_unique(&args.predictors)?;
     // A results folder of a vTPM run is judged as the live run judged it; a TD's (a CCEL and no
     // TPM log, from `mrlab run --backend tdx`) goes the TD way, like --event-log.
     let evidence = match &args.evidence {

@@ -328,7 +328,7 @@ fn judgement_of_serial(
     let record =
         agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
     save_evidence(dir, &record)?;
-    judgement(prepared, file, &record)
+    Ok(judgement(prepared, file, &record)?)
 }
 
 /// [`judgement_of_serial`] without external predictors: the report with its verdict.

@@ -113,7 +113,7 @@ fn judge_vtpm(
     let prepared = ctx
         .rt
         .block_on(prepare::prepare(&ctx.scenario, &ctx.cache, Platform::Vtpm))?;
-    let judgement = judge::judgement(&prepared, &ctx.file, record).map_err(anyhow::Error::msg)?;
+    let judgement = judge::judgement(&prepared, &ctx.file, record)?;
     let rows = if args.predictors.is_empty() {
         Vec::new()
     } else {
@@ -139,8 +139,7 @@ fn judge_td(ctx: &Context, args: &Args, td: &TdEvidence) -> anyhow::Result<Scena
         _ => prepared.resolved.quirks.mrtd_page_order,
     };
     let label = format!("actual ({})", td.source);
-    let judgement =
-        judge::td_judgement(&prepared, &ctx.file, td, order).map_err(anyhow::Error::msg)?;
+    let judgement = judge::td_judgement(&prepared, &ctx.file, td, order)?;
     let mut rows = Vec::new();
     if !args.predictors.is_empty() {
         let actual = prepare::TdRegisters {

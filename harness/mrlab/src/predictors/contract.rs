@@ -39,7 +39,7 @@
 //! reference's order).
 
 use super::exec::run_capture;
-use super::{absolute, Prediction};
+use super::{absolute, Prediction, PredictorError};
 use crate::prepare::TdRegisters;
 use crate::resolve::Resolved;
 use measure::tdvf::PageOrder;
@@ -63,29 +63,31 @@ impl TdRegisters {
     }
 
     /// Parse the contract's stdout document.
-    pub fn from_json(stdout: &[u8]) -> Result<TdRegisters, String> {
-        let doc: serde_json::Map<String, Value> = serde_json::from_slice(stdout)
-            .map_err(|e| format!("stdout is not a JSON object: {e}"))?;
-        let field = |name: &str| -> Result<Option<[u8; 48]>, String> {
+    pub fn from_json(stdout: &[u8]) -> Result<TdRegisters, PredictorError> {
+        let doc: serde_json::Map<String, Value> =
+            serde_json::from_slice(stdout).map_err(PredictorError::NotJson)?;
+        let field = |name: &str| -> Result<Option<[u8; 48]>, PredictorError> {
             let Some(value) = doc.get(name) else {
                 return Ok(None);
             };
-            let text = value
-                .as_str()
-                .ok_or_else(|| format!("`{name}` is {value}, expected a hex string"))?;
-            let bytes = hex::decode(text).map_err(|e| format!("`{name}`: not hex: {e}"))?;
+            let text = value.as_str().ok_or_else(|| PredictorError::NotAString {
+                name: name.to_string(),
+                value: value.to_string(),
+            })?;
+            let bytes = hex::decode(text).map_err(|source| PredictorError::NotHex {
+                name: name.to_string(),
+                source,
+            })?;
             let len = bytes.len();
             <[u8; 48]>::try_from(bytes)
                 .map(Some)
-                .map_err(|_| format!("`{name}`: {len} bytes, expected 48 (SHA-384)"))
+                .map_err(|_| PredictorError::Length {
+                    name: name.to_string(),
+                    len,
+                })
         };
-        let required = |name: &str| {
-            field(name)?.ok_or_else(|| {
-                format!(
-                    "stdout has no `{name}` (expected {{\"mrtd\",\"rtmr0\",\"rtmr1\",\"rtmr2\"}})"
-                )
-            })
-        };
+        let required =
+            |name: &str| field(name)?.ok_or_else(|| PredictorError::Missing(name.to_string()));
         Ok(TdRegisters {
             mrtd: required("mrtd")?,
             rtmr: [required("rtmr0")?, required("rtmr1")?, required("rtmr2")?],
@@ -106,8 +108,8 @@ pub(super) async fn predict(
     let inputs = dir.join("inputs.json");
     let doc = inputs_json(resolved, order);
     let text = serde_json::to_string_pretty(&doc).expect("inputs serialize");
-    if let Err(e) = std::fs::write(&inputs, text) {
-        return Prediction::Error(format!("{}: {e}", inputs.display()));
+    if let Err(e) = std::fs::write(&inputs, text).map_err(PredictorError::io(&inputs)) {
+        return e.into();
     }
     let argv = vec![
         "-c".to_string(),
@@ -115,15 +117,15 @@ pub(super) async fn predict(
         name.to_string(),
         absolute(&inputs).display().to_string(),
     ];
-    match run_capture(Path::new("sh"), &argv, &[], dir).await {
-        Ok(stdout) => match TdRegisters::from_json(&stdout) {
-            Ok(registers) => Prediction::Registers {
-                registers: Box::new(registers),
-                unsupported: Vec::new(),
-            },
-            Err(e) => Prediction::Error(e),
+    match run_capture(Path::new("sh"), &argv, &[], dir)
+        .await
+        .and_then(|stdout| TdRegisters::from_json(&stdout))
+    {
+        Ok(registers) => Prediction::Registers {
+            registers: Box::new(registers),
+            unsupported: Vec::new(),
         },
-        Err(e) => Prediction::Error(e),
+        Err(e) => e.into(),
     }
 }
 
@@ -265,13 +267,17 @@ mod tests {
         let regs = TdRegisters::from_json(ok.as_bytes()).unwrap();
         assert_eq!((regs.mrtd[0], regs.rtmr[2][47], regs.rtmr3), (1, 4, None));
         let short = ok.replace(&h(3), "abcd");
-        assert!(TdRegisters::from_json(short.as_bytes())
-            .unwrap_err()
-            .contains("rtmr1"));
+        assert_eq!(
+            TdRegisters::from_json(short.as_bytes())
+                .unwrap_err()
+                .to_string(),
+            "`rtmr1`: 2 bytes, expected 48 (SHA-384)"
+        );
         let missing = format!(r#"{{"mrtd":"{}"}}"#, h(1));
         assert!(TdRegisters::from_json(missing.as_bytes())
             .unwrap_err()
-            .contains("rtmr0"));
+            .to_string()
+            .contains("no `rtmr0`"));
         assert!(TdRegisters::from_json(b"MRTD: 00").is_err());
     }
 }

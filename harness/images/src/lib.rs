@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 /// Everything that can go wrong while locating or building an image.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}: {1}")]
+    #[error("{0}")]
     Io(PathBuf, #[source] std::io::Error),
     #[error("{path}: malformed package lock: {what}")]
     Lock { path: PathBuf, what: String },

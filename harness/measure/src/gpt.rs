@@ -45,7 +45,7 @@ pub enum GptError {
     },
     #[error("GPT partition entry array CRC32 {stored:#010x} does not match the computed {computed:#010x}")]
     EntriesCrc { stored: u32, computed: u32 },
-    #[error("UEFI_GPT_DATA: {0}")]
+    #[error("UEFI_GPT_DATA")]
     Data(#[from] UefiError),
 }
 

@@ -76,12 +76,12 @@ pub enum OptionRomError {
         offset: usize,
         reason: String,
     },
-    #[error("compressed EFI image of the ROM image at offset {offset:#x}: {source}")]
+    #[error("compressed EFI image of the ROM image at offset {offset:#x}")]
     Decompress {
         offset: usize,
         source: DecompressError,
     },
-    #[error("PE image of the EFI ROM image at offset {offset:#x}: {source}")]
+    #[error("PE image of the EFI ROM image at offset {offset:#x}")]
     Pe { offset: usize, source: PeError },
 }
 

@@ -183,26 +183,26 @@ fn vtpm_unpredicted(q: &Quirks) -> Vec<Unpredicted> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
-    #[error("firmware: {0}")]
+    #[error("firmware")]
     Firmware(#[from] tdvf::TdvfError),
-    #[error("firmware variable store: {0}")]
+    #[error("firmware variable store")]
     VarStore(#[from] crate::varstore::VarStoreError),
-    #[error("fw_cfg: {0}")]
+    #[error("fw_cfg")]
     FwCfg(#[from] crate::fwcfg::MissingItem),
-    #[error("kernel image: {0}")]
+    #[error("kernel image")]
     Kernel(#[from] pe::PeError),
-    #[error("boot option: {0}")]
+    #[error("boot option")]
     DevicePath(#[from] crate::devpath::DevicePathError),
-    #[error("boot disk: {0}")]
+    #[error("boot disk")]
     Gpt(#[from] gpt::GptError),
-    #[error("option ROM {label}: {source}")]
+    #[error("option ROM {label}")]
     OptionRom {
         label: String,
         source: crate::optionrom::OptionRomError,
     },
     #[error("{0} disks: more boot options than OVMF numbers")]
     TooManyDisks(usize),
-    #[error("SMBIOS: {0}")]
+    #[error("SMBIOS")]
     Smbios(#[from] crate::smbios::SmbiosError),
     #[error(
         "this OVMF measures {what} (quirk {quirk}), but {missing}: use a managed OVMF id from \
@@ -213,12 +213,12 @@ pub enum PredictError {
         quirk: &'static str,
         missing: &'static str,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Image {
         what: &'static str,
         source: pe::PeError,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Grub(#[from] crate::grub::GrubError),
     #[error("grub.cfg runs no `linux /vmlinuz`: the kernel GRUB starts is not known")]
     GrubWithoutLinux,
@@ -895,9 +895,9 @@ mod tests {
             err.contains("ovmf-smbios-measured") && err.contains("etc/smbios/smbios-tables"),
             "{err}"
         );
-        let err = predict(&inputs(&bad_tables, Some(&strings)))
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("SMBIOS: "), "{err}");
+        // The SMBIOS parser's own error is the cause, not repeated in this one's message.
+        let err = predict(&inputs(&bad_tables, Some(&strings))).unwrap_err();
+        assert!(matches!(err, PredictError::Smbios(_)), "{err:?}");
+        assert_eq!(err.to_string(), "SMBIOS");
     }
 }

@@ -1,7 +1,7 @@
 //! Prepare a scenario: resolve it to a VM, ask the fw_cfg oracle (that VM's own QEMU), and
 //! predict its measurements. Nothing boots here.
 
-use crate::input::{read, DISK, IMAGE};
+use crate::input::{read, InputError, DISK, IMAGE};
 use crate::resolve::{self, Resolved};
 use crate::scenario::Scenario;
 use measure::predict::{self, Boot, KernelBoot, Prediction, UkiBoot};
@@ -19,6 +19,60 @@ pub struct Prepared {
     /// For a vTPM VM it is made from the vTPM VM's own fw_cfg, whose ACPI holds a TPM device:
     /// the events and labels are the TD's, an ACPI digest may not be.
     pub td_events: Result<Vec<Event>, String>,
+}
+
+/// Why a scenario could not be prepared: the file, the oracle or the prediction that failed,
+/// with the lower error as `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// Boxed: a resolve error is the largest by far, and every result of this stage carries its size.
+    #[error(transparent)]
+    Resolve(Box<resolve::ResolveError>),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Its messages start with "fw_cfg oracle: ".
+    #[error(transparent)]
+    Oracle(#[from] qemu::OracleError),
+    #[error(
+        "fw_cfg oracle: QEMU {qemu} {} {}, but quirk qemu-boot-kernel-file expects {}",
+        if *.served { "serves" } else { "does not serve" },
+        qemu::fwcfg::BOOT_KERNEL_FILE,
+        if *.served { "none" } else { "it" }
+    )]
+    KernelFileQuirk { qemu: String, served: bool },
+    #[error("fw_cfg oracle: {0}")]
+    NoKernel(String),
+    #[error("{}", .path.display())]
+    Firmware {
+        path: std::path::PathBuf,
+        #[source]
+        source: tdvf::TdvfError,
+    },
+    #[error("MRTD")]
+    Mrtd(#[source] tdvf::TdvfError),
+    #[error("hashing the initrd")]
+    HashingInitrd(#[source] tokio::task::JoinError),
+    #[error("prediction")]
+    Prediction(#[source] measure::predict::PredictError),
+    #[error("a prediction thread")]
+    PredictionThread(#[source] tokio::task::JoinError),
+    #[error("the initrd's digests never reached the vTPM prediction (hashing it failed)")]
+    InitrdNotShared,
+    #[error("disk boot without a UKI or GRUB disk the harness built is not predicted")]
+    UnpredictedDisk,
+}
+
+impl From<resolve::ResolveError> for PrepareError {
+    fn from(e: resolve::ResolveError) -> PrepareError {
+        PrepareError::Resolve(Box::new(e))
+    }
+}
+
+/// The stages whose errors are still text take a preparation error as its one line.
+impl From<PrepareError> for String {
+    fn from(e: PrepareError) -> String {
+        crate::error::chain(&e)
+    }
 }
 
 /// The ACPI event of the blob the vTPM VM's TPM device adds (`etc/tpm/log`).
@@ -42,26 +96,15 @@ fn kernel_as_measured<'a>(
     resolved: &Resolved,
     oracle: &'a BTreeMap<String, Vec<u8>>,
     platform: Platform,
-) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+) -> Result<std::borrow::Cow<'a, [u8]>, PrepareError> {
     let served = oracle.get(qemu::fwcfg::BOOT_KERNEL_FILE);
     if served.is_some() != resolved.quirks.qemu_serves_unpatched_kernel {
-        return Err(format!(
-            "fw_cfg oracle: QEMU {} {} {}, but quirk qemu-boot-kernel-file expects {}",
-            resolved
+        return Err(PrepareError::KernelFileQuirk {
+            qemu: resolved
                 .qemu_version
                 .map_or("(unknown version)".into(), |v| v.to_string()),
-            if served.is_some() {
-                "serves"
-            } else {
-                "does not serve"
-            },
-            qemu::fwcfg::BOOT_KERNEL_FILE,
-            if resolved.quirks.qemu_serves_unpatched_kernel {
-                "it"
-            } else {
-                "none"
-            },
-        ));
+            served: served.is_some(),
+        });
     }
     match served {
         // Borrowed: the kernel is 8 MiB and more, and the oracle holds it already.
@@ -70,17 +113,20 @@ fn kernel_as_measured<'a>(
         }
         _ => qemu::fwcfg::kernel_as_loaded(oracle)
             .map(Into::into)
-            .map_err(|e| format!("fw_cfg oracle: {e}")),
+            .map_err(PrepareError::NoKernel),
     }
 }
 
 /// The builtin TD registers of a TD preparation: MRTD from the firmware in `order`, RTMRs
 /// folded from the predicted events.
-pub fn builtin_registers(prepared: &Prepared, order: PageOrder) -> Result<Registers, String> {
+pub fn builtin_registers(prepared: &Prepared, order: PageOrder) -> Result<Registers, PrepareError> {
     let path = &prepared.resolved.vm.firmware;
     let firmware = crate::input::read(path, crate::input::FIRMWARE)?;
-    let parsed = tdvf::Tdvf::parse(&firmware).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mrtd = tdvf::mrtd(&parsed, &firmware, order).map_err(|e| e.to_string())?;
+    let parsed = tdvf::Tdvf::parse(&firmware).map_err(|source| PrepareError::Firmware {
+        path: path.clone(),
+        source,
+    })?;
+    let mrtd = tdvf::mrtd(&parsed, &firmware, order).map_err(PrepareError::Mrtd)?;
     let mut regs = Registers::fold(&prepared.prediction.events);
     regs.set(Register::Mrtd, mrtd);
     Ok(regs)
@@ -122,9 +168,8 @@ pub async fn prepare(
     scenario: &Scenario,
     cache: &images::Cache,
     platform: Platform,
-) -> Result<Box<Prepared>, String> {
-    let resolved = resolve::resolve(scenario, cache, platform == Platform::Vtpm)
-        .map_err(|e| crate::error::chain(&e))?;
+) -> Result<Box<Prepared>, PrepareError> {
+    let resolved = resolve::resolve(scenario, cache, platform == Platform::Vtpm)?;
     prepare_resolved(resolved, platform).await
 }
 
@@ -136,9 +181,9 @@ pub async fn prepare(
 pub async fn prepare_td_with_vtpm(
     scenario: &Scenario,
     cache: &images::Cache,
-) -> Result<(Box<Prepared>, Result<Vec<Event>, String>), String> {
-    let td = resolve::resolve(scenario, cache, false).map_err(|e| e.to_string())?;
-    let vtpm = resolve::resolve(scenario, cache, true).map_err(|e| e.to_string());
+) -> Result<(Box<Prepared>, Result<Vec<Event>, PrepareError>), PrepareError> {
+    let td = resolve::resolve(scenario, cache, false)?;
+    let vtpm = resolve::resolve(scenario, cache, true);
     // The TD side hashes the initrd and hands the digests over; a TD side that fails first
     // drops the sender, and its error is the one returned.
     let (initrd_tx, initrd_rx) = tokio::sync::oneshot::channel();
@@ -147,17 +192,14 @@ pub async fn prepare_td_with_vtpm(
         let (oracle, initrd) = tokio::join!(oracle, initrd_digests(&td));
         let initrd = initrd?;
         let _ = initrd_tx.send(initrd.clone());
-        let oracle = oracle.map_err(|e| e.to_string())?;
+        let oracle = oracle?;
         blocking(move || prepared_from(td, oracle, initrd, Platform::Tdx)).await
     };
     let vtpm_side = async {
         let vtpm = vtpm?;
-        let oracle = qemu::fwcfg::dump_fw_cfg(&vtpm.vm, &vtpm.qemu_binary, firmware_pci(&vtpm))
-            .await
-            .map_err(|e| e.to_string())?;
-        let initrd = initrd_rx
-            .await
-            .map_err(|_| "the initrd was not hashed".to_string())?;
+        let oracle =
+            qemu::fwcfg::dump_fw_cfg(&vtpm.vm, &vtpm.qemu_binary, firmware_pci(&vtpm)).await?;
+        let initrd = initrd_rx.await.map_err(|_| PrepareError::InitrdNotShared)?;
         blocking(move || {
             predict_for(&vtpm, &oracle, initrd.as_ref(), Platform::Vtpm).map(|p| p.events)
         })
@@ -170,11 +212,11 @@ pub async fn prepare_td_with_vtpm(
 /// Runs CPU-bound `work` (a prediction) on tokio's blocking pool, off the thread that drives
 /// the oracles' sockets.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    work: impl FnOnce() -> Result<T, PrepareError> + Send + 'static,
+) -> Result<T, PrepareError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| format!("a prediction thread failed: {e}"))?
+        .map_err(PrepareError::PredictionThread)?
 }
 
 /// [`prepare`] of a scenario already resolved: the oracle and the prediction, which a boot of
@@ -182,14 +224,13 @@ async fn blocking<T: Send + 'static>(
 pub async fn prepare_resolved(
     resolved: Resolved,
     platform: Platform,
-) -> Result<Box<Prepared>, String> {
+) -> Result<Box<Prepared>, PrepareError> {
     // The oracle: every fw_cfg file of this very VM, from the same QEMU binary. The initrd is
     // hashed meanwhile, once for both predictions below.
     let oracle =
         qemu::fwcfg::dump_fw_cfg(&resolved.vm, &resolved.qemu_binary, firmware_pci(&resolved));
     let (oracle, initrd) = tokio::join!(oracle, initrd_digests(&resolved));
-    let oracle = oracle.map_err(|e| e.to_string())?;
-    prepared_from(resolved, oracle, initrd?, platform)
+    prepared_from(resolved, oracle?, initrd?, platform)
 }
 
 /// The prediction of a resolved VM from its fw_cfg files (the oracle's, or a snapshot's) and
@@ -199,19 +240,20 @@ pub fn prepared_from(
     oracle: BTreeMap<String, Vec<u8>>,
     initrd: Option<measure::Digests>,
     platform: Platform,
-) -> Result<Box<Prepared>, String> {
+) -> Result<Box<Prepared>, PrepareError> {
     let prediction = predict_for(&resolved, &oracle, initrd.as_ref(), platform)?;
     let td_events = match platform {
         Platform::Tdx => Ok(prediction.events.clone()),
         // The vTPM VM's TPM device adds the `etc/tpm/log` ACPI blob, which a TD does not have.
-        Platform::Vtpm => {
-            predict_for(&resolved, &oracle, initrd.as_ref(), Platform::Tdx).map(|p| {
+        // Why there is none is a note of the report, so it is kept as its text.
+        Platform::Vtpm => predict_for(&resolved, &oracle, initrd.as_ref(), Platform::Tdx)
+            .map(|p| {
                 p.events
                     .into_iter()
                     .filter(|e| e.label != TPM_LOG_ACPI_EVENT)
                     .collect()
             })
-        }
+            .map_err(|e| crate::error::chain(&e)),
     };
     Ok(Box::new(Prepared {
         resolved,
@@ -223,15 +265,17 @@ pub fn prepared_from(
 
 /// The digests of a `-kernel` boot's initrd, read and hashed on a blocking thread so that it
 /// overlaps the fw_cfg oracle's QEMU.
-async fn initrd_digests(resolved: &Resolved) -> Result<Option<measure::Digests>, String> {
+async fn initrd_digests(resolved: &Resolved) -> Result<Option<measure::Digests>, PrepareError> {
     let vm = resolved.vm.clone();
-    tokio::task::spawn_blocking(move || read_initrd_digests(&vm))
-        .await
-        .map_err(|e| format!("hashing the initrd: {e}"))?
+    Ok(
+        tokio::task::spawn_blocking(move || read_initrd_digests(&vm))
+            .await
+            .map_err(PrepareError::HashingInitrd)??,
+    )
 }
 
 /// Both banks' digests of the `-kernel` initrd, if the VM has one.
-pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, String> {
+pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, InputError> {
     match &vm.boot {
         qemu::vm::Boot::Kernel {
             initrd: Some(path), ..
@@ -251,7 +295,7 @@ pub fn predict_for(
     oracle: &BTreeMap<String, Vec<u8>>,
     initrd: Option<&measure::Digests>,
     platform: Platform,
-) -> Result<Prediction, String> {
+) -> Result<Prediction, PrepareError> {
     let firmware = crate::input::read(&resolved.vm.firmware, crate::input::FIRMWARE)?;
     let acpi_blobs = measure::acpi::measured_blobs(oracle);
     let roms: Vec<(String, Vec<u8>)> = resolved
@@ -277,7 +321,7 @@ pub fn predict_for(
             fw_cfg_boot_menu: oracle.get(qemu::fwcfg::BOOT_MENU_ITEM).map(Vec::as_slice),
             boot,
         };
-        predict::predict(&inputs).map_err(|e| format!("prediction: {e}"))
+        predict::predict(&inputs).map_err(PrepareError::Prediction)
     };
     match (&resolved.vm.boot, &resolved.uki) {
         (qemu::vm::Boot::Kernel { cmdline, .. }, _) => {
@@ -309,9 +353,7 @@ pub fn predict_for(
             Some(grub) => {
                 predict(crate::prepare_grub::read_inputs(grub, &resolved.scenario.predict)?.boot())
             }
-            None => Err(
-                "disk boot without a UKI or GRUB disk the harness built is not predicted".into(),
-            ),
+            None => Err(PrepareError::UnpredictedDisk),
         },
     }
 }

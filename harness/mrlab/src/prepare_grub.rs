@@ -23,7 +23,7 @@ const BLOCK_SIZE: u32 = 512;
 pub fn read_inputs<'a>(
     parts: &'a GrubParts,
     overrides: &PredictOverrides,
-) -> Result<GrubInputs<'a>, String> {
+) -> Result<GrubInputs<'a>, crate::input::InputError> {
     Ok(GrubInputs {
         parts,
         disk: crate::input::read_gpt_span(&parts.disk, BLOCK_SIZE)?,

@@ -2,10 +2,61 @@
 //! after a boot and read back for an offline diagnosis, and a TD's evidence taken from a record.
 
 use measure::Registers;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why recorded evidence could not be read, saved or used: the folder, file or record entry is
+/// named, the lower error is `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("{}: cannot list the evidence folder", .dir.display())]
+    List {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
+    #[error("{}: no evidence (neither tpm/binary_bios_measurements nor ccel/data)", .0.display())]
+    NoEvidence(PathBuf),
+    /// `agent_said` is the agent's own account of what it could not read, or empty.
+    #[error("no ccel/data: the guest exposed no CCEL ACPI table data{agent_said}")]
+    NoCcel { agent_said: String },
+    #[error("neither tdx/quote nor tdx/tdreport: no TD registers{agent_said}")]
+    NoTdRegisters { agent_said: String },
+    /// A recorded entry (`ccel/data`, `tdx/quote`, `tdx/tdreport`) that does not parse.
+    #[error("{entry}")]
+    Unparsable {
+        entry: String,
+        #[source]
+        source: evidence::Error,
+    },
+    #[error("evidence record: entry name {0:?} is not a plain relative path")]
+    EntryName(String),
+    #[error("{}: cannot save evidence", .path.display())]
+    Save {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("evidence record has no {0}")]
+    NoPcr(String),
+    #[error("{entry}: not hex")]
+    PcrNotHex {
+        entry: String,
+        #[source]
+        source: hex::FromHexError,
+    },
+}
+
+/// The stages whose errors are still text take an evidence error as its one line.
+impl From<EvidenceError> for String {
+    fn from(e: EvidenceError) -> String {
+        crate::error::chain(&e)
+    }
+}
 
 /// Read a results folder's `evidence/` back into a record.
-pub fn record_from_dir(dir: &Path) -> Result<agent::record::Record, String> {
+pub fn record_from_dir(dir: &Path) -> Result<agent::record::Record, EvidenceError> {
     let base = if dir.join("evidence").is_dir() {
         dir.join("evidence")
     } else {
@@ -15,8 +66,12 @@ pub fn record_from_dir(dir: &Path) -> Result<agent::record::Record, String> {
     let mut stack = vec![base.clone()];
     let mut files = Vec::new();
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
-            let path = entry.map_err(|e| format!("{}: {e}", d.display()))?.path();
+        let list = |source| EvidenceError::List {
+            dir: d.clone(),
+            source,
+        };
+        for entry in std::fs::read_dir(&d).map_err(list)? {
+            let path = entry.map_err(list)?.path();
             if path.is_dir() {
                 stack.push(path);
             } else {
@@ -37,10 +92,7 @@ pub fn record_from_dir(dir: &Path) -> Result<agent::record::Record, String> {
     if record.get(agent::record::TPM_EVENT_LOG_ENTRY).is_none()
         && record.get(agent::record::CCEL_DATA_ENTRY).is_none()
     {
-        return Err(format!(
-            "{}: no evidence (neither tpm/binary_bios_measurements nor ccel/data)",
-            base.display()
-        ));
+        return Err(EvidenceError::NoEvidence(base));
     }
     Ok(record)
 }
@@ -67,19 +119,20 @@ pub struct Named<'a> {
 pub fn quote_else_tdreport(
     quote: Option<Named>,
     tdreport: Option<Named>,
-) -> Option<Result<(Registers, String), String>> {
+) -> Option<Result<(Registers, String), EvidenceError>> {
+    let unparsable = |entry: String| move |source| EvidenceError::Unparsable { entry, source };
     if let Some(q) = quote {
         return Some(
             evidence::quote::parse(q.bytes)
                 .map(|quote| (quote.body.td.registers(), q.source))
-                .map_err(|e| format!("{}: {e}", q.name)),
+                .map_err(unparsable(q.name)),
         );
     }
     let t = tdreport?;
     Some(
         evidence::tdreport::parse(t.bytes)
             .map(|report| (report.td.registers(), t.source))
-            .map_err(|e| format!("{}: {e}", t.name)),
+            .map_err(unparsable(t.name)),
     )
 }
 
@@ -87,21 +140,25 @@ impl TdEvidence {
     /// A TD's evidence from the agent's record: the CCEL log (`ccel/data`) and the registers of
     /// the quote (`tdx/quote`) or, without one, of the TDREPORT (`tdx/tdreport`). What is missing
     /// is an error that carries the agent's own account (`errors`).
-    pub fn from_record(record: &agent::record::Record) -> Result<TdEvidence, String> {
+    pub fn from_record(record: &agent::record::Record) -> Result<TdEvidence, EvidenceError> {
         let agent_said = || {
             record
                 .get(agent::record::ERRORS_ENTRY)
                 .map(|e| format!(" (agent: {})", String::from_utf8_lossy(e).trim()))
                 .unwrap_or_default()
         };
-        let data = record.get(agent::record::CCEL_DATA_ENTRY).ok_or_else(|| {
-            format!(
-                "no ccel/data: the guest exposed no CCEL ACPI table data{}",
-                agent_said()
-            )
+        let data =
+            record
+                .get(agent::record::CCEL_DATA_ENTRY)
+                .ok_or_else(|| EvidenceError::NoCcel {
+                    agent_said: agent_said(),
+                })?;
+        let log = evidence::log::parse(data, evidence::log::Format::Ccel).map_err(|source| {
+            EvidenceError::Unparsable {
+                entry: agent::record::CCEL_DATA_ENTRY.to_string(),
+                source,
+            }
         })?;
-        let log = evidence::log::parse(data, evidence::log::Format::Ccel)
-            .map_err(|e| format!("ccel/data: {e}"))?;
         let named = |entry: &str, source: &str| {
             record.get(entry).map(|bytes| Named {
                 bytes,
@@ -112,10 +169,9 @@ impl TdEvidence {
         let quote = named(agent::record::QUOTE_ENTRY, "quote");
         let tdreport = named(agent::record::TDREPORT_ENTRY, "TDREPORT");
         let (registers, source) = quote_else_tdreport(quote, tdreport).unwrap_or_else(|| {
-            Err(format!(
-                "neither tdx/quote nor tdx/tdreport: no TD registers{}",
-                agent_said()
-            ))
+            Err(EvidenceError::NoTdRegisters {
+                agent_said: agent_said(),
+            })
         })?;
         Ok(TdEvidence {
             log,
@@ -127,7 +183,7 @@ impl TdEvidence {
 
 /// Writes each evidence entry to `dir/evidence/<name>`. The names come from the guest: one that
 /// is not a plain relative path (absolute, `..`, `.`) is refused, not written.
-pub fn save_evidence(dir: &Path, record: &agent::record::Record) -> Result<(), String> {
+pub fn save_evidence(dir: &Path, record: &agent::record::Record) -> Result<(), EvidenceError> {
     use std::path::Component;
     let base = dir.join("evidence");
     for (name, data) in &record.entries {
@@ -137,28 +193,37 @@ pub fn save_evidence(dir: &Path, record: &agent::record::Record) -> Result<(), S
                 .components()
                 .all(|c| matches!(c, Component::Normal(_)))
         {
-            return Err(format!(
-                "evidence record: entry name {name:?} is not a plain relative path"
-            ));
+            return Err(EvidenceError::EntryName(name.clone()));
         }
         let path = base.join(relative);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("{}: cannot save evidence: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|source| EvidenceError::Save {
+                path: parent.to_owned(),
+                source,
+            })?;
         }
-        std::fs::write(&path, data)
-            .map_err(|e| format!("{}: cannot save evidence: {e}", path.display()))?;
+        std::fs::write(&path, data).map_err(|source| EvidenceError::Save {
+            path: path.clone(),
+            source,
+        })?;
     }
     Ok(())
 }
 
 /// PCR values as the guest's sysfs gave them (`tpm/pcr-<bank>/<n>`, hex text).
-pub fn sysfs_pcr(record: &agent::record::Record, bank: &str, pcr: u32) -> Result<Vec<u8>, String> {
+pub fn sysfs_pcr(
+    record: &agent::record::Record,
+    bank: &str,
+    pcr: u32,
+) -> Result<Vec<u8>, EvidenceError> {
     let name = agent::record::pcr_entry(bank, pcr);
-    let text = record
-        .get(&name)
-        .ok_or_else(|| format!("evidence record has no {name}"))?;
-    hex::decode(String::from_utf8_lossy(text).trim()).map_err(|e| format!("{name}: not hex: {e}"))
+    let Some(text) = record.get(&name) else {
+        return Err(EvidenceError::NoPcr(name));
+    };
+    hex::decode(String::from_utf8_lossy(text).trim()).map_err(|source| EvidenceError::PcrNotHex {
+        entry: name,
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -208,7 +273,7 @@ mod tests {
             "errors",
             b"tdx/tdreport: /dev/tdx_guest: not found\n".to_vec(),
         );
-        let err = TdEvidence::from_record(&record).err().unwrap();
+        let err = crate::error::chain(&TdEvidence::from_record(&record).err().unwrap());
         assert!(
             err.contains("no ccel/data") && err.contains("/dev/tdx_guest"),
             "{err}"
@@ -217,11 +282,11 @@ mod tests {
             "ccel/data",
             fixture("tdx-ccel/go-tdx-guest-cos-113/ccel_data.dat"),
         );
-        let err = TdEvidence::from_record(&record).err().unwrap();
+        let err = crate::error::chain(&TdEvidence::from_record(&record).err().unwrap());
         assert!(err.contains("neither tdx/quote nor tdx/tdreport"), "{err}");
         record.push("tdx/tdreport", vec![0; 10]);
-        let err = TdEvidence::from_record(&record).err().unwrap();
-        assert!(err.starts_with("tdx/tdreport:"), "{err}");
+        let err = crate::error::chain(&TdEvidence::from_record(&record).err().unwrap());
+        assert!(err.starts_with("tdx/tdreport: "), "{err}");
     }
 
     #[test]
@@ -234,7 +299,7 @@ mod tests {
             record.push(bad, "escaped");
             let e = save_evidence(&dir, &record).unwrap_err();
             assert_eq!(
-                e,
+                e.to_string(),
                 format!("evidence record: entry name {bad:?} is not a plain relative path")
             );
         }

@@ -46,7 +46,7 @@ pub async fn run_file(path: &Path, cache: &images::Cache, opts: &Options) -> Out
                     &name,
                     &file,
                     backend_name(opts),
-                    e.to_string(),
+                    crate::error::chain(&e),
                     started.elapsed().as_secs_f64(),
                 ),
                 prediction: None,
@@ -154,13 +154,16 @@ async fn run_inner(
     let boot = async {
         match qemu::boot::boot(&vm, &backend, &options).await {
             Err(e) if is_infrastructure(&e) => {
-                retried = Some(format!("retried once after an infrastructure failure: {e}"));
+                retried = Some(format!(
+                    "retried once after an infrastructure failure: {}",
+                    crate::error::chain(&e)
+                ));
                 qemu::boot::boot(&vm, &backend, &options).await
             }
             other => other,
         }
         .map(|boot| boot.serial)
-        .map_err(|e| format!("boot: {e}"))
+        .map_err(|e| format!("boot: {}", crate::error::chain(&e)))
     };
     // The guest boots while the oracle runs and the prediction is made: neither needs the
     // other until the judging. A failed prediction stops the boot (dropping it kills QEMU).
@@ -320,7 +323,7 @@ fn judgement_of_serial(
     let record =
         agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
     save_evidence(dir, &record)?;
-    judgement(prepared, file, &record)
+    Ok(judgement(prepared, file, &record)?)
 }
 
 /// [`judgement_of_serial`] without external predictors: the report with its verdict.

@@ -266,7 +266,7 @@ fn default_true() -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("{path}: cannot read scenario: {source}")]
+    #[error("{path}: cannot read scenario")]
     Read {
         path: PathBuf,
         source: std::io::Error,

@@ -12,8 +12,8 @@
 //! them. A snapshot is refused when its manifest does not fit the scenario (another VM shape,
 //! QEMU or OVMF) or a file does not match its digest.
 
-use crate::input::{read, DISK, IMAGE};
-use crate::prepare::{self, Prepared};
+use crate::input::{read, InputError, DISK, IMAGE};
+use crate::prepare::{self, PrepareError, Prepared};
 use crate::resolve::{self, Resolved};
 use crate::scenario::Scenario;
 use measure::quirks::Version;
@@ -29,6 +29,59 @@ pub const SCHEMA: &str = "mrlab-fwcfg/1";
 /// Where the option ROMs go in a snapshot; no fw_cfg name has parentheses.
 const OPTION_ROM_DIR: &str = "(option-rom)";
 
+/// Why a snapshot could not be written or used: the manifest or file and what is wrong with it,
+/// the lower error as `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Boxed: a resolve error is the largest by far, and every result of this stage carries its size.
+    #[error(transparent)]
+    Resolve(Box<resolve::ResolveError>),
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error("file name {0:?} is not a plain relative path")]
+    NotRelative(String),
+    #[error("{}: cannot write", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: option ROM without a file name", .0.display())]
+    RomWithoutName(PathBuf),
+    #[error("{}: not JSON", .path.display())]
+    ManifestJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The manifest does not fit the scenario, or lacks what a snapshot has.
+    #[error("{}: {problem}", .path.display())]
+    Manifest { path: PathBuf, problem: String },
+    /// A file the manifest lists is wrong (`source`).
+    #[error("{}", .manifest.display())]
+    Listed {
+        manifest: PathBuf,
+        #[source]
+        source: Box<SnapshotError>,
+    },
+    #[error("a file entry has no \"name\"")]
+    NoName,
+    #[error("{}: sha256 {digest}, the manifest says {listed}", .path.display())]
+    Digest {
+        path: PathBuf,
+        digest: String,
+        listed: String,
+    },
+}
+
+impl From<resolve::ResolveError> for SnapshotError {
+    fn from(e: resolve::ResolveError) -> SnapshotError {
+        SnapshotError::Resolve(Box::new(e))
+    }
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -37,7 +90,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// carries (the `-kernel` image) or that the prediction reads beside it (the initrd) are named
 /// by their sha256; disks, shares and the vsock backend are not (only their PCI functions reach
 /// fw_cfg).
-pub fn vm_shape(vm: &Vm) -> Result<Value, String> {
+pub fn vm_shape(vm: &Vm) -> Result<Value, InputError> {
     let boot = match &vm.boot {
         Boot::Kernel {
             kernel,
@@ -93,20 +146,24 @@ pub fn vm_shape(vm: &Vm) -> Result<Value, String> {
 
 /// A fw_cfg name (or option ROM name) as a relative path below the snapshot folder; anything
 /// that could leave it is refused.
-fn relative(name: &str) -> Result<PathBuf, String> {
+fn relative(name: &str) -> Result<PathBuf, SnapshotError> {
     let path = Path::new(name.trim_start_matches('/'));
     if name.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(format!("file name {name:?} is not a plain relative path"));
+        return Err(SnapshotError::NotRelative(name.to_string()));
     }
     Ok(path.to_path_buf())
 }
 
-fn write_file(dir: &Path, name: &str, data: &[u8]) -> Result<(), String> {
+fn write_file(dir: &Path, name: &str, data: &[u8]) -> Result<(), SnapshotError> {
     let path = dir.join(relative(name)?);
+    let cannot_write = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SnapshotError::Write { path, source }
+    };
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(cannot_write(parent))?;
     }
-    std::fs::write(&path, data).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::write(&path, data).map_err(cannot_write(&path))
 }
 
 fn entry(name: &str, data: &[u8]) -> Value {
@@ -114,7 +171,7 @@ fn entry(name: &str, data: &[u8]) -> Value {
 }
 
 /// The manifest of `resolved`'s fw_cfg `files`, without the file list.
-fn identity(resolved: &Resolved) -> Result<Value, String> {
+fn identity(resolved: &Resolved) -> Result<Value, InputError> {
     Ok(json!({
         "schema": SCHEMA,
         "qemu": {
@@ -133,7 +190,7 @@ pub fn write(
     dir: &Path,
     resolved: &Resolved,
     files: &BTreeMap<String, Vec<u8>>,
-) -> Result<Vec<(String, usize)>, String> {
+) -> Result<Vec<(String, usize)>, SnapshotError> {
     let mut manifest = identity(resolved)?;
     let mut written = Vec::new();
     let mut entries = Vec::new();
@@ -148,7 +205,7 @@ pub fn write(
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| format!("{}: option ROM without a file name", path.display()))?;
+            .ok_or_else(|| SnapshotError::RomWithoutName(path.clone()))?;
         let name = format!("{OPTION_ROM_DIR}/{file_name}");
         write_file(dir, &name, &data)?;
         let mut rom = entry(&name, &data);
@@ -158,7 +215,7 @@ pub fn write(
     }
     manifest["files"] = json!(entries);
     manifest["option_roms"] = json!(roms);
-    let text = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())? + "\n";
+    let text = serde_json::to_string_pretty(&manifest).expect("a JSON value serializes") + "\n";
     write_file(dir, MANIFEST, text.as_bytes())?;
     Ok(written)
 }
@@ -189,20 +246,20 @@ fn first_difference(path: &str, expected: &Value, found: &Value) -> Option<Strin
 }
 
 /// One file the manifest lists, read and checked against its size and sha256.
-fn read_listed(dir: &Path, listed: &Value) -> Result<(String, Vec<u8>), String> {
+fn read_listed(dir: &Path, listed: &Value) -> Result<(String, Vec<u8>), SnapshotError> {
     let name = listed["name"]
         .as_str()
-        .ok_or("a file entry has no \"name\"")?
+        .ok_or(SnapshotError::NoName)?
         .to_string();
     let path = dir.join(relative(&name)?);
     let data = read(&path, IMAGE)?;
     let digest = sha256_hex(&data);
     if Some(digest.as_str()) != listed["sha256"].as_str() {
-        return Err(format!(
-            "{}: sha256 {digest}, the manifest says {}",
-            path.display(),
-            listed["sha256"]
-        ));
+        return Err(SnapshotError::Digest {
+            path,
+            digest,
+            listed: listed["sha256"].to_string(),
+        });
     }
     Ok((name, data))
 }
@@ -213,11 +270,23 @@ pub fn prepare(
     cache: &images::Cache,
     platform: Platform,
     dir: &Path,
-) -> Result<Box<Prepared>, String> {
+) -> Result<Box<Prepared>, SnapshotError> {
     let manifest_path = dir.join(MANIFEST);
-    let manifest: Value = serde_json::from_slice(&read(&manifest_path, IMAGE)?)
-        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-    let bad = |why: String| format!("{}: {why}", manifest_path.display());
+    let manifest: Value =
+        serde_json::from_slice(&read(&manifest_path, IMAGE)?).map_err(|source| {
+            SnapshotError::ManifestJson {
+                path: manifest_path.clone(),
+                source,
+            }
+        })?;
+    let bad = |problem: String| SnapshotError::Manifest {
+        path: manifest_path.clone(),
+        problem,
+    };
+    let listed = |source| SnapshotError::Listed {
+        manifest: manifest_path.clone(),
+        source: Box::new(source),
+    };
     if manifest["schema"] != SCHEMA {
         return Err(bad(format!(
             "schema {}, expected {SCHEMA:?}",
@@ -236,8 +305,7 @@ pub fn prepare(
         platform == Platform::Vtpm,
         qemu_binary,
         qemu_version,
-    )
-    .map_err(|e| crate::error::chain(&e))?;
+    )?;
     let expected = identity(&resolved)?;
     for key in ["schema", "qemu", "ovmf_version", "machine", "vm"] {
         if let Some(why) = first_difference(key, &expected[key], &manifest[key]) {
@@ -253,18 +321,18 @@ pub fn prepare(
         }
     }
     let mut oracle = BTreeMap::new();
-    for listed in manifest["files"]
+    for file in manifest["files"]
         .as_array()
         .ok_or_else(|| bad("no \"files\" list".into()))?
     {
-        let (name, data) = read_listed(dir, listed).map_err(&bad)?;
+        let (name, data) = read_listed(dir, file).map_err(listed)?;
         oracle.insert(name, data);
     }
     for rom in manifest["option_roms"]
         .as_array()
         .ok_or_else(|| bad("no \"option_roms\" list".into()))?
     {
-        let (name, _) = read_listed(dir, rom).map_err(&bad)?;
+        let (name, _) = read_listed(dir, rom).map_err(listed)?;
         let label = rom["label"]
             .as_str()
             .ok_or_else(|| bad(format!("option ROM {name} has no label")))?;
@@ -273,7 +341,7 @@ pub fn prepare(
             .push((label.to_string(), dir.join(relative(&name)?)));
     }
     let initrd = prepare::read_initrd_digests(&resolved.vm)?;
-    prepare::prepared_from(resolved, oracle, initrd, platform)
+    Ok(prepare::prepared_from(resolved, oracle, initrd, platform)?)
 }
 
 #[cfg(test)]

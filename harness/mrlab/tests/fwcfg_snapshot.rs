@@ -139,9 +139,10 @@ fn a_snapshot_that_does_not_fit_is_refused() {
     let snap = tempfile::tempdir().unwrap();
     mrlab::snapshot::write(snap.path(), &live.resolved, &live.oracle).unwrap();
     let err = |scenario: &Scenario, platform| {
-        mrlab::snapshot::prepare(scenario, &cache, platform, snap.path())
+        let e = mrlab::snapshot::prepare(scenario, &cache, platform, snap.path())
             .err()
-            .expect("refused")
+            .expect("refused");
+        mrlab::error::chain(&e)
     };
     let nic2 = Scenario::load(&dir.join("nic-2.toml")).unwrap();
     let e = err(&nic2, Platform::Vtpm);

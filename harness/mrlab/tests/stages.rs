@@ -120,7 +120,7 @@ fn td_record_is_judged_by_the_td_judge() {
     // A vTPM record (no CCEL) given to the TD judge is an error that says what is missing.
     let mut vtpm = agent::record::Record::default();
     vtpm.push("tpm/binary_bios_measurements", vec![0u8; 8]);
-    let err = judge_record(&prepared, "kernel-smoke", &vtpm).unwrap_err();
+    let err = mrlab::error::chain(&judge_record(&prepared, "kernel-smoke", &vtpm).unwrap_err());
     assert!(err.starts_with("no ccel/data"), "{err}");
 }
 

@@ -56,14 +56,14 @@ pub struct BootOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("cannot prepare the run dir: {0}")]
-    RunDir(std::io::Error),
-    #[error("cannot start {program}: {source}")]
+    #[error("cannot prepare the run dir")]
+    RunDir(#[source] std::io::Error),
+    #[error("cannot start {program}")]
     Spawn {
         program: String,
         source: std::io::Error,
     },
-    #[error("swtpm: {0}")]
+    #[error("swtpm")]
     Swtpm(#[from] crate::swtpm::SwtpmError),
     #[error("QEMU rejected its arguments or configuration ({status}): {stderr}")]
     Rejected { status: String, stderr: String },

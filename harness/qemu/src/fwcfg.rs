@@ -64,19 +64,19 @@ impl FirmwarePci {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OracleError {
-    #[error("fw_cfg oracle: cannot make its temp dir: {0}")]
-    TempDir(std::io::Error),
-    #[error("fw_cfg oracle: cannot listen on {socket}: {source}")]
+    #[error("fw_cfg oracle: cannot make its temp dir")]
+    TempDir(#[source] std::io::Error),
+    #[error("fw_cfg oracle: cannot listen on {socket}")]
     Listen {
         socket: String,
         source: std::io::Error,
     },
-    #[error("fw_cfg oracle: cannot start {program}: {source}")]
+    #[error("fw_cfg oracle: cannot start {program}")]
     Spawn {
         program: String,
         source: std::io::Error,
     },
-    #[error("fw_cfg oracle: {0}")]
+    #[error("fw_cfg oracle")]
     Swtpm(#[from] crate::swtpm::SwtpmError),
     #[error("fw_cfg oracle: QEMU exited ({status}) before connecting to qtest; stderr: {stderr}")]
     QemuExited { status: String, stderr: String },
@@ -86,7 +86,7 @@ pub enum OracleError {
     QemuStopped { status: String, stderr: String },
     #[error("fw_cfg oracle: QEMU did not connect to qtest within {0:?}")]
     ConnectTimeout(Duration),
-    #[error("fw_cfg oracle: {0}")]
+    #[error("fw_cfg oracle")]
     Qtest(#[from] QtestError),
     #[error("fw_cfg oracle: selector 0 reads {found:02x?}, expected the signature \"QEMU\"")]
     Signature { found: Vec<u8> },
@@ -98,7 +98,7 @@ pub enum OracleError {
     Directory(String),
     #[error("fw_cfg oracle: the VM has {memory} bytes of RAM, too little for a {needed}-byte DMA buffer")]
     TooLittleMemory { memory: u64, needed: u64 },
-    #[error("fw_cfg oracle: {0}")]
+    #[error("fw_cfg oracle")]
     Layout(#[from] LayoutError),
     #[error(
         "fw_cfg oracle: QEMU serves \"{0}\", which changes OVMF's 64-bit PCI aperture in a \

@@ -7,7 +7,7 @@ use tokio::net::UnixStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QtestError {
-    #[error("qtest command `{command}`: {source}")]
+    #[error("qtest command `{command}`")]
     Io {
         command: String,
         source: std::io::Error,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwtpmError {
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}")]
     Spawn {
         program: &'static str,
         source: std::io::Error,
@@ -19,7 +19,7 @@ pub enum SwtpmError {
     Exited { status: String, log: String },
     #[error("swtpm did not create {socket} within {timeout:?}")]
     NoSocket { socket: String, timeout: Duration },
-    #[error("TPM state {path}: {source}")]
+    #[error("TPM state {path}")]
     State {
         path: String,
         source: std::io::Error,

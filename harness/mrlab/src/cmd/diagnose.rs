@@ -58,14 +58,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Predictors work (inputs.json, dstack-mr's image folder) in a folder dropped at exit.
         work: tempfile::tempdir()?,
     };
-    predictors::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
+    predictors::check_unique(&args.predictors)?;
     // A results folder of a vTPM run is judged as the live run judged it; a TD's (a CCEL and no
     // TPM log, from `mrlab run --backend tdx`) goes the TD way, like --event-log.
     let evidence = match &args.evidence {
-        Some(dir) => Some((
-            dir,
-            recorded::record_from_dir(dir).map_err(anyhow::Error::msg)?,
-        )),
+        Some(dir) => Some((dir, recorded::record_from_dir(dir)?)),
         None => None,
     };
     let from_td = |record: &agent::record::Record| {
@@ -113,12 +110,10 @@ fn judge_vtpm(
     args: &Args,
     record: &agent::record::Record,
 ) -> anyhow::Result<ScenarioReport> {
-    let prepared = ready(ctx.rt.block_on(prepare::prepare(
-        &ctx.scenario,
-        &ctx.cache,
-        Platform::Vtpm,
-    )))?;
-    let judgement = judge::judgement(&prepared, &ctx.file, record).map_err(anyhow::Error::msg)?;
+    let prepared = ctx
+        .rt
+        .block_on(prepare::prepare(&ctx.scenario, &ctx.cache, Platform::Vtpm))?;
+    let judgement = judge::judgement(&prepared, &ctx.file, record)?;
     let rows = if args.predictors.is_empty() {
         Vec::new()
     } else {
@@ -135,19 +130,16 @@ fn judge_vtpm(
 /// A TD's evidence against the TD prediction in the page order asked for; predictors against
 /// the TD's registers.
 fn judge_td(ctx: &Context, args: &Args, td: &TdEvidence) -> anyhow::Result<ScenarioReport> {
-    let prepared = ready(ctx.rt.block_on(prepare::prepare(
-        &ctx.scenario,
-        &ctx.cache,
-        Platform::Tdx,
-    )))?;
+    let prepared = ctx
+        .rt
+        .block_on(prepare::prepare(&ctx.scenario, &ctx.cache, Platform::Tdx))?;
     let order = match args.mrtd_order.as_str() {
         "two-pass" => PageOrder::TwoPass,
         "single-pass" => PageOrder::SinglePass,
         _ => prepared.resolved.quirks.mrtd_page_order,
     };
     let label = format!("actual ({})", td.source);
-    let judgement =
-        judge::td_judgement(&prepared, &ctx.file, td, order).map_err(anyhow::Error::msg)?;
+    let judgement = judge::td_judgement(&prepared, &ctx.file, td, order)?;
     let mut rows = Vec::new();
     if !args.predictors.is_empty() {
         rows = ctx.rt.block_on(predictors::check_all(
@@ -232,11 +224,9 @@ fn td_evidence_from_files(args: &Args) -> anyhow::Result<TdEvidence> {
             source: source.clone(),
         }),
     };
-    let (registers, source) = quote_else_tdreport(quote, tdreport)
-        .unwrap_or_else(|| {
-            Err("--event-log needs --quote or --tdreport (the TD's registers)".into())
-        })
-        .map_err(anyhow::Error::msg)?;
+    let (registers, source) = quote_else_tdreport(quote, tdreport).ok_or_else(|| {
+        anyhow::anyhow!("--event-log needs --quote or --tdreport (the TD's registers)")
+    })??;
     Ok(TdEvidence {
         log,
         registers,
@@ -251,8 +241,4 @@ fn named<'a>(bytes: &'a [u8], path: &Path, what: &str) -> Named<'a> {
         name: path.display().to_string(),
         source: format!("{what} {}", path.display()),
     }
-}
-
-fn ready(p: Result<Box<prepare::Prepared>, String>) -> anyhow::Result<Box<prepare::Prepared>> {
-    p.map_err(anyhow::Error::msg)
 }

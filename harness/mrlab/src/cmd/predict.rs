@@ -1,5 +1,6 @@
 //! `mrlab predict`: the predicted event log of a scenario, without booting it.
 
+use anyhow::Context;
 use measure::{Platform, Register};
 use mrlab::prepare;
 use mrlab::scenario::Scenario;
@@ -46,27 +47,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // prepared at once.
     let (prepared, vtpm) = match (&args.fwcfg, platform) {
         (Some(dir), _) => (
-            mrlab::snapshot::prepare(&scenario, &cache, platform, dir),
+            mrlab::snapshot::prepare(&scenario, &cache, platform, dir).map_err(anyhow::Error::from),
             None,
         ),
         (None, Platform::Tdx) => {
             match runtime.block_on(prepare::prepare_td_with_vtpm(&scenario, &cache)) {
                 Ok((td, vtpm)) => (Ok(td), Some(vtpm)),
-                Err(e) => (Err(e), None),
+                Err(e) => (Err(e.into()), None),
             }
         }
         (None, Platform::Vtpm) => (
-            runtime.block_on(prepare::prepare(&scenario, &cache, platform)),
+            runtime
+                .block_on(prepare::prepare(&scenario, &cache, platform))
+                .map_err(anyhow::Error::from),
             None,
         ),
     };
-    let prepared = prepared.map_err(|e| anyhow::anyhow!("{}: {e}", args.scenario.display()))?;
+    let prepared = prepared.with_context(|| args.scenario.display().to_string())?;
     let vtpm = match vtpm {
-        Some(vtpm) => vtpm,
+        Some(vtpm) => vtpm.ok(),
         None if prepared.prediction.platform == Platform::Tdx => runtime
             .block_on(prepare::prepare(&scenario, &cache, Platform::Vtpm))
+            .ok()
             .map(|p| p.prediction.events),
-        None => Err("a vTPM prediction has no vTPM events to compare with".into()),
+        // A vTPM prediction's events are the checks themselves.
+        None => None,
     };
     let statuses = verification(&prepared, vtpm);
     let registers = registers(&prepared)?;
@@ -88,7 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// prediction's events are the checks themselves: `-`.
 fn verification(
     prepared: &prepare::Prepared,
-    vtpm: Result<Vec<measure::Event>, String>,
+    vtpm: Option<Vec<measure::Event>>,
 ) -> Vec<&'static str> {
     let prediction = &prepared.prediction;
     match prediction.platform {
@@ -111,8 +116,7 @@ fn registers(prepared: &prepare::Prepared) -> anyhow::Result<Value> {
         Platform::Tdx => {
             // The same values `--predictor` compares external predictors with.
             let order = prepared.resolved.quirks.mrtd_page_order;
-            let regs =
-                mrlab::prepare::builtin_registers(prepared, order).map_err(anyhow::Error::msg)?;
+            let regs = mrlab::prepare::builtin_registers(prepared, order)?;
             let mut map = serde_json::Map::new();
             for r in Register::ALL {
                 map.insert(r.name().into(), json!(regs.known(r).map(hex::encode)));

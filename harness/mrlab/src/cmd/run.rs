@@ -52,7 +52,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let platform = platform(&args)?;
-    mrlab::predictors::check_unique(&args.predictors).map_err(anyhow::Error::msg)?;
+    mrlab::predictors::check_unique(&args.predictors)?;
     let files = scenario_files(&args.scenarios)?;
     let cache = Arc::new(images::Cache::open(&images::workspace_root())?);
     let budget = Budget::new(Capacity::of_host(args.jobs));

@@ -182,6 +182,27 @@ fn unsupported_notes(row: &PredictorReport) -> Vec<String> {
     }
 }
 
+/// Why evidence could not be judged at all (a judged difference is a finding, not an error):
+/// the evidence is missing or unreadable, or the builtin registers could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeError {
+    #[error(transparent)]
+    Evidence(#[from] crate::recorded::EvidenceError),
+    #[error(transparent)]
+    Prepare(#[from] crate::prepare::PrepareError),
+    #[error("evidence record has no tpm/binary_bios_measurements: the guest saw no TPM event log")]
+    NoTpmLog,
+    #[error("evidence/tpm/binary_bios_measurements")]
+    TpmLog(#[source] evidence::Error),
+}
+
+/// The stages whose errors are still text take a judging error as its one line.
+impl From<JudgeError> for String {
+    fn from(e: JudgeError) -> String {
+        crate::error::chain(&e)
+    }
+}
+
 /// Judge an evidence record (decoded from a serial log, or read back from a results folder) by
 /// the platform it was predicted for: a vTPM guest's TPM log, PCRs and fw_cfg blobs; a TD's
 /// CCEL and registers (quote, else TDREPORT), with the MRTD page order of the VM's QEMU.
@@ -189,7 +210,7 @@ pub fn judgement(
     prepared: &Prepared,
     file: &str,
     record: &agent::record::Record,
-) -> Result<Judgement, String> {
+) -> Result<Judgement, JudgeError> {
     match prepared.prediction.platform {
         Platform::Vtpm => vtpm::compare_vtpm(prepared, file, record),
         Platform::Tdx => {
@@ -209,7 +230,7 @@ pub fn judge_record(
     prepared: &Prepared,
     file: &str,
     record: &agent::record::Record,
-) -> Result<ScenarioReport, String> {
+) -> Result<ScenarioReport, JudgeError> {
     judgement(prepared, file, record).map(Judgement::report)
 }
 
@@ -219,7 +240,7 @@ pub fn diagnose_td(
     file: &str,
     evidence: &TdEvidence,
     page_order: PageOrder,
-) -> Result<ScenarioReport, String> {
+) -> Result<ScenarioReport, JudgeError> {
     td_judgement(prepared, file, evidence, page_order).map(Judgement::report)
 }
 

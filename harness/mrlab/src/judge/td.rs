@@ -2,7 +2,7 @@
 //! TD prediction, and MRTD/RTMR0–2 must be the predicted ones.
 
 use super::align;
-use super::{divergence, divergence_reason, Findings, Judgement};
+use super::{divergence, divergence_reason, Findings, JudgeError, Judgement};
 use crate::prepare::Prepared;
 use crate::recorded::TdEvidence;
 use crate::report::{RegisterRow, ScenarioReport};
@@ -17,7 +17,7 @@ pub fn td_judgement(
     file: &str,
     evidence: &TdEvidence,
     page_order: PageOrder,
-) -> Result<Judgement, String> {
+) -> Result<Judgement, JudgeError> {
     let integrity = replay_problems(evidence);
     // Align register by register: predicted events take the conventional PCR of their register,
     // as log events from a CCEL do.
@@ -117,7 +117,7 @@ fn register_rows(
     prepared: &Prepared,
     evidence: &TdEvidence,
     page_order: PageOrder,
-) -> Result<Vec<RegisterRow>, String> {
+) -> Result<Vec<RegisterRow>, JudgeError> {
     let builtin = crate::prepare::builtin_registers(prepared, page_order)?;
     let rows = [
         Register::Mrtd,

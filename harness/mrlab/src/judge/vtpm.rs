@@ -2,7 +2,7 @@
 //! fold to the predicted PCRs, and the ACPI and boot-order blobs must be the oracle's.
 
 use super::align::{self, Alignment};
-use super::{divergence, divergence_reason, Findings, Judgement};
+use super::{divergence, divergence_reason, Findings, JudgeError, Judgement};
 use crate::prepare::{fold_pcr, Prepared};
 use crate::recorded::sysfs_pcr;
 use crate::report::{
@@ -27,7 +27,7 @@ pub(super) fn compare_vtpm(
     prepared: &Prepared,
     file: &str,
     record: &agent::record::Record,
-) -> Result<Judgement, String> {
+) -> Result<Judgement, JudgeError> {
     let (scenario, resolved, prediction) = (
         &prepared.resolved.scenario,
         &prepared.resolved,
@@ -125,12 +125,11 @@ fn unpredicted_pcrs(prediction: &Prediction) -> Vec<UnpredictedPcr> {
 }
 
 /// The guest's TPM event log from its record.
-fn tpm_log(record: &agent::record::Record) -> Result<evidence::log::EventLog, String> {
-    let log_bytes = record.get(agent::record::TPM_EVENT_LOG_ENTRY).ok_or(
-        "evidence record has no tpm/binary_bios_measurements: the guest saw no TPM event log",
-    )?;
-    evidence::log::parse(log_bytes, evidence::log::Format::Tcg2)
-        .map_err(|e| format!("evidence/tpm/binary_bios_measurements: {e}"))
+fn tpm_log(record: &agent::record::Record) -> Result<evidence::log::EventLog, JudgeError> {
+    let log_bytes = record
+        .get(agent::record::TPM_EVENT_LOG_ENTRY)
+        .ok_or(JudgeError::NoTpmLog)?;
+    evidence::log::parse(log_bytes, evidence::log::Format::Tcg2).map_err(JudgeError::TpmLog)
 }
 
 /// What the vTPM judge found: integrity, the first divergence, registers and blobs that differ.
@@ -158,7 +157,7 @@ fn findings(
 fn replay_problems(
     log: &evidence::log::EventLog,
     record: &agent::record::Record,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, JudgeError> {
     let mut problems = Vec::new();
     for bank in log.replay_pcrs() {
         let name = match bank.alg.name().as_str() {
@@ -186,7 +185,7 @@ fn replay_problems(
 fn pcr_rows(
     prediction: &Prediction,
     record: &agent::record::Record,
-) -> Result<Vec<RegisterRow>, String> {
+) -> Result<Vec<RegisterRow>, JudgeError> {
     let mut registers = Vec::new();
     for &pcr in &prediction.full_pcrs {
         for bank in ["sha256", "sha384"] {

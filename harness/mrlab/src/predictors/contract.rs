@@ -39,7 +39,7 @@
 //! reference's order).
 
 use super::exec::run_capture;
-use super::{absolute, Prediction};
+use super::{absolute, Prediction, PredictorError};
 use crate::resolve::Resolved;
 use measure::tdvf::PageOrder;
 use measure::{Register, Registers};
@@ -48,9 +48,9 @@ use std::path::Path;
 
 /// Parse the contract's stdout document: each register by its name (`mrtd`, `rtmr0`…), RTMR3
 /// optional (unknown when absent).
-pub fn registers_from_json(stdout: &[u8]) -> Result<Registers, String> {
+pub fn registers_from_json(stdout: &[u8]) -> Result<Registers, PredictorError> {
     let doc: serde_json::Map<String, Value> =
-        serde_json::from_slice(stdout).map_err(|e| format!("stdout is not a JSON object: {e}"))?;
+        serde_json::from_slice(stdout).map_err(PredictorError::NotJson)?;
     let mut registers = Registers::default();
     for register in Register::ALL {
         let name = register.name();
@@ -59,17 +59,21 @@ pub fn registers_from_json(stdout: &[u8]) -> Result<Registers, String> {
                 registers = registers.without(register);
                 continue;
             }
-            return Err(format!(
-                "stdout has no `{name}` (expected {{\"mrtd\",\"rtmr0\",\"rtmr1\",\"rtmr2\"}})"
-            ));
+            return Err(PredictorError::Missing(name.to_string()));
         };
-        let text = value
-            .as_str()
-            .ok_or_else(|| format!("`{name}` is {value}, expected a hex string"))?;
-        let bytes = hex::decode(text).map_err(|e| format!("`{name}`: not hex: {e}"))?;
+        let text = value.as_str().ok_or_else(|| PredictorError::NotAString {
+            name: name.to_string(),
+            value: value.to_string(),
+        })?;
+        let bytes = hex::decode(text).map_err(|source| PredictorError::NotHex {
+            name: name.to_string(),
+            source,
+        })?;
         let len = bytes.len();
-        let value = <[u8; 48]>::try_from(bytes)
-            .map_err(|_| format!("`{name}`: {len} bytes, expected 48 (SHA-384)"))?;
+        let value = <[u8; 48]>::try_from(bytes).map_err(|_| PredictorError::Length {
+            name: name.to_string(),
+            len,
+        })?;
         registers.set(register, value);
     }
     Ok(registers)
@@ -87,8 +91,8 @@ pub(super) async fn predict(
     let inputs = dir.join("inputs.json");
     let doc = inputs_json(resolved, order);
     let text = serde_json::to_string_pretty(&doc).expect("inputs serialize");
-    if let Err(e) = std::fs::write(&inputs, text) {
-        return Prediction::Error(format!("{}: {e}", inputs.display()));
+    if let Err(e) = std::fs::write(&inputs, text).map_err(PredictorError::io(&inputs)) {
+        return e.into();
     }
     let argv = vec![
         "-c".to_string(),
@@ -96,15 +100,15 @@ pub(super) async fn predict(
         name.to_string(),
         absolute(&inputs).display().to_string(),
     ];
-    match run_capture(Path::new("sh"), &argv, &[], dir).await {
-        Ok(stdout) => match registers_from_json(&stdout) {
-            Ok(registers) => Prediction::Registers {
-                registers: Box::new(registers),
-                unsupported: Vec::new(),
-            },
-            Err(e) => Prediction::Error(e),
+    match run_capture(Path::new("sh"), &argv, &[], dir)
+        .await
+        .and_then(|stdout| registers_from_json(&stdout))
+    {
+        Ok(registers) => Prediction::Registers {
+            registers: Box::new(registers),
+            unsupported: Vec::new(),
         },
-        Err(e) => Prediction::Error(e),
+        Err(e) => e.into(),
     }
 }
 
@@ -253,13 +257,17 @@ mod tests {
             (1, 4, None)
         );
         let short = ok.replace(&h(3), "abcd");
-        assert!(registers_from_json(short.as_bytes())
-            .unwrap_err()
-            .contains("rtmr1"));
+        assert_eq!(
+            registers_from_json(short.as_bytes())
+                .unwrap_err()
+                .to_string(),
+            "`rtmr1`: 2 bytes, expected 48 (SHA-384)"
+        );
         let missing = format!(r#"{{"mrtd":"{}"}}"#, h(1));
         assert!(registers_from_json(missing.as_bytes())
             .unwrap_err()
-            .contains("rtmr0"));
+            .to_string()
+            .contains("no `rtmr0`"));
         assert!(registers_from_json(b"MRTD: 00").is_err());
     }
 }

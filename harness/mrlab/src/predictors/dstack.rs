@@ -4,7 +4,7 @@
 
 use super::contract::registers_from_json;
 use super::exec::run_capture;
-use super::{absolute, Prediction};
+use super::{absolute, Prediction, PredictorError};
 use crate::resolve::Resolved;
 use measure::tdvf::PageOrder;
 use serde_json::{json, Value};
@@ -25,18 +25,18 @@ pub struct DstackMrPlan {
 }
 
 impl DstackMrPlan {
-    pub(super) fn write_image(&self) -> Result<(), String> {
+    pub(super) fn write_image(&self) -> Result<(), PredictorError> {
         let dir = &self.image_dir;
         let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(PredictorError::io(dir))?;
         for (name, target) in &self.links {
             let link = dir.join(name);
             std::os::unix::fs::symlink(absolute(target), &link)
-                .map_err(|e| format!("{}: {e}", link.display()))?;
+                .map_err(PredictorError::io(&link))?;
         }
         let path = dir.join("metadata.json");
         let text = serde_json::to_string_pretty(&self.metadata).expect("metadata serializes");
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+        std::fs::write(&path, text).map_err(PredictorError::io(&path))
     }
 }
 
@@ -53,7 +53,7 @@ pub(super) async fn predict(
         Err(why) => return Prediction::Unsupported(why),
     };
     if let Err(e) = plan.write_image() {
-        return Prediction::Error(e);
+        return e.into();
     }
     // dstack-mr logs through tracing to stdout; keep stdout for the JSON.
     let mut env = vec![("RUST_LOG".to_string(), "off".to_string())];
@@ -63,40 +63,43 @@ pub(super) async fn predict(
         // oracle), so MRTD/RTMR1/RTMR2, which do not depend on ACPI, still come out.
         match stand_in_acpi_tables(oracle, dir) {
             Ok(path) => env.push(("PATH".into(), path)),
-            Err(e) => return Prediction::Error(e),
+            Err(e) => return e.into(),
         }
     }
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    match run_capture(path, &plan.argv, &env, dir).await {
-        Ok(stdout) => match registers_from_json(&stdout) {
-            Ok(registers) => Prediction::Registers {
-                registers: Box::new(registers),
-                unsupported: plan.unsupported,
-            },
-            Err(e) => Prediction::Error(e),
+    match run_capture(path, &plan.argv, &env, dir)
+        .await
+        .and_then(|stdout| registers_from_json(&stdout))
+    {
+        Ok(registers) => Prediction::Registers {
+            registers: Box::new(registers),
+            unsupported: plan.unsupported,
         },
-        Err(e) => Prediction::Error(e),
+        Err(e) => e.into(),
     }
 }
 
 /// A `dstack-acpi-tables` that prints `etc/acpi/tables` from `oracle`, first on a `PATH` it
 /// returns.
-fn stand_in_acpi_tables(oracle: &BTreeMap<String, Vec<u8>>, dir: &Path) -> Result<String, String> {
+fn stand_in_acpi_tables(
+    oracle: &BTreeMap<String, Vec<u8>>,
+    dir: &Path,
+) -> Result<String, PredictorError> {
     use std::os::unix::fs::PermissionsExt;
     let tables = oracle
         .get("etc/acpi/tables")
-        .ok_or("the fw_cfg oracle served no etc/acpi/tables")?;
+        .ok_or(PredictorError::NoAcpiTables)?;
     let bin = absolute(dir).join("stand-in-bin");
-    std::fs::create_dir_all(&bin).map_err(|e| format!("{}: {e}", bin.display()))?;
+    std::fs::create_dir_all(&bin).map_err(PredictorError::io(&bin))?;
     let blob = bin.join("etc-acpi-tables.bin");
-    std::fs::write(&blob, tables).map_err(|e| format!("{}: {e}", blob.display()))?;
+    std::fs::write(&blob, tables).map_err(PredictorError::io(&blob))?;
     let script = bin.join("dstack-acpi-tables");
     std::fs::write(
         &script,
         format!("#!/bin/sh\nexec cat '{}'\n", blob.display()),
     )
     .and_then(|()| std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)))
-    .map_err(|e| format!("{}: {e}", script.display()))?;
+    .map_err(PredictorError::io(&script))?;
     let path = std::env::var("PATH").unwrap_or_default();
     Ok(format!("{}:{path}", bin.display()))
 }

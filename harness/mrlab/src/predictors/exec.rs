@@ -1,7 +1,7 @@
 //! Running a predictor: its folder, then its kind's run (`Kind::predict`), each program in its
 //! own process group, with stdout and stderr kept in the folder.
 
-use super::{Prediction, Predictor};
+use super::{Prediction, Predictor, PredictorError};
 use crate::resolve::Resolved;
 use measure::tdvf::PageOrder;
 use std::collections::BTreeMap;
@@ -19,8 +19,8 @@ pub async fn predict(
     order: PageOrder,
     dir: &Path,
 ) -> Prediction {
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        return Prediction::Error(format!("{}: {e}", dir.display()));
+    if let Err(e) = std::fs::create_dir_all(dir).map_err(PredictorError::io(dir)) {
+        return e.into();
     }
     predictor
         .kind
@@ -36,9 +36,9 @@ pub(super) async fn run_capture(
     argv: &[String],
     env: &[(&str, &str)],
     dir: &Path,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, PredictorError> {
     let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
-    let open = |p: &Path| std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()));
+    let open = |p: &Path| std::fs::File::create(p).map_err(PredictorError::io(p));
     let mut command = tokio::process::Command::new(program);
     command
         .args(argv)
@@ -48,32 +48,36 @@ pub(super) async fn run_capture(
         .stderr(open(&err_path)?);
     // A group registered like QEMU's: killed whole after the leader exits, on timeout, and
     // when mrlab is interrupted.
-    let mut group = qemu::process::Group::spawn_prepared("predictor", command)
-        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let mut group =
+        qemu::process::Group::spawn_prepared("predictor", command).map_err(|source| {
+            PredictorError::Spawn {
+                program: program.to_owned(),
+                source,
+            }
+        })?;
     let status = match tokio::time::timeout(TIMEOUT, group.wait()).await {
         Ok(status) => {
             let _ = group.kill().await;
-            status.map_err(|e| format!("waiting for {}: {e}", program.display()))?
+            status.map_err(|source| PredictorError::Wait {
+                program: program.to_owned(),
+                source,
+            })?
         }
         Err(_) => {
             let _ = group.kill().await;
-            return Err(format!("timed out after {} s", TIMEOUT.as_secs()));
+            return Err(PredictorError::Timeout(TIMEOUT));
         }
     };
-    let stdout = std::fs::read(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
+    let stdout = std::fs::read(&out_path).map_err(PredictorError::io(&out_path))?;
     if !status.success() {
         let stderr = std::fs::read(&err_path).unwrap_or_default();
         let stderr = String::from_utf8_lossy(&stderr);
         let tail: Vec<&str> = stderr.trim().lines().rev().take(3).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(format!(
-            "exited with {status}{}",
-            if tail.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", tail.join(" | "))
-            }
-        ));
+        return Err(PredictorError::Exited {
+            status,
+            stderr_tail: tail.join(" | "),
+        });
     }
     Ok(stdout)
 }

@@ -101,6 +101,72 @@ pub enum ParseError {
     EmptyCommand(String),
 }
 
+/// Why a predictor produced no registers: its folder, its process or its output. A report
+/// shows it as [`Prediction::Error`]'s text ([`crate::error::chain`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PredictorError {
+    #[error("--predictor {0}: given twice")]
+    GivenTwice(String),
+    #[error("{}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run {}", .program.display())]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("waiting for {}", .program.display())]
+    Wait {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("timed out after {} s", .0.as_secs())]
+    Timeout(std::time::Duration),
+    /// `stderr_tail`: the last lines of its stderr, joined by ` | `, or empty.
+    #[error("exited with {status}{}", if .stderr_tail.is_empty() { String::new() } else { format!(": {}", .stderr_tail) })]
+    Exited {
+        status: std::process::ExitStatus,
+        stderr_tail: String,
+    },
+    #[error("stdout is not a JSON object")]
+    NotJson(#[source] serde_json::Error),
+    #[error("`{name}` is {value}, expected a hex string")]
+    NotAString { name: String, value: String },
+    #[error("`{name}`: not hex")]
+    NotHex {
+        name: String,
+        #[source]
+        source: hex::FromHexError,
+    },
+    #[error("`{name}`: {len} bytes, expected 48 (SHA-384)")]
+    Length { name: String, len: usize },
+    #[error("stdout has no `{0}` (expected {{\"mrtd\",\"rtmr0\",\"rtmr1\",\"rtmr2\"}})")]
+    Missing(String),
+    #[error("the fw_cfg oracle served no etc/acpi/tables")]
+    NoAcpiTables,
+}
+
+impl PredictorError {
+    /// An io error of `path`.
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PredictorError + '_ {
+        move |source| PredictorError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+impl From<PredictorError> for Prediction {
+    fn from(e: PredictorError) -> Prediction {
+        Prediction::Error(crate::error::chain(&e))
+    }
+}
+
 impl FromStr for Predictor {
     type Err = ParseError;
 
@@ -130,10 +196,10 @@ impl FromStr for Predictor {
 }
 
 /// Names must be unique: each predictor gets its own folder and report row.
-pub fn check_unique(predictors: &[Predictor]) -> Result<(), String> {
+pub fn check_unique(predictors: &[Predictor]) -> Result<(), PredictorError> {
     for (i, p) in predictors.iter().enumerate() {
         if predictors[..i].iter().any(|q| q.name == p.name) {
-            return Err(format!("--predictor {}: given twice", p.name));
+            return Err(PredictorError::GivenTwice(p.name.clone()));
         }
     }
     Ok(())
@@ -236,7 +302,13 @@ pub async fn vs_builtin(
         }
         Err(e) => predictors
             .iter()
-            .map(|p| errored(p, format!("builtin TD prediction: {e}"), LABEL))
+            .map(|p| {
+                errored(
+                    p,
+                    format!("builtin TD prediction: {}", crate::error::chain(&e)),
+                    LABEL,
+                )
+            })
             .collect(),
     }
 }
@@ -324,7 +396,10 @@ mod tests {
             assert_eq!(arg.parse::<Predictor>(), Err(error(arg.into())), "{arg}");
         }
         let twice = ["a=x".parse().unwrap(), "a=y".parse().unwrap()];
-        assert!(check_unique(&twice).unwrap_err().contains("a"));
+        assert_eq!(
+            check_unique(&twice).unwrap_err().to_string(),
+            "--predictor a: given twice"
+        );
     }
 
     fn regs(b: u8) -> Registers {

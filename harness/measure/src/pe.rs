@@ -20,6 +20,7 @@
 //! DigestInfo; no certificate is parsed or verified.
 
 use crate::event::{Digests, Event, EventType};
+use crate::reader::{Reader, Truncated};
 use sha2::{Digest, Sha256, Sha384};
 use std::ops::Range;
 use thiserror::Error;
@@ -49,6 +50,21 @@ fn invalid(what: &'static str, offset: u64, reason: impl Into<String>) -> PeErro
     }
 }
 
+/// A reader at the file offset `offset` (PE fields hold them as u32 and sums of them), whose
+/// short reads are PeError's own truncation, with the file's length.
+fn reader_at(bytes: &[u8], offset: u64) -> (Reader<'_>, impl Fn(Truncated) -> PeError) {
+    let len = bytes.len();
+    let truncated = move |e: Truncated| PeError::Truncated {
+        what: e.field,
+        offset: e.offset as u64,
+        need: e.needed as u64,
+        len,
+    };
+    // An offset past what usize holds is past the end all the same.
+    let at = usize::try_from(offset).unwrap_or(usize::MAX);
+    (Reader::at(bytes, at), truncated)
+}
+
 /// `bytes[offset..offset+len]`, or an error naming the field.
 fn slice<'a>(
     bytes: &'a [u8],
@@ -56,27 +72,19 @@ fn slice<'a>(
     len: u64,
     what: &'static str,
 ) -> Result<&'a [u8], PeError> {
-    let truncated = || PeError::Truncated {
-        what,
-        offset,
-        need: len,
-        len: bytes.len(),
-    };
-    let end = offset.checked_add(len).ok_or_else(truncated)?;
-    if end > bytes.len() as u64 {
-        return Err(truncated());
-    }
-    Ok(&bytes[offset as usize..end as usize])
+    let (mut r, truncated) = reader_at(bytes, offset);
+    r.bytes(usize::try_from(len).unwrap_or(usize::MAX), what)
+        .map_err(truncated)
 }
 
 fn u16_at(bytes: &[u8], offset: u64, what: &'static str) -> Result<u16, PeError> {
-    let b = slice(bytes, offset, 2, what)?;
-    Ok(u16::from_le_bytes([b[0], b[1]]))
+    let (mut r, truncated) = reader_at(bytes, offset);
+    r.u16(what).map_err(truncated)
 }
 
 fn u32_at(bytes: &[u8], offset: u64, what: &'static str) -> Result<u32, PeError> {
-    let b = slice(bytes, offset, 4, what)?;
-    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    let (mut r, truncated) = reader_at(bytes, offset);
+    r.u32(what).map_err(truncated)
 }
 
 pub const MAGIC_PE32: u16 = 0x10b;
@@ -193,19 +201,24 @@ impl<'a> PeImage<'a> {
         let mut sections = Vec::with_capacity(number_of_sections as usize);
         for index in 0..u64::from(number_of_sections) {
             let at = optional_end + index * SECTION_HEADER_SIZE;
-            let header = slice(bytes, at, SECTION_HEADER_SIZE, "section header")?;
-            let field = |o: usize| {
-                u32::from_le_bytes([header[o], header[o + 1], header[o + 2], header[o + 3]])
-            };
-            let name_bytes = &header[..8];
+            slice(bytes, at, SECTION_HEADER_SIZE, "section header")?;
+            // IMAGE_SECTION_HEADER (PE/COFF specification, "Section Table").
+            let (mut r, truncated) = reader_at(bytes, at);
+            let name_bytes: [u8; 8] = r.array("section Name").map_err(&truncated)?;
             let name_len = name_bytes.iter().position(|&b| b == 0).unwrap_or(8);
+            let virtual_size = r.u32("section VirtualSize").map_err(&truncated)?;
+            let virtual_address = r.u32("section VirtualAddress").map_err(&truncated)?;
+            let size_of_raw_data = r.u32("section SizeOfRawData").map_err(&truncated)?;
+            let pointer_to_raw_data = r.u32("section PointerToRawData").map_err(&truncated)?;
+            r.bytes(12, "section relocation and line-number fields")
+                .map_err(&truncated)?;
             let section = Section {
                 name: String::from_utf8_lossy(&name_bytes[..name_len]).into_owned(),
-                virtual_size: field(8),
-                virtual_address: field(12),
-                size_of_raw_data: field(16),
-                pointer_to_raw_data: field(20),
-                characteristics: field(36),
+                virtual_size,
+                virtual_address,
+                size_of_raw_data,
+                pointer_to_raw_data,
+                characteristics: r.u32("section Characteristics").map_err(&truncated)?,
             };
             if section.size_of_raw_data != 0 {
                 slice(

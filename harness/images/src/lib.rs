@@ -282,6 +282,11 @@ impl Cache {
         &self.packages
     }
 
+    /// The lock's `[[root]]` entries.
+    pub fn roots(&self) -> &[Root] {
+        &self.roots
+    }
+
     /// Why a VM with a TPM cannot run on firmware package `id`, if it cannot: Debian's
     /// `ovmf-inteltdx` is edk2's OvmfPkg/IntelTdx build, whose IntelTdxX64.dsc has TdTcg2Dxe
     /// (RTMR measurement) and no TPM driver (no Tcg2Dxe, no TPM2_ENABLE).
@@ -363,6 +368,18 @@ impl Cache {
     /// image `usr/share/ovmf/OVMF.inteltdx.ms.fd`.
     pub fn firmware(&self, id: &str) -> Result<PathBuf, Error> {
         first_file(id, &self.package(id)?, &FIRMWARE_IMAGES, "firmware image")
+    }
+
+    /// The Debian version root `id` pins for its member package `name`
+    /// (`qemu-7.2`, `qemu-system-x86` → `1:7.2+dfsg-7+deb12u18`).
+    pub fn root_package_version(&self, id: &str, name: &str) -> Option<&str> {
+        let root = self.roots.iter().find(|r| r.id == id)?;
+        root.packages.iter().find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some(name))
+                .then(|| fields.next())
+                .flatten()
+        })
     }
 
     /// The extracted `[[root]]` `<cache>/roots/<id>/`, checked against the lock.

@@ -188,6 +188,15 @@ impl Digests {
         })
     }
 
+    /// [`Digests::of`] for input that arrives in pieces (a large file read a chunk at a time,
+    /// so that it never sits in memory whole): feed every piece in order, then `finish`.
+    pub fn hasher() -> DigestsHasher {
+        DigestsHasher {
+            sha256: Sha256::new(),
+            sha384: Sha384::new(),
+        }
+    }
+
     pub fn sha384_hex(&self) -> Option<String> {
         self.sha384.map(hex::encode)
     }
@@ -352,6 +361,37 @@ impl Event {
     }
 }
 
+/// Both banks of [`Digests`] over bytes fed piece by piece ([`Digests::hasher`]).
+pub struct DigestsHasher {
+    sha256: Sha256,
+    sha384: Sha384,
+}
+
+impl DigestsHasher {
+    /// Hashes `piece` in both banks, on two threads when it is large enough to pay for one
+    /// (as [`Digests::of`] does).
+    pub fn update(&mut self, piece: &[u8]) {
+        const PARALLEL_FROM: usize = 1 << 20;
+        let (sha256, sha384) = (&mut self.sha256, &mut self.sha384);
+        if piece.len() < PARALLEL_FROM {
+            sha256.update(piece);
+            sha384.update(piece);
+            return;
+        }
+        std::thread::scope(|scope| {
+            scope.spawn(|| sha256.update(piece));
+            sha384.update(piece);
+        });
+    }
+
+    pub fn finish(self) -> Digests {
+        Digests {
+            sha256: Some(self.sha256.finalize().into()),
+            sha384: Some(self.sha384.finalize().into()),
+        }
+    }
+}
+
 /// TD register values folded from events: `R = SHA384(R ‖ digest)` from 48 zero bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Registers {
@@ -417,6 +457,29 @@ pub fn serialize_hex<S: Serializer, T: AsRef<[u8]>>(bytes: &T, s: S) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_hash_as_the_whole() {
+        // The same 2 MiB of zeros as below, fed as a small piece, a large one and the rest.
+        let zeros = vec![0u8; 2 << 20];
+        let mut hasher = Digests::hasher();
+        for piece in [
+            &zeros[..100],
+            &zeros[100..(1 << 20) + 100],
+            &zeros[(1 << 20) + 100..],
+        ] {
+            hasher.update(piece);
+        }
+        let d = hasher.finish();
+        assert_eq!(
+            d.sha256_hex().unwrap(),
+            "5647f05ec18958947d32874eeb788fa396a05d0bab7c1b71f112ceb7e9b31eee"
+        );
+        assert_eq!(
+            d.sha384_hex().unwrap(),
+            "6f71dee19ba3fbdc5c15e857c98727eb91c318321c1c8d5a716a6b5d1b0404acb2a62fd975562545701013ec7f99329f"
+        );
+    }
 
     #[test]
     fn both_banks_of_a_large_input_are_its_digests() {

@@ -104,6 +104,48 @@ pub fn read(path: &Path, kind: Kind) -> Result<Vec<u8>, InputError> {
     Ok(bytes)
 }
 
+/// Feeds the file at `path` to `piece`, a chunk at a time, as [`read`] would read it (at most
+/// `kind.max` bytes, or an error naming the file): for inputs that are only hashed, so that a
+/// large initrd never sits in memory whole.
+pub fn read_in_pieces(
+    path: &Path,
+    kind: Kind,
+    mut piece: impl FnMut(&[u8]),
+) -> Result<(), InputError> {
+    const CHUNK: usize = 4 << 20;
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    if meta.is_dir() {
+        return Err(InputError::Directory {
+            path: path.to_owned(),
+            what: kind.what,
+        });
+    }
+    let too_large = || InputError::TooLarge {
+        path: path.to_owned(),
+        what: kind.what,
+        max: kind.max,
+    };
+    if meta.len() > kind.max {
+        return Err(too_large());
+    }
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let mut buf = vec![0u8; CHUNK.min(meta.len() as usize + 1).max(1)];
+    let mut total = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(path)(e)),
+        };
+        total += n as u64;
+        if total > kind.max {
+            return Err(too_large());
+        }
+        piece(&buf[..n]);
+    }
+}
+
 /// The part of the disk image at `path` that its primary GPT spans (what a UEFI boot from it
 /// measures), not the whole image: an ESP image is 130 MiB, its GPT 17 KiB. A disk whose first
 /// two blocks hold no GPT header is read whole, so the GPT check names what is wrong with it.
@@ -149,6 +191,28 @@ mod tests {
         assert_eq!(
             read(Path::new("/dev/null"), EVENT_LOG).unwrap(),
             Vec::<u8>::new()
+        );
+    }
+
+    #[test]
+    fn pieces_are_the_file_in_order_and_bounded_like_read() {
+        // 9 MiB + 5 bytes: more than two 4 MiB chunks.
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        let bytes: Vec<u8> = (0..(9 << 20) + 5).map(|i| (i % 251) as u8).collect();
+        std::fs::write(file.path(), &bytes).expect("write");
+        let mut seen = Vec::new();
+        read_in_pieces(file.path(), DISK, |p| seen.extend_from_slice(p)).expect("read");
+        assert!(seen == bytes, "the pieces, joined, are the file");
+        // The same bounds and errors as `read`: an endless device, a directory.
+        let e = read_in_pieces(Path::new("/dev/zero"), QUOTE, |_| {}).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/dev/zero: larger than 1 MiB, the most a quote or TDREPORT may be"
+        );
+        let e = read_in_pieces(Path::new("/"), DISK, |_| {}).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/: is a directory, not a initrd or disk image"
         );
     }
 }

@@ -56,6 +56,8 @@ pub enum PrepareError {
     Prediction(#[source] measure::predict::PredictError),
     #[error("disk boot without a UKI or GRUB disk the harness built is not predicted")]
     UnpredictedDisk,
+    #[error("the vTPM prediction panicked")]
+    VtpmPredictionPanicked,
 }
 
 impl From<resolve::ResolveError> for PrepareError {
@@ -187,14 +189,15 @@ pub async fn prepare(
     prepare_resolved(resolved, platform).await
 }
 
-/// [`prepare`] for a TD and, beside it, for the same scenario's vTPM VM, whose events
-/// `mrlab predict --platform tdx` compares the TD's with. Both oracles run at once and the
-/// initrd is hashed once for all four predictions (before, the vTPM VM's whole preparation
-/// followed the TD's). The vTPM side may fail alone; the caller decides what that means.
+/// [`prepare`] for a TD and, beside it, the predicted events of the same scenario's vTPM VM,
+/// which `mrlab predict --platform tdx` checks the TD's against. Both oracles run at once, the
+/// initrd is hashed once meanwhile, and the two predictions run on two threads (before, the
+/// vTPM VM's whole preparation followed the TD's). The vTPM side may fail alone; the caller
+/// decides what that means.
 pub async fn prepare_td_with_vtpm(
     scenario: &Scenario,
     cache: &images::Cache,
-) -> Result<(Box<Prepared>, Result<Box<Prepared>, PrepareError>), PrepareError> {
+) -> Result<(Box<Prepared>, Result<Vec<Event>, PrepareError>), PrepareError> {
     let td = resolve::resolve(scenario, cache, false)?;
     let vtpm = resolve::resolve(scenario, cache, true);
     let td_oracle = qemu::fwcfg::dump_fw_cfg(&td.vm, &td.qemu_binary, firmware_pci(&td));
@@ -207,10 +210,18 @@ pub async fn prepare_td_with_vtpm(
     };
     let (td_oracle, vtpm_side, initrd) = tokio::join!(td_oracle, vtpm_side, initrd_digests(&td));
     let initrd = initrd?;
-    let td_prepared = prepared_from(td, td_oracle?, initrd.clone(), Platform::Tdx)?;
-    let vtpm_prepared =
-        vtpm_side.and_then(|(vtpm, oracle)| prepared_from(vtpm, oracle, initrd, Platform::Vtpm));
-    Ok((td_prepared, vtpm_prepared))
+    let td_oracle = td_oracle?;
+    std::thread::scope(|threads| {
+        let vtpm_events = threads.spawn(|| {
+            let (vtpm, oracle) = vtpm_side?;
+            predict_for(&vtpm, &oracle, initrd.as_ref(), Platform::Vtpm).map(|p| p.events)
+        });
+        let td_prepared = prepared_from(td, td_oracle, initrd.clone(), Platform::Tdx);
+        let vtpm_events = vtpm_events
+            .join()
+            .unwrap_or(Err(PrepareError::VtpmPredictionPanicked));
+        Ok((td_prepared?, vtpm_events))
+    })
 }
 
 /// [`prepare`] of a scenario already resolved: the oracle and the prediction, which a boot of
@@ -273,7 +284,11 @@ pub fn read_initrd_digests(vm: &qemu::Vm) -> Result<Option<measure::Digests>, In
     match &vm.boot {
         qemu::vm::Boot::Kernel {
             initrd: Some(path), ..
-        } => Ok(Some(measure::Digests::of(&read(path, DISK)?))),
+        } => {
+            let mut hasher = measure::Digests::hasher();
+            crate::input::read_in_pieces(path, DISK, |piece| hasher.update(piece))?;
+            Ok(Some(hasher.finish()))
+        }
         _ => Ok(None),
     }
 }

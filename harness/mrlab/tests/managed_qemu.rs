@@ -34,16 +34,9 @@ fn managed_qemu_is_the_root_binary_with_its_own_loader_data_and_modules() {
             root.join("usr/lib/x86_64-linux-gnu/qemu")
         )]
     );
-    // The binary itself says what the lock pinned (qemu-system-x86 1:10.0.2+ds-…).
-    let lock = std::fs::read_to_string(common::repo().join("images/packages.lock")).expect("lock");
-    let pinned = lock
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("\"qemu-system-x86 1:10."))
-        .map(|rest| Version::parse(&format!("10.{rest}")))
-        .next()
-        .flatten();
-    assert_eq!(resolved.qemu_version, pinned);
-    assert_eq!(pinned, Some(Version(10, 0)));
+    // resolve takes a managed root's version from the lock (qemu-system-x86 1:10.0.2+ds-…)
+    // without asking the binary.
+    assert_eq!(resolved.qemu_version, Some(Version(10, 0)));
     // Its own data dir is searched first, and the NIC's efi-virtio.rom comes from the root's
     // own ipxe-qemu, never from the host.
     let help = q.output_once(&["-L", "help"]).expect("-L help");
@@ -57,4 +50,43 @@ fn managed_qemu_is_the_root_binary_with_its_own_loader_data_and_modules() {
     assert_eq!(roms.len(), 1);
     assert!(roms[0].1.ends_with("efi-virtio.rom"), "{roms:?}");
     assert!(roms[0].1.starts_with(&root), "{roms:?}");
+}
+
+/// resolve trusts the lock for a managed root's version; each root's binary must say the same.
+#[test]
+fn each_managed_qemu_reports_the_version_its_lock_pins() {
+    let cache = common::cache();
+    let ids: Vec<&str> = cache
+        .roots()
+        .iter()
+        .map(|r| r.id.as_str())
+        .filter(|id| id.starts_with("qemu-"))
+        .collect();
+    assert!(ids.len() >= 3, "{ids:?}");
+    for id in ids {
+        let locked = cache
+            .root_package_version(id, "qemu-system-x86")
+            .unwrap_or_else(|| panic!("{id} pins qemu-system-x86"));
+        let q = cache
+            .qemu(id)
+            .unwrap_or_else(|e| panic!("{e} (run images/fetch.sh)"));
+        let out = q.output_once(&["--version"]).expect("--version");
+        assert!(out.status.success(), "{id}: {out:?}");
+        // `QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)`
+        let text = String::from_utf8_lossy(&out.stdout);
+        let said = text
+            .split_whitespace()
+            .skip_while(|w| *w != "version")
+            .nth(1)
+            .and_then(Version::parse);
+        assert_eq!(
+            said,
+            Version::parse(locked),
+            "{id}: lock {locked}, binary {text}"
+        );
+        assert!(
+            text.contains(locked),
+            "{id}: {text} names its Debian version {locked}"
+        );
+    }
 }

@@ -297,7 +297,9 @@ pub fn argv(vm: &Vm, backend: &Backend, run: &RunDir) -> Vec<String> {
         Backend::Oracle => {
             // libqtest's arrangement: the harness listens, QEMU connects as a client.
             let qtest = format!("unix:{}", opt_path(&run.qtest_socket()));
-            push(&["-qtest", &qtest]);
+            // Without `-qtest-log`, QEMU copies every command and reply to stderr (`qtest_server_init`,
+            // softmmu/qtest.c, system/qtest.c since 8.2): megabytes of base64 per kernel written to the oracle's log.
+            push(&["-qtest", &qtest, "-qtest-log", "none"]);
         }
         _ => {
             let qmp = format!("unix:{},server=on,wait=off", opt_path(&run.qmp_socket()));
@@ -705,6 +707,7 @@ mod tests {
         assert!(args
             .windows(2)
             .any(|w| w == ["-qtest", "unix:/r/qtest.sock"]));
+        assert!(args.windows(2).any(|w| w == ["-qtest-log", "none"]));
         assert!(args
             .windows(2)
             .any(|w| w == ["-device", "virtio-rng-pci,disable-legacy=on,vectors=3"]));

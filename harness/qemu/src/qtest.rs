@@ -39,7 +39,8 @@ impl Qtest {
     pub fn new(stream: UnixStream) -> Qtest {
         let (read, writer) = stream.into_split();
         Qtest {
-            reader: BufReader::new(read),
+            // A kernel's `b64read` reply is megabytes on one line: read it in large steps.
+            reader: BufReader::with_capacity(1 << 20, read),
             writer,
             line: String::new(),
         }

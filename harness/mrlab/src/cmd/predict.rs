@@ -68,7 +68,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(vtpm) => vtpm.ok(),
         None if prepared.prediction.platform == Platform::Tdx => runtime
             .block_on(prepare::prepare(&scenario, &cache, Platform::Vtpm))
-            .ok(),
+            .ok()
+            .map(|p| p.prediction.events),
         // A vTPM prediction's events are the checks themselves.
         None => None,
     };
@@ -92,12 +93,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// prediction's events are the checks themselves: `-`.
 fn verification(
     prepared: &prepare::Prepared,
-    vtpm: Option<Box<prepare::Prepared>>,
+    vtpm: Option<Vec<measure::Event>>,
 ) -> Vec<&'static str> {
     let prediction = &prepared.prediction;
     match prediction.platform {
         Platform::Tdx => {
-            let vtpm = vtpm.map(|p| p.prediction.events).unwrap_or_default();
+            let vtpm = vtpm.unwrap_or_default();
             mrlab::verification::before_boot(&prediction.events, &vtpm)
                 .into_iter()
                 .map(|v| v.as_str())

@@ -85,8 +85,23 @@ fn run_qemu(qemu: &qemu::QemuBinary, args: &[&str]) -> Result<std::process::Outp
     Ok(out)
 }
 
+/// The QEMU's major.minor version. A managed root's is the `qemu-system-x86` its lock entry
+/// pins (`1:7.2+dfsg-7+deb12u18` → 7.2; tests/managed_qemu.rs checks each root's binary says
+/// the same), so that no `qemu --version` delays the oracle; any other QEMU is asked.
+pub(super) fn qemu_version(
+    scenario: &Scenario,
+    cache: &images::Cache,
+    binary: &qemu::QemuBinary,
+) -> Result<Option<Version>, Problem> {
+    let managed = scenario.qemu != "system" && !looks_like_path(&scenario.qemu);
+    match cache.root_package_version(&scenario.qemu, "qemu-system-x86") {
+        Some(locked) if managed => Ok(Version::parse(locked)),
+        _ => asked_version(binary),
+    }
+}
+
 /// `QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)` → 7.2.
-pub(super) fn qemu_version(binary: &qemu::QemuBinary) -> Result<Option<Version>, Problem> {
+fn asked_version(binary: &qemu::QemuBinary) -> Result<Option<Version>, Problem> {
     let out = run_qemu(binary, &["--version"])?;
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text

@@ -141,7 +141,7 @@ pub fn resolve(
     tpm: bool,
 ) -> Result<Resolved, ResolveError> {
     let qemu_binary = emulator::qemu_binary(scenario, cache)?;
-    let qemu_version = emulator::qemu_version(&qemu_binary)
+    let qemu_version = emulator::qemu_version(scenario, cache, &qemu_binary)
         .map_err(|message| ResolveError::key(scenario, "qemu", message))?;
     let mut resolved = resolve_without_qemu(scenario, cache, tpm, qemu_binary, qemu_version)?;
     resolved.option_roms = emulator::option_roms(&resolved.vm, &resolved.qemu_binary)

@@ -54,10 +54,12 @@ pub enum PrepareError {
     HashingInitrd(#[source] tokio::task::JoinError),
     #[error("prediction")]
     Prediction(#[source] measure::predict::PredictError),
+    #[error("a prediction thread")]
+    PredictionThread(#[source] tokio::task::JoinError),
+    #[error("the initrd's digests never reached the vTPM prediction (hashing it failed)")]
+    InitrdNotShared,
     #[error("disk boot without a UKI or GRUB disk the harness built is not predicted")]
     UnpredictedDisk,
-    #[error("the vTPM prediction panicked")]
-    VtpmPredictionPanicked,
 }
 
 impl From<resolve::ResolveError> for PrepareError {
@@ -183,38 +185,49 @@ pub async fn prepare(
 }
 
 /// [`prepare`] for a TD and, beside it, the predicted events of the same scenario's vTPM VM,
-/// which `mrlab predict --platform tdx` checks the TD's against. Both oracles run at once, the
-/// initrd is hashed once meanwhile, and the two predictions run on two threads (before, the
-/// vTPM VM's whole preparation followed the TD's). The vTPM side may fail alone; the caller
-/// decides what that means.
+/// which `mrlab predict --platform tdx` checks the TD's against. Both oracles run at once and
+/// the initrd is hashed once meanwhile; each side predicts on a blocking thread as soon as its
+/// own oracle is done (the vTPM VM's waits for swtpm, so the TD's prediction overlaps it). The
+/// vTPM side may fail alone; the caller decides what that means.
 pub async fn prepare_td_with_vtpm(
     scenario: &Scenario,
     cache: &images::Cache,
 ) -> Result<(Box<Prepared>, Result<Vec<Event>, PrepareError>), PrepareError> {
     let td = resolve::resolve(scenario, cache, false)?;
     let vtpm = resolve::resolve(scenario, cache, true);
-    let td_oracle = qemu::fwcfg::dump_fw_cfg(&td.vm, &td.qemu_binary, firmware_pci(&td));
-    // The vTPM VM with its oracle dump, or why it has none.
+    // The TD side hashes the initrd and hands the digests over; a TD side that fails first
+    // drops the sender, and its error is the one returned.
+    let (initrd_tx, initrd_rx) = tokio::sync::oneshot::channel();
+    let td_side = async {
+        let oracle = qemu::fwcfg::dump_fw_cfg(&td.vm, &td.qemu_binary, firmware_pci(&td));
+        let (oracle, initrd) = tokio::join!(oracle, initrd_digests(&td));
+        let initrd = initrd?;
+        let _ = initrd_tx.send(initrd.clone());
+        let oracle = oracle?;
+        blocking(move || prepared_from(td, oracle, initrd, Platform::Tdx)).await
+    };
     let vtpm_side = async {
         let vtpm = vtpm?;
         let oracle =
             qemu::fwcfg::dump_fw_cfg(&vtpm.vm, &vtpm.qemu_binary, firmware_pci(&vtpm)).await?;
-        Ok::<_, PrepareError>((vtpm, oracle))
-    };
-    let (td_oracle, vtpm_side, initrd) = tokio::join!(td_oracle, vtpm_side, initrd_digests(&td));
-    let initrd = initrd?;
-    let td_oracle = td_oracle?;
-    std::thread::scope(|threads| {
-        let vtpm_events = threads.spawn(|| {
-            let (vtpm, oracle) = vtpm_side?;
+        let initrd = initrd_rx.await.map_err(|_| PrepareError::InitrdNotShared)?;
+        blocking(move || {
             predict_for(&vtpm, &oracle, initrd.as_ref(), Platform::Vtpm).map(|p| p.events)
-        });
-        let td_prepared = prepared_from(td, td_oracle, initrd.clone(), Platform::Tdx);
-        let vtpm_events = vtpm_events
-            .join()
-            .unwrap_or(Err(PrepareError::VtpmPredictionPanicked));
-        Ok((td_prepared?, vtpm_events))
-    })
+        })
+        .await
+    };
+    let (td, vtpm_events) = tokio::join!(td_side, vtpm_side);
+    Ok((td?, vtpm_events))
+}
+
+/// Runs CPU-bound `work` (a prediction) on tokio's blocking pool, off the thread that drives
+/// the oracles' sockets.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, PrepareError> + Send + 'static,
+) -> Result<T, PrepareError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(PrepareError::PredictionThread)?
 }
 
 /// [`prepare`] of a scenario already resolved: the oracle and the prediction, which a boot of

@@ -191,24 +191,9 @@ async fn run_inner(
         swtpm_states: Some(cache.root().join("swtpm")),
     };
     let backend = boot_backend(opts, &resolved.quirks);
-    // An infrastructure failure (no run dir, swtpm or QMP trouble) gets one more try; a guest
-    // that boots and then disagrees with the prediction never does.
     let mut retried = None;
     let vm = resolved.vm.clone();
-    let boot = async {
-        match qemu::boot::boot(&vm, &backend, &options).await {
-            Err(e) if is_infrastructure(&e) => {
-                retried = Some(format!(
-                    "retried once after an infrastructure failure: {}",
-                    crate::error::chain(&e)
-                ));
-                qemu::boot::boot(&vm, &backend, &options).await
-            }
-            other => other,
-        }
-        .map(|boot| boot.serial)
-        .map_err(RunError::Boot)
-    };
+    let boot = boot_retrying_once(&vm, &backend, &options, &mut retried);
     // The guest boots while the oracle runs and the prediction is made: neither needs the
     // other until the judging. A failed prediction stops the boot (dropping it kills QEMU).
     let prepare = async {
@@ -244,6 +229,29 @@ async fn run_inner(
     report.notes.extend(cmdline_truncated(&serial));
     report.duration_s = started.elapsed().as_secs_f64();
     Ok((report, Some(prepared.prediction)))
+}
+
+/// Boot `vm` to its serial output. An infrastructure failure (no run dir, swtpm or QMP
+/// trouble) gets one more try, noted in `retried`; a guest that boots and then disagrees with
+/// the prediction never does.
+async fn boot_retrying_once(
+    vm: &qemu::vm::Vm,
+    backend: &qemu::argv::Backend,
+    options: &qemu::boot::BootOptions,
+    retried: &mut Option<String>,
+) -> Result<Vec<u8>, RunError> {
+    match qemu::boot::boot(vm, backend, options).await {
+        Err(e) if is_infrastructure(&e) => {
+            *retried = Some(format!(
+                "retried once after an infrastructure failure: {}",
+                crate::error::chain(&e)
+            ));
+            qemu::boot::boot(vm, backend, options).await
+        }
+        other => other,
+    }
+    .map(|boot| boot.serial)
+    .map_err(RunError::Boot)
 }
 
 /// The QEMU backend of a run on `opts.platform`: a TD's flavour of QEMU options from the quirks.

@@ -64,13 +64,6 @@ pub enum InputError {
     },
 }
 
-/// The stages whose errors are still text take an input error as its one line.
-impl From<InputError> for String {
-    fn from(e: InputError) -> String {
-        crate::error::chain(&e)
-    }
-}
-
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InputError + '_ {
     move |source| InputError::Io {
         path: path.to_owned(),

@@ -68,13 +68,6 @@ impl From<resolve::ResolveError> for PrepareError {
     }
 }
 
-/// The stages whose errors are still text take a preparation error as its one line.
-impl From<PrepareError> for String {
-    fn from(e: PrepareError) -> String {
-        crate::error::chain(&e)
-    }
-}
-
 /// The ACPI event of the blob the vTPM VM's TPM device adds (`etc/tpm/log`).
 const TPM_LOG_ACPI_EVENT: &str = "acpi:etc/tpm/log";
 

@@ -48,13 +48,6 @@ pub enum EvidenceError {
     },
 }
 
-/// The stages whose errors are still text take an evidence error as its one line.
-impl From<EvidenceError> for String {
-    fn from(e: EvidenceError) -> String {
-        crate::error::chain(&e)
-    }
-}
-
 /// Read a results folder's `evidence/` back into a record.
 pub fn record_from_dir(dir: &Path) -> Result<agent::record::Record, EvidenceError> {
     let base = if dir.join("evidence").is_dir() {

@@ -15,6 +15,40 @@ use measure::Platform;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Why a scenario's run ended before its judgement: the results folder, a lower stage, the
+/// boot or the serial log's record. A report shows it as its reason ([`crate::error::chain`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{}: cannot {action} the results folder", .dir.display())]
+    Folder {
+        dir: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Boxed: a resolve error is the largest by far.
+    #[error(transparent)]
+    Resolve(Box<resolve::ResolveError>),
+    #[error(transparent)]
+    Prepare(#[from] crate::prepare::PrepareError),
+    #[error("waiting for a turn to prepare")]
+    Turn(#[source] tokio::sync::AcquireError),
+    #[error("boot")]
+    Boot(#[source] qemu::boot::BootError),
+    #[error("evidence record in serial.log")]
+    Record(#[source] agent::record::RecordError),
+    #[error(transparent)]
+    Evidence(#[from] crate::recorded::EvidenceError),
+    #[error(transparent)]
+    Judge(#[from] crate::judge::JudgeError),
+}
+
+impl From<resolve::ResolveError> for RunError {
+    fn from(e: resolve::ResolveError) -> RunError {
+        RunError::Resolve(Box::new(e))
+    }
+}
+
 pub struct Options {
     /// Where each scenario's folder (report.json, serial.log, run.sh, evidence/) goes.
     pub results: PathBuf,
@@ -72,18 +106,27 @@ pub async fn run_scenario(
     let (mut report, prediction) = match result {
         Ok(ok) => ok,
         // Its QEMU was killed because mrlab was signalled: say so, not what the kill caused.
-        Err(reason) if qemu::process::terminating() => (
+        Err(e) if qemu::process::terminating() => (
             ScenarioReport::error(
                 &scenario.name,
                 file,
                 backend_name(opts),
-                format!("interrupted (mrlab was signalled) before it finished; then: {reason}"),
+                format!(
+                    "interrupted (mrlab was signalled) before it finished; then: {}",
+                    crate::error::chain(&e)
+                ),
                 0.0,
             ),
             None,
         ),
-        Err(reason) => (
-            ScenarioReport::error(&scenario.name, file, backend_name(opts), reason, 0.0),
+        Err(e) => (
+            ScenarioReport::error(
+                &scenario.name,
+                file,
+                backend_name(opts),
+                crate::error::chain(&e),
+                0.0,
+            ),
             None,
         ),
     };
@@ -103,19 +146,22 @@ pub async fn run_scenario(
 }
 
 /// Removes `dir` with what an earlier run left in it, and makes it again, empty.
-fn empty_folder(dir: &Path) -> Result<(), String> {
+fn empty_folder(dir: &Path) -> Result<(), RunError> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(format!(
-                "{}: cannot empty the results folder: {e}",
-                dir.display()
-            ))
-        }
+        Err(source) => return Err(folder_error(dir, "empty")(source)),
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("{}: cannot create the results folder: {e}", dir.display()))
+    std::fs::create_dir_all(dir).map_err(folder_error(dir, "create"))
+}
+
+fn folder_error(dir: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
+    let dir = dir.to_owned();
+    move |source| RunError::Folder {
+        dir,
+        action,
+        source,
+    }
 }
 
 async fn run_inner(
@@ -125,16 +171,14 @@ async fn run_inner(
     opts: &Options,
     dir: &Path,
     started: Instant,
-) -> Result<(ScenarioReport, Option<Prediction>), String> {
-    let resolved = resolve::resolve(scenario, cache, opts.platform == Platform::Vtpm)
-        .map_err(|e| crate::error::chain(&e))?;
+) -> Result<(ScenarioReport, Option<Prediction>), RunError> {
+    let resolved = resolve::resolve(scenario, cache, opts.platform == Platform::Vtpm)?;
     if let Some(why) = resolved.vm.unsupported_reason() {
         let mut r = ScenarioReport::error(&scenario.name, file, backend_name(opts), why, 0.0);
         r.verdict = Verdict::Skip;
         return Ok((r, None));
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("{}: cannot create results folder: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(folder_error(dir, "create"))?;
 
     // Boot. The run dir (sockets, swtpm state) is a short private dir under the system temp
     // dir, removed on every path; its logs and run.sh land in the results folder, a failed
@@ -147,24 +191,9 @@ async fn run_inner(
         swtpm_states: Some(cache.root().join("swtpm")),
     };
     let backend = boot_backend(opts, &resolved.quirks);
-    // An infrastructure failure (no run dir, swtpm or QMP trouble) gets one more try; a guest
-    // that boots and then disagrees with the prediction never does.
     let mut retried = None;
     let vm = resolved.vm.clone();
-    let boot = async {
-        match qemu::boot::boot(&vm, &backend, &options).await {
-            Err(e) if is_infrastructure(&e) => {
-                retried = Some(format!(
-                    "retried once after an infrastructure failure: {}",
-                    crate::error::chain(&e)
-                ));
-                qemu::boot::boot(&vm, &backend, &options).await
-            }
-            other => other,
-        }
-        .map(|boot| boot.serial)
-        .map_err(|e| format!("boot: {}", crate::error::chain(&e)))
-    };
+    let boot = boot_retrying_once(&vm, &backend, &options, &mut retried);
     // The guest boots while the oracle runs and the prediction is made: neither needs the
     // other until the judging. A failed prediction stops the boot (dropping it kills QEMU).
     let prepare = async {
@@ -173,14 +202,14 @@ async fn run_inner(
         // boot that takes ten, so waiting its turn costs no wall time and keeps the peak memory
         // of `mrlab run` at one such set.
         static PREPARING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-        let turn = PREPARING.acquire().await.map_err(|e| e.to_string())?;
+        let turn = PREPARING.acquire().await.map_err(RunError::Turn)?;
         let mut prepared = prepare_resolved(resolved, opts.platform).await?;
         // External predictors read the whole oracle after the boot; the judges only a few files.
         if opts.predictors.is_empty() {
             crate::judge::keep_judged_oracle_files(&mut prepared);
         }
         drop(turn);
-        Ok::<_, String>(prepared)
+        Ok::<_, RunError>(prepared)
     };
     let (prepared, serial) = tokio::try_join!(prepare, boot)?;
 
@@ -200,6 +229,29 @@ async fn run_inner(
     report.notes.extend(cmdline_truncated(&serial));
     report.duration_s = started.elapsed().as_secs_f64();
     Ok((report, Some(prepared.prediction)))
+}
+
+/// Boot `vm` to its serial output. An infrastructure failure (no run dir, swtpm or QMP
+/// trouble) gets one more try, noted in `retried`; a guest that boots and then disagrees with
+/// the prediction never does.
+async fn boot_retrying_once(
+    vm: &qemu::vm::Vm,
+    backend: &qemu::argv::Backend,
+    options: &qemu::boot::BootOptions,
+    retried: &mut Option<String>,
+) -> Result<Vec<u8>, RunError> {
+    match qemu::boot::boot(vm, backend, options).await {
+        Err(e) if is_infrastructure(&e) => {
+            *retried = Some(format!(
+                "retried once after an infrastructure failure: {}",
+                crate::error::chain(&e)
+            ));
+            qemu::boot::boot(vm, backend, options).await
+        }
+        other => other,
+    }
+    .map(|boot| boot.serial)
+    .map_err(RunError::Boot)
 }
 
 /// The QEMU backend of a run on `opts.platform`: a TD's flavour of QEMU options from the quirks.
@@ -232,13 +284,12 @@ async fn judge_td(
     serial: &[u8],
     dir: &Path,
     predictors: &[crate::predictors::Predictor],
-) -> Result<ScenarioReport, String> {
+) -> Result<ScenarioReport, RunError> {
     let judgement = judgement_of_serial(prepared, file, serial, dir)?;
     if predictors.is_empty() {
         return Ok(judgement.report());
     }
-    let record =
-        agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
+    let record = agent::record::decode(serial).map_err(RunError::Record)?;
     let td = crate::recorded::TdEvidence::from_record(&record)?;
     let label = format!("actual ({})", td.source);
     let rows = crate::predictors::check_all(
@@ -319,9 +370,8 @@ fn judgement_of_serial(
     file: &str,
     serial: &[u8],
     dir: &Path,
-) -> Result<Judgement, String> {
-    let record =
-        agent::record::decode(serial).map_err(|e| format!("evidence record in serial.log: {e}"))?;
+) -> Result<Judgement, RunError> {
+    let record = agent::record::decode(serial).map_err(RunError::Record)?;
     save_evidence(dir, &record)?;
     Ok(judgement(prepared, file, &record)?)
 }
@@ -332,7 +382,7 @@ pub fn judge(
     file: &str,
     serial: &[u8],
     dir: &Path,
-) -> Result<ScenarioReport, String> {
+) -> Result<ScenarioReport, RunError> {
     judgement_of_serial(prepared, file, serial, dir).map(Judgement::report)
 }
 

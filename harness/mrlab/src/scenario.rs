@@ -312,7 +312,7 @@ impl Scenario {
 /// The scenario's values within their ranges: the key and the problem otherwise.
 fn check_values(scenario: &Scenario) -> Result<(), (&'static str, String)> {
     if let Err(why) = check_name(&scenario.name) {
-        return Err(("name", why));
+        return Err(("name", why.to_string()));
     }
     if !(1..=512).contains(&scenario.cpus) {
         return Err(("cpus", "must be between 1 and 512".into()));
@@ -353,7 +353,7 @@ fn check_values(scenario: &Scenario) -> Result<(), (&'static str, String)> {
     }
     for device in &scenario.devices {
         if let Device::Virtfs { tag } = device {
-            check_mount_tag(tag).map_err(|why| ("devices", why))?;
+            check_mount_tag(tag).map_err(|why| ("devices", why.to_string()))?;
         }
     }
     Ok(())
@@ -441,45 +441,68 @@ const MAX_TIMEOUT_S: u64 = 86_400;
 /// The longest scenario name: it names a folder, and a file name has at most 255 bytes.
 const MAX_NAME_LEN: usize = 128;
 
+/// What is wrong with one value of a scenario (its name, a virtfs tag, a size); the key is
+/// named by the error that carries it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("must not be empty")]
+    EmptyName,
+    #[error("is longer than {MAX_NAME_LEN} bytes")]
+    LongName,
+    #[error(
+        "{name:?} has {bad:?}: use letters, digits, '.', '_' and '-' (it names the results folder)"
+    )]
+    NameCharacter { name: String, bad: char },
+    #[error("{0:?} starts with '.': it names the results folder")]
+    HiddenName(String),
+    #[error("virtfs tag {0:?}: use letters, digits, '.', '_' and '-' (it is a QEMU option value)")]
+    MountTag(String),
+    #[error("`{text}`: unknown unit `{unit}` (use K, M, G or T)")]
+    SizeUnit { text: String, unit: String },
+    #[error("`{0}`: more than 2^64 bytes")]
+    SizeTooBig(String),
+    #[error("`{0}`: not a size (examples: 2G, 2048M, 2.75G)")]
+    NotASize(String),
+    #[error("`{0}`: not a whole number of bytes")]
+    NotWholeBytes(String),
+}
+
 /// A scenario's name names its results folder, its JUnit test case and its snapshot: letters,
 /// digits, `.`, `_` and `-` only, not starting with `.` (so no `.`, `..` or hidden folder).
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), ValueError> {
     if name.is_empty() {
-        return Err("must not be empty".into());
+        return Err(ValueError::EmptyName);
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("is longer than {MAX_NAME_LEN} bytes"));
+        return Err(ValueError::LongName);
     }
     if let Some(bad) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!(
-            "{name:?} has {bad:?}: use letters, digits, '.', '_' and '-' (it names the results folder)"
-        ));
+        return Err(ValueError::NameCharacter {
+            name: name.to_string(),
+            bad,
+        });
     }
     if name.starts_with('.') {
-        return Err(format!(
-            "{name:?} starts with '.': it names the results folder"
-        ));
+        return Err(ValueError::HiddenName(name.to_string()));
     }
     Ok(())
 }
 
 /// A virtfs `tag` goes into QEMU's `-virtfs …,mount_tag=TAG,…`: letters, digits, `.`, `_` and
 /// `-` only, so it can never end the value and add an option (`t,path=/` would share `/`).
-fn check_mount_tag(tag: &str) -> Result<(), String> {
+fn check_mount_tag(tag: &str) -> Result<(), ValueError> {
     let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if tag.is_empty() || !tag.chars().all(safe) {
-        return Err(format!(
-            "virtfs tag {tag:?}: use letters, digits, '.', '_' and '-' (it is a QEMU option value)"
-        ));
+        return Err(ValueError::MountTag(tag.to_string()));
     }
     Ok(())
 }
 
 /// Parse `2G`, `2048M`, `2.75G`, `512K` or a plain byte count.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, ValueError> {
     let t = text.trim();
     let (number, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
         Some((i, _)) => t.split_at(i),
@@ -496,12 +519,13 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "G" => 30,
         "T" => 40,
         _ => {
-            return Err(format!(
-                "`{text}`: unknown unit `{unit}` (use K, M, G or T)"
-            ))
+            return Err(ValueError::SizeUnit {
+                text: text.to_string(),
+                unit: unit.to_string(),
+            })
         }
     };
-    let too_big = || format!("`{text}`: more than 2^64 bytes");
+    let too_big = || ValueError::SizeTooBig(text.to_string());
     // Whole numbers exactly; a fraction (2.75G) through f64, which is exact for such sizes.
     if let Ok(whole) = number.trim().parse::<u64>() {
         return whole.checked_mul(1u64 << shift).ok_or_else(too_big);
@@ -509,10 +533,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let value: f64 = number
         .trim()
         .parse()
-        .map_err(|_| format!("`{text}`: not a size (examples: 2G, 2048M, 2.75G)"))?;
+        .map_err(|_| ValueError::NotASize(text.to_string()))?;
     let bytes = value * (1u64 << shift) as f64;
     if !(bytes.is_finite() && bytes >= 0.0 && bytes.fract() == 0.0) {
-        return Err(format!("`{text}`: not a whole number of bytes"));
+        return Err(ValueError::NotWholeBytes(text.to_string()));
     }
     // 2^64 as f64; `as u64` would saturate at u64::MAX.
     if bytes >= 18_446_744_073_709_551_616.0 {

@@ -321,8 +321,10 @@ fn kernel_smoke() -> &'static RealRun {
 fn corrupt_or_missing_evidence_is_an_error() {
     let real = kernel_smoke();
     let (serial, dir) = (&real.serial, &real.dir);
-    let judge =
-        |bytes: &[u8]| run::judge(&real.prepared, "kernel-smoke", bytes, &dir.join("judge"));
+    let judge = |bytes: &[u8]| {
+        run::judge(&real.prepared, "kernel-smoke", bytes, &dir.join("judge"))
+            .map_err(|e| mrlab::error::chain(&e))
+    };
     assert_eq!(
         judge(serial).expect("the real serial log judges").verdict,
         Verdict::Pass

@@ -1,6 +1,7 @@
 //! `mrlab diff`: the predicted events that appear, disappear or change between two scenarios,
 //! or one scenario under another firmware, QEMU or systemd-boot package.
 
+use anyhow::Context;
 use measure::{Event, Platform};
 use mrlab::scenario::Scenario;
 use serde_json::{json, Value};
@@ -53,7 +54,7 @@ fn side(
 ) -> anyhow::Result<Side> {
     let prepared = rt
         .block_on(mrlab::prepare::prepare(&scenario, cache, platform))
-        .map_err(|e| anyhow::anyhow!("{title}: {e}"))?;
+        .with_context(|| title.clone())?;
     let r = &prepared.resolved;
     let systemd = r.uki.as_ref().and_then(|u| u.systemd_version);
     let shown = |v: Option<measure::quirks::Version>| v.map_or("?".into(), |v| v.to_string());

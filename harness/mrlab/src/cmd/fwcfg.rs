@@ -1,5 +1,6 @@
 //! `mrlab fwcfg`: every fw_cfg file of a scenario's VM, as its QEMU serves it to OVMF.
 
+use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,7 +32,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         mrlab::prepare::firmware_pci(&resolved),
     ))?;
     let written = mrlab::snapshot::write(&args.out, &resolved, &files)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+        .with_context(|| args.out.display().to_string())?;
     for (name, size) in written {
         outln!("{size:>8}  {name}");
     }

@@ -196,13 +196,6 @@ pub enum JudgeError {
     TpmLog(#[source] evidence::Error),
 }
 
-/// The stages whose errors are still text take a judging error as its one line.
-impl From<JudgeError> for String {
-    fn from(e: JudgeError) -> String {
-        crate::error::chain(&e)
-    }
-}
-
 /// Judge an evidence record (decoded from a serial log, or read back from a results folder) by
 /// the platform it was predicted for: a vTPM guest's TPM log, PCRs and fw_cfg blobs; a TD's
 /// CCEL and registers (quote, else TDREPORT), with the MRTD page order of the VM's QEMU.

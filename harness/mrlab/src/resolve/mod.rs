@@ -91,6 +91,8 @@ pub enum Problem {
     },
     #[error(transparent)]
     Input(crate::input::InputError),
+    #[error(transparent)]
+    Value(#[from] crate::scenario::ValueError),
     /// A rule of the scenario format or of a lower stage, in words.
     #[error("{0}")]
     Rule(String),

@@ -436,7 +436,9 @@ impl<'a> FwCfg<'a> {
                     control: status,
                 });
             }
-            out.extend(self.qtest.memread(DMA_BUFFER, chunk as usize).await?);
+            self.qtest
+                .memread_into(DMA_BUFFER, chunk as usize, &mut out)
+                .await?;
         }
         Ok(out)
     }

@@ -23,7 +23,8 @@ pub enum QtestError {
 pub struct Qtest {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
-    line: String,
+    /// The last reply line, as bytes: a `b64read` reply is decoded straight from here.
+    line: Vec<u8>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -42,12 +43,18 @@ impl Qtest {
             // A kernel's `b64read` reply is megabytes on one line: read it in large steps.
             reader: BufReader::with_capacity(1 << 20, read),
             writer,
-            line: String::new(),
+            line: Vec::new(),
         }
     }
 
     /// Sends one command and returns what follows `OK` (empty when nothing does).
     pub async fn command(&mut self, command: &str) -> Result<String, QtestError> {
+        let value = self.reply(command).await?;
+        Ok(String::from_utf8_lossy(&self.line[value]).into_owned())
+    }
+
+    /// Sends one command and returns where, in `self.line`, the value after `OK` is.
+    async fn reply(&mut self, command: &str) -> Result<std::ops::Range<usize>, QtestError> {
         let io = |source| QtestError::Io {
             command: command.to_string(),
             source,
@@ -58,21 +65,29 @@ impl Qtest {
             .map_err(io)?;
         loop {
             self.line.clear();
-            let n = self.reader.read_line(&mut self.line).await.map_err(io)?;
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .await
+                .map_err(io)?;
             if n == 0 {
                 return Err(QtestError::Closed {
                     command: command.to_string(),
                 });
             }
-            let reply = self.line.trim_end();
-            if reply.starts_with("IRQ") {
+            let reply = self.line.trim_ascii_end();
+            if reply.starts_with(b"IRQ") {
                 continue;
             }
-            return match reply.strip_prefix("OK") {
-                Some(rest) => Ok(rest.trim_start().to_string()),
+            return match reply.strip_prefix(b"OK") {
+                Some(rest) => {
+                    let value = rest.trim_ascii_start();
+                    let start = reply.len() - value.len();
+                    Ok(start..reply.len())
+                }
                 None => Err(QtestError::Refused {
                     command: command.to_string(),
-                    reply: reply.to_string(),
+                    reply: String::from_utf8_lossy(reply).into_owned(),
                 }),
             };
         }
@@ -125,12 +140,34 @@ impl Qtest {
     /// Guest memory via `b64read`: QEMU's `read` hex-formats byte by byte, which makes reading
     /// an 8 MiB kernel take seconds; base64 is an order of magnitude faster.
     pub async fn memread(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, QtestError> {
+        let mut out = Vec::with_capacity(len);
+        self.memread_into(addr, len, &mut out).await?;
+        Ok(out)
+    }
+
+    /// [`Qtest::memread`], appended to `out` and decoded straight from the reply line (a
+    /// kernel's replies are megabytes: no copy of them is made).
+    pub async fn memread_into(
+        &mut self,
+        addr: u64,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), QtestError> {
         use base64::Engine as _;
         let command = format!("b64read 0x{addr:x} 0x{len:x}");
-        let reply = self.command(&command).await?;
-        match base64::engine::general_purpose::STANDARD.decode(reply.trim()) {
-            Ok(bytes) if bytes.len() == len => Ok(bytes),
-            _ => Err(QtestError::BadValue { command, reply }),
+        let value = self.reply(&command).await?;
+        let before = out.len();
+        match base64::engine::general_purpose::STANDARD.decode_vec(&self.line[value.clone()], out) {
+            Ok(()) if out.len() - before == len => Ok(()),
+            _ => {
+                out.truncate(before);
+                // The start of the reply is enough to see what went wrong.
+                let shown = &self.line[value.start..value.end.min(value.start + 120)];
+                Err(QtestError::BadValue {
+                    command,
+                    reply: String::from_utf8_lossy(shown).into_owned(),
+                })
+            }
         }
     }
 }
@@ -138,6 +175,42 @@ impl Qtest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake QEMU answering each line of `replies` to one command.
+    async fn answered(replies: &'static [&'static str]) -> Qtest {
+        use tokio::io::AsyncReadExt;
+        let (ours, theirs) = UnixStream::pair().expect("socket pair");
+        tokio::spawn(async move {
+            let (mut read, mut write) = theirs.into_split();
+            let mut buf = [0u8; 256];
+            for reply in replies {
+                if read.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = write.write_all(reply.as_bytes()).await;
+            }
+        });
+        Qtest::new(ours)
+    }
+
+    #[tokio::test]
+    async fn b64read_skips_irq_lines_and_checks_the_length() {
+        let mut q = answered(&["IRQ raise 4\nOK AAEC\n", "OK AAE=\n", "FAIL nope\n"]).await;
+        assert_eq!(q.memread(0x1000, 3).await.expect("3 bytes"), [0, 1, 2]);
+        // Two bytes where three were asked: refused, nothing appended.
+        let mut out = vec![9];
+        let err = q.memread_into(0x1000, 3, &mut out).await.unwrap_err();
+        assert!(
+            matches!(&err, QtestError::BadValue { reply, .. } if reply == "AAE="),
+            "{err}"
+        );
+        assert_eq!(out, [9]);
+        let err = q.memread(0x1000, 3).await.unwrap_err();
+        assert!(
+            matches!(&err, QtestError::Refused { reply, .. } if reply == "FAIL nope"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn hex_for_write_commands() {

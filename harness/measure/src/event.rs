@@ -162,30 +162,11 @@ pub struct Digests {
 
 impl Digests {
     /// Both banks over the same bytes: what firmware does for a measured event. A large input
-    /// (an initrd, a disk) is hashed in both banks at once on two threads: each bank is one
-    /// core's sequential work, and neither waits for the other.
+    /// (an initrd, a disk) is hashed in both banks at once, on two threads ([`DigestsHasher`]).
     pub fn of(data: &[u8]) -> Digests {
-        /// Below this, starting a thread costs more than the second bank's hashing.
-        const PARALLEL_FROM: usize = 1 << 20;
-        if data.len() < PARALLEL_FROM {
-            return Digests {
-                sha256: Some(Sha256::digest(data).into()),
-                sha384: Some(Sha384::digest(data).into()),
-            };
-        }
-        std::thread::scope(|scope| {
-            let sha256 = scope.spawn(|| -> [u8; 32] { Sha256::digest(data).into() });
-            let sha384: [u8; 48] = Sha384::digest(data).into();
-            Digests {
-                // A hashing thread cannot fail short of a panic, which resume carries on.
-                sha256: Some(
-                    sha256
-                        .join()
-                        .unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                ),
-                sha384: Some(sha384),
-            }
-        })
+        let mut hasher = Digests::hasher();
+        hasher.update(data);
+        hasher.finish()
     }
 
     /// [`Digests::of`] for input that arrives in pieces (a large file read a chunk at a time,
@@ -368,8 +349,8 @@ pub struct DigestsHasher {
 }
 
 impl DigestsHasher {
-    /// Hashes `piece` in both banks, on two threads when it is large enough to pay for one
-    /// (as [`Digests::of`] does).
+    /// Hashes `piece` in both banks, on two threads when it is large enough to pay for one:
+    /// each bank is then one core's sequential work.
     pub fn update(&mut self, piece: &[u8]) {
         const PARALLEL_FROM: usize = 1 << 20;
         let (sha256, sha384) = (&mut self.sha256, &mut self.sha384);
@@ -493,8 +474,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pieces_hash_as_the_whole() {
-        // The same 2 MiB of zeros as below, fed as a small piece, a large one and the rest.
+    fn both_banks_of_a_large_input_are_its_digests_whole_or_in_pieces() {
+        // 2 MiB of zeros, past the two-thread threshold: `head -c 2097152 /dev/zero | sha256sum`
+        // and `| sha384sum` (GNU coreutils 9.1); whole, then as a small piece, a large one and
+        // the rest.
         let zeros = vec![0u8; 2 << 20];
         let mut hasher = Digests::hasher();
         for piece in [
@@ -504,30 +487,16 @@ mod tests {
         ] {
             hasher.update(piece);
         }
-        let d = hasher.finish();
-        assert_eq!(
-            d.sha256_hex().unwrap(),
-            "5647f05ec18958947d32874eeb788fa396a05d0bab7c1b71f112ceb7e9b31eee"
-        );
-        assert_eq!(
-            d.sha384_hex().unwrap(),
-            "6f71dee19ba3fbdc5c15e857c98727eb91c318321c1c8d5a716a6b5d1b0404acb2a62fd975562545701013ec7f99329f"
-        );
-    }
-
-    #[test]
-    fn both_banks_of_a_large_input_are_its_digests() {
-        // 2 MiB of zeros, past the two-thread threshold: `head -c 2097152 /dev/zero | sha256sum`
-        // and `| sha384sum` (GNU coreutils 9.1).
-        let d = Digests::of(&vec![0u8; 2 << 20]);
-        assert_eq!(
-            d.sha256_hex().unwrap(),
-            "5647f05ec18958947d32874eeb788fa396a05d0bab7c1b71f112ceb7e9b31eee"
-        );
-        assert_eq!(
-            d.sha384_hex().unwrap(),
-            "6f71dee19ba3fbdc5c15e857c98727eb91c318321c1c8d5a716a6b5d1b0404acb2a62fd975562545701013ec7f99329f"
-        );
+        for d in [Digests::of(&zeros), hasher.finish()] {
+            assert_eq!(
+                d.sha256_hex().unwrap(),
+                "5647f05ec18958947d32874eeb788fa396a05d0bab7c1b71f112ceb7e9b31eee"
+            );
+            assert_eq!(
+                d.sha384_hex().unwrap(),
+                "6f71dee19ba3fbdc5c15e857c98727eb91c318321c1c8d5a716a6b5d1b0404acb2a62fd975562545701013ec7f99329f"
+            );
+        }
     }
 
     #[test]

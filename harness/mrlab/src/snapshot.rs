@@ -104,33 +104,26 @@ pub fn vm_shape(vm: &Vm) -> Result<Value, InputError> {
         }),
         Boot::Disk => json!({"kind": "disk"}),
     };
+    // The shared view of each device, plus what changes the guest's view of it.
     let devices: Vec<Value> = vm
         .devices
         .iter()
-        .map(|d| match d {
-            Device::Disk(disk) => json!({
-                "kind": "virtio-blk", "id": disk.id, "format": disk.format.as_str(),
-                "readonly": disk.readonly, "serial": disk.serial,
-            }),
-            Device::Net { id, mac } => json!({"kind": "virtio-net", "id": id, "mac": mac}),
-            Device::Vsock { guest_cid } => json!({"kind": "vhost-vsock", "guest_cid": guest_cid}),
-            Device::Share(share) => json!({
-                "kind": "virtfs", "id": share.id, "mount_tag": share.mount_tag,
-                "readonly": share.readonly, "security_model": share.security_model,
-            }),
-            Device::Cdrom { .. } => json!({"kind": "cdrom"}),
-            Device::PcieRootPort { chassis } => {
-                json!({"kind": "pcie-root-port", "chassis": chassis})
+        .map(|d| {
+            let mut json = crate::resolve::device_json(d);
+            match d {
+                Device::Disk(disk) => {
+                    json.insert("serial".into(), json!(disk.serial));
+                }
+                Device::Net { mac, .. } => {
+                    json.insert("mac".into(), json!(mac));
+                }
+                Device::Share(share) => {
+                    json.insert("readonly".into(), json!(share.readonly));
+                    json.insert("security_model".into(), json!(share.security_model));
+                }
+                _ => {}
             }
-            Device::PcieExpander {
-                id,
-                slot,
-                numa_node,
-                bus_nr,
-            } => json!({
-                "kind": "pxb-pcie", "id": id, "slot": slot, "numa_node": numa_node,
-                "bus_nr": bus_nr,
-            }),
+            Value::Object(json)
         })
         .collect();
     Ok(json!({

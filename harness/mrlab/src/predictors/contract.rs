@@ -181,35 +181,21 @@ fn grub_json(resolved: &Resolved) -> Value {
     })
 }
 
-/// The VM's devices, each with what a predictor needs of it.
+/// The VM's devices, each with what a predictor needs of it: the shared view plus the files a
+/// predictor reads.
 fn devices_json(vm: &qemu::vm::Vm) -> Vec<Value> {
     use qemu::vm::Device;
     let path = |p: &Path| absolute(p).display().to_string();
     vm.devices
         .iter()
-        .map(|d| match d {
-            Device::Disk(disk) => json!({
-                "kind": "virtio-blk", "id": disk.id, "file": path(&disk.file),
-                "format": disk.format.as_str(), "readonly": disk.readonly,
-            }),
-            Device::Net { id, .. } => json!({"kind": "virtio-net", "id": id}),
-            Device::Vsock { guest_cid } => json!({"kind": "vhost-vsock", "guest_cid": guest_cid}),
-            Device::Share(share) => {
-                json!({"kind": "virtfs", "id": share.id, "mount_tag": share.mount_tag})
-            }
-            Device::Cdrom { file } => json!({"kind": "cdrom", "file": path(file)}),
-            Device::PcieRootPort { chassis } => {
-                json!({"kind": "pcie-root-port", "chassis": chassis})
-            }
-            Device::PcieExpander {
-                id,
-                slot,
-                numa_node,
-                bus_nr,
-            } => json!({
-                "kind": "pxb-pcie", "id": id, "slot": slot, "numa_node": numa_node,
-                "bus_nr": bus_nr,
-            }),
+        .map(|d| {
+            let mut json = crate::resolve::device_json(d);
+            match d {
+                Device::Disk(disk) => json.insert("file".into(), path(&disk.file).into()),
+                Device::Cdrom { file } => json.insert("file".into(), path(file).into()),
+                _ => None,
+            };
+            Value::Object(json)
         })
         .collect()
 }

@@ -1,10 +1,46 @@
 //! The scenario's `[[devices]]` → QEMU devices, the vsock host side, and the root-bus slot each
-//! device takes.
+//! device takes; and the JSON every view of a device starts from.
 
 use super::files::{blank_disk, empty_dir, existing};
 use super::{Problem, ResolveError};
 use crate::scenario::{Device, Scenario};
+use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
+
+/// A device as JSON: its kind and what identifies it, the part that predictors' `inputs.json`
+/// and the fw_cfg snapshot manifest share. Each adds its own fields (a predictor the files it
+/// reads, the manifest what changes the guest's view: MACs, serials, share options).
+pub fn device_json(device: &qemu::vm::Device) -> Map<String, Value> {
+    use qemu::vm::Device;
+    let value = match device {
+        Device::Disk(disk) => json!({
+            "kind": "virtio-blk", "id": disk.id, "format": disk.format.as_str(),
+            "readonly": disk.readonly,
+        }),
+        Device::Net { id, .. } => json!({"kind": "virtio-net", "id": id}),
+        Device::Vsock { guest_cid } => json!({"kind": "vhost-vsock", "guest_cid": guest_cid}),
+        Device::Share(share) => {
+            json!({"kind": "virtfs", "id": share.id, "mount_tag": share.mount_tag})
+        }
+        Device::Cdrom { .. } => json!({"kind": "cdrom"}),
+        Device::PcieRootPort { chassis } => {
+            json!({"kind": "pcie-root-port", "chassis": chassis})
+        }
+        Device::PcieExpander {
+            id,
+            slot,
+            numa_node,
+            bus_nr,
+        } => json!({
+            "kind": "pxb-pcie", "id": id, "slot": slot, "numa_node": numa_node,
+            "bus_nr": bus_nr,
+        }),
+    };
+    match value {
+        Value::Object(map) => map,
+        _ => unreachable!("every arm is a JSON object"),
+    }
+}
 
 /// The version of rust-vmm's vhost-device-vsock that `ci/install-vhost-device-vsock.sh` installs.
 const VSOCK_DAEMON_VERSION: &str = "0.3.0";

@@ -13,7 +13,7 @@ mod files;
 mod grub;
 mod machine;
 
-pub use devices::vsock_daemon;
+pub use devices::{device_json, vsock_daemon};
 pub use esp::{DiskPlace, UkiParts};
 pub use grub::GrubParts;
 pub use machine::machine_json;

@@ -73,6 +73,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InputError + '_ {
 
 /// Reads `path` as `kind`: at most `kind.max` bytes, or an error naming the file.
 pub fn read(path: &Path, kind: Kind) -> Result<Vec<u8>, InputError> {
+    let (file, len) = open(path, kind)?;
+    // Sized up front: `Take` gives `read_to_end` no size hint, and growing by doubling made a
+    // 4 MiB firmware an 8 MiB allocation (one more byte to see the end).
+    let mut bytes = Vec::with_capacity(len.min(kind.max) as usize + 1);
+    file.take(kind.max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io(path))?;
+    if bytes.len() as u64 > kind.max {
+        return Err(too_large(path, kind));
+    }
+    Ok(bytes)
+}
+
+/// Opens `path` for reading as `kind`, with its length; a folder is refused by name.
+fn open(path: &Path, kind: Kind) -> Result<(std::fs::File, u64), InputError> {
     let meta = std::fs::metadata(path).map_err(io(path))?;
     if meta.is_dir() {
         return Err(InputError::Directory {
@@ -81,20 +96,15 @@ pub fn read(path: &Path, kind: Kind) -> Result<Vec<u8>, InputError> {
         });
     }
     let file = std::fs::File::open(path).map_err(io(path))?;
-    // Sized up front: `Take` gives `read_to_end` no size hint, and growing by doubling made a
-    // 4 MiB firmware an 8 MiB allocation (one more byte to see the end).
-    let mut bytes = Vec::with_capacity(meta.len().min(kind.max) as usize + 1);
-    file.take(kind.max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io(path))?;
-    if bytes.len() as u64 > kind.max {
-        return Err(InputError::TooLarge {
-            path: path.to_owned(),
-            what: kind.what,
-            max: kind.max,
-        });
+    Ok((file, meta.len()))
+}
+
+fn too_large(path: &Path, kind: Kind) -> InputError {
+    InputError::TooLarge {
+        path: path.to_owned(),
+        what: kind.what,
+        max: kind.max,
     }
-    Ok(bytes)
 }
 
 /// Feeds the file at `path` to `piece`, a chunk at a time, as [`read`] would read it (at most
@@ -106,23 +116,11 @@ pub fn read_in_pieces(
     mut piece: impl FnMut(&[u8]),
 ) -> Result<(), InputError> {
     const CHUNK: usize = 4 << 20;
-    let meta = std::fs::metadata(path).map_err(io(path))?;
-    if meta.is_dir() {
-        return Err(InputError::Directory {
-            path: path.to_owned(),
-            what: kind.what,
-        });
+    let (mut file, len) = open(path, kind)?;
+    if len > kind.max {
+        return Err(too_large(path, kind));
     }
-    let too_large = || InputError::TooLarge {
-        path: path.to_owned(),
-        what: kind.what,
-        max: kind.max,
-    };
-    if meta.len() > kind.max {
-        return Err(too_large());
-    }
-    let mut file = std::fs::File::open(path).map_err(io(path))?;
-    let mut buf = vec![0u8; CHUNK.min(meta.len() as usize + 1).max(1)];
+    let mut buf = vec![0u8; CHUNK.min(len as usize + 1).max(1)];
     let mut total = 0u64;
     loop {
         let n = match file.read(&mut buf) {
@@ -133,7 +131,7 @@ pub fn read_in_pieces(
         };
         total += n as u64;
         if total > kind.max {
-            return Err(too_large());
+            return Err(too_large(path, kind));
         }
         piece(&buf[..n]);
     }
